@@ -1,0 +1,31 @@
+# Python 3.13 is the Lambda runtime; fall back to 3.12 where 3.13 is absent.
+PYTHON ?= $(shell command -v python3.13 || ls -d $(HOME)/.pyenv/versions/3.13*/bin/python 2>/dev/null | tail -n 1 || command -v python3.12 || ls -d $(HOME)/.pyenv/versions/3.12*/bin/python 2>/dev/null | tail -n 1)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.13 (or 3.12) not found; set PYTHON=/path/to/python3.13"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/cdp serve
+
+test: install
+	$(BIN)/python -m pytest -n 2 -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check layers functions listener tests bench
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .aws-sam .pytest_cache

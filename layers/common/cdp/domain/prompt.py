@@ -1,0 +1,216 @@
+"""Prompt building: OpenAI messages -> the text posted in Discord, and splitting it into messages.
+
+Discord counts message length in Unicode code points (its API is Python 3: discord-api-docs#1315),
+which is exactly ``len()`` of a Python ``str``.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from typing import Any
+
+__all__ = [
+    "MENTION",
+    "PromptError",
+    "message_text",
+    "build_prompt",
+    "split_for_discord",
+    "is_cluster_boundary",
+]
+
+#: Appended to the (last part of the) prompt, as the original does: prompt + "\n <@COZE_BOT_ID>".
+MENTION = "\n <@{bot_id}>"
+
+#: How far back from the end of a window split_for_discord looks for a nice cut ("\n", then space).
+SPLIT_LOOKBACK = 200
+
+_TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
+_IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})
+_FILE_PART_TYPES = frozenset({"file", "input_file"})
+
+
+class PromptError(ValueError):
+    """The request's messages cannot make a prompt. `param` names the offending request field."""
+
+    def __init__(self, message: str, param: str | None = "messages") -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+# --------------------------------------------------------------------------------------------
+# message content -> text
+
+
+def _usable_url(url: Any) -> str | None:
+    """A URL worth putting into a prompt: non-empty text, never an inline data: URL."""
+    if not isinstance(url, str):
+        return None
+    url = url.strip()
+    if not url or url[:5].lower() == "data:":
+        return None
+    return url
+
+
+def _part_text(part: Any) -> str | None:
+    if isinstance(part, str):
+        return part
+    if not isinstance(part, dict):
+        return None
+    kind = part.get("type")
+    if kind in _TEXT_PART_TYPES or (kind is None and isinstance(part.get("text"), str)):
+        text = part.get("text")
+        return text if isinstance(text, str) else None
+    if kind in _IMAGE_PART_TYPES:
+        image = part.get("image_url", part.get("url"))
+        if isinstance(image, dict):
+            image = image.get("url")
+        return _usable_url(image)
+    if kind in _FILE_PART_TYPES:
+        file = part.get("file")
+        if isinstance(file, dict):
+            return _usable_url(file.get("url") or file.get("file_url"))
+        return _usable_url(part.get("file_url") or part.get("url"))
+    return None
+
+
+def message_text(content: Any) -> str:
+    """OpenAI message content flattened to text.
+
+    str -> itself; None -> ""; a list of parts -> text parts and image/file URLs, each on its own
+    line (joined with "\\n"). Inline ``data:`` URLs are dropped (the service replaces them with
+    uploaded attachment URLs beforehand; one that slips through must not put megabytes of base64
+    into a Discord prompt). Unknown part types are ignored.
+    """
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        content = [content]
+    if isinstance(content, (list, tuple)):
+        pieces = [t for t in (_part_text(p) for p in content) if t]
+        return "\n".join(pieces)
+    return str(content)
+
+
+# --------------------------------------------------------------------------------------------
+# messages -> prompt
+
+
+def build_prompt(messages: list[dict], all_dialog_record: bool) -> str:
+    """The text to post for a chat request.
+
+    all_dialog_record=True (ALL_DIALOG_RECORD_ENABLE=1): the whole conversation as compact JSON
+    ``[{"role":..,"content":".."},..]`` (contents flattened by :func:`message_text`).
+    False: the flattened content of the last message whose role is "user".
+    Raises :class:`PromptError` when there is no user message (False) or nothing to say.
+    """
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise PromptError("messages must be a non-empty array", "messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise PromptError(f"messages[{i}] must be an object", f"messages[{i}]")
+
+    if all_dialog_record:
+        records = [
+            {"role": str(m.get("role") or ""), "content": message_text(m.get("content"))}
+            for m in messages
+        ]
+        if not any(r["content"].strip() for r in records):
+            raise PromptError("messages contain no text", "messages")
+        return json.dumps(records, ensure_ascii=False, separators=(",", ":"))
+
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].get("role") == "user":
+            text = message_text(messages[i].get("content"))
+            if not text.strip():
+                raise PromptError("the last user message is empty", f"messages[{i}].content")
+            return text
+    raise PromptError("messages contain no message with role 'user'", "messages")
+
+
+# --------------------------------------------------------------------------------------------
+# splitting
+
+
+def _joins(prev: str, nxt: str) -> bool:
+    """True if `prev` and `nxt` belong to one user-perceived character (must not be cut apart)."""
+    n, p = ord(nxt), ord(prev)
+    if 0xDC00 <= n <= 0xDFFF and 0xD800 <= p <= 0xDBFF:  # lone surrogates forming a pair
+        return True
+    if n == 0x200D or p == 0x200D:  # zero-width joiner (emoji ZWJ sequences)
+        return True
+    if 0xFE00 <= n <= 0xFE0F or 0xE0100 <= n <= 0xE01EF:  # variation selectors
+        return True
+    if 0x1F3FB <= n <= 0x1F3FF:  # emoji skin-tone modifiers
+        return True
+    if 0xE0020 <= n <= 0xE007F:  # tag characters (flag subdivisions)
+        return True
+    if 0x1F1E6 <= n <= 0x1F1FF and 0x1F1E6 <= p <= 0x1F1FF:  # regional-indicator flags
+        return True
+    if prev == "\r" and nxt == "\n":
+        return True
+    if unicodedata.combining(nxt) or unicodedata.category(nxt) in ("Mn", "Me", "Mc"):
+        return True
+    if 0x1160 <= n <= 0x11FF and 0x1100 <= p <= 0x11FF:  # conjoining Hangul jamo
+        return True
+    return False
+
+
+def is_cluster_boundary(text: str, i: int) -> bool:
+    """True if cutting `text` before index `i` does not split a character cluster."""
+    if i <= 0 or i >= len(text):
+        return True
+    return not _joins(text[i - 1], text[i])
+
+
+def _safe_back(text: str, i: int, floor: int) -> int:
+    """The largest cluster boundary <= i and > floor, or i itself if there is none."""
+    j = i
+    while j > floor and not is_cluster_boundary(text, j):
+        j -= 1
+    return j if j > floor else i
+
+
+def _choose_cut(text: str, start: int, end: int) -> int:
+    """A cut in (start, end]: after the last "\\n", else after the last whitespace, within the
+    last SPLIT_LOOKBACK characters of the window; else a hard cut (at a cluster boundary)."""
+    low = max(start + 1, end - SPLIT_LOOKBACK)
+    nl = text.rfind("\n", low - 1, end)
+    if nl != -1 and nl + 1 > start and is_cluster_boundary(text, nl + 1):
+        return nl + 1
+    for k in range(end - 1, low - 2, -1):
+        if k >= start and text[k].isspace() and is_cluster_boundary(text, k + 1):
+            return k + 1
+    return _safe_back(text, end, start)
+
+
+def split_for_discord(prompt: str, coze_bot_id: str, limit: int = 2000) -> list[str]:
+    """Cut `prompt` into Discord messages of at most `limit` characters, mention included.
+
+    The mention (``MENTION``) is appended to the last part only (Coze answers that one). Cuts
+    prefer a newline, then whitespace, within the last ~200 characters of a window; the separator
+    stays at the end of the earlier part, so ``"".join(parts)[:-len(mention)] == prompt``. Parts
+    are never empty and never split a surrogate pair or a character from its combining marks /
+    emoji modifiers (unless a single cluster is longer than a whole message). Text such as
+    "@everyone" is kept verbatim: pings are prevented by allowed_mentions, not by editing text.
+    """
+    mention = MENTION.format(bot_id=coze_bot_id)
+    last_room = limit - len(mention)
+    if last_room < 1:
+        raise ValueError(f"limit {limit} leaves no room next to the mention {mention!r}")
+    if len(prompt) <= last_room:
+        return [prompt + mention]
+
+    parts: list[str] = []
+    pos, n = 0, len(prompt)
+    while n - pos > last_room:
+        # A non-final part; never swallow the whole rest (the last part must not be empty).
+        end = min(pos + limit, n - 1)
+        cut = _choose_cut(prompt, pos, end)
+        parts.append(prompt[pos:cut])
+        pos = cut
+    parts.append(prompt[pos:] + mention)
+    return parts

@@ -1,0 +1,176 @@
+"""Streaming: successive full-text snapshots (Coze edits) -> append-only deltas.
+
+Coze streams by editing its reply; each edit carries the whole text so far, and edits are not
+always pure extensions (markdown being formed, a word fixed, a sentence rephrased). Sent SSE
+deltas cannot be taken back, so only text that looks *stable* is emitted:
+
+1. it is a prefix of both the current and the previous snapshot (it survived an edit),
+2. it ends at least `holdback_chars` before the end of the current text, at a word/line
+   boundary (after whitespace or a CJK/wide character; a hard cut only after 256 unbroken chars),
+   never inside a character cluster (surrogate pair, combining mark, ZWJ emoji) and never inside
+   a markdown link/image still being written ("[..](" without ")", "![.." without "]"),
+3. nothing at all while the whole text could still become a known Coze error text.
+
+`finish(final)` returns the rest. When a rewrite reached text already sent (`diverged`), the rest
+starts at the last word boundary of the common prefix: the client sees the stale words followed
+by the corrected text. Nothing of the final text after that boundary is ever lost; the stale
+words cannot be recalled. (Alternatives were worse: dropping the rest loses the answer; aligning
+by position garbles it silently.)
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from cdp.domain.coze import could_become_error
+from cdp.domain.prompt import is_cluster_boundary
+
+__all__ = ["DeltaAssembler", "common_prefix_len"]
+
+#: Unbroken text (no whitespace / wide char) longer than this is cut anyway (long URLs, base64).
+MAX_UNBROKEN = 256
+#: A markdown link destination longer than this is not considered "still open" any more.
+MAX_OPEN_LINK = 2048
+
+
+def common_prefix_len(a: str, b: str) -> int:
+    """Length of the longest common prefix of `a` and `b`."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _is_break_after(ch: str) -> bool:
+    """Cutting right after `ch` is a word/line boundary."""
+    return ch.isspace() or unicodedata.east_asian_width(ch) in ("W", "F")
+
+
+def _open_markdown_start(s: str, floor: int) -> int | None:
+    """Where a markdown link/image that is still being written starts in `s`, if any (> floor)."""
+    j = s.rfind("](")
+    if j != -1 and j >= floor - MAX_OPEN_LINK:
+        dest = s[j + 2 :]
+        if ")" not in dest and "\n" not in dest and len(dest) <= MAX_OPEN_LINK:
+            k = s.rfind("[", 0, j)
+            if k != -1 and "\n" not in s[k:j]:
+                return k - 1 if k > 0 and s[k - 1] == "!" else k
+            return j
+    m = s.rfind("![")
+    if m != -1:
+        alt = s[m + 2 :]
+        close = alt.find("]")
+        if "\n" not in alt and len(alt) <= MAX_OPEN_LINK and (close == -1 or close == len(alt) - 1):
+            return m
+    return None
+
+
+class DeltaAssembler:
+    """Turns successive snapshots of one reply into append-only deltas (see the module doc)."""
+
+    def __init__(self, holdback_chars: int = 24) -> None:
+        if holdback_chars < 0:
+            raise ValueError("holdback_chars must be >= 0")
+        self._holdback = holdback_chars
+        self._emitted = ""
+        self._prev: str | None = None
+        self._diverged = False
+        self._finished = False
+
+    @property
+    def emitted(self) -> str:
+        """Everything returned so far by update() and finish(), concatenated."""
+        return self._emitted
+
+    @property
+    def diverged(self) -> bool:
+        """The latest text seen (the final one after finish) does not start with `emitted`."""
+        return self._diverged
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def _stable_end(self, text: str) -> int:
+        """End of the prefix of `text` that is safe to have sent (may be <= len(emitted))."""
+        if self._prev is None:
+            return 0
+        end = min(common_prefix_len(self._prev, text), len(text) - self._holdback)
+        floor = len(self._emitted)
+        if end <= floor:
+            return end
+        if could_become_error(text):
+            return 0
+        open_at = _open_markdown_start(text[:end], floor)
+        if open_at is not None:
+            end = min(end, open_at)
+        if end <= floor:
+            return end
+        # Back to a word/line boundary that is also a cluster boundary.
+        i = end
+        while i > floor and not (_is_break_after(text[i - 1]) and is_cluster_boundary(text, i)):
+            i -= 1
+        if i > floor:
+            return i
+        if end - floor > MAX_UNBROKEN:  # a long unbroken run: hard cut at a cluster boundary
+            i = end
+            while i > floor and not is_cluster_boundary(text, i):
+                i -= 1
+            return i
+        return floor
+
+    def update(self, text: str) -> str:
+        """Feed the latest full text; returns the newly stable text to send ("" if none).
+
+        Duplicates, older snapshots arriving late and rewrites never produce a delta that does
+        not extend what was emitted.
+        """
+        if self._finished:
+            return ""
+        text = text or ""
+        self._diverged = not text.startswith(self._emitted)
+        if self._diverged:
+            self._prev = text
+            return ""
+        end = self._stable_end(text)
+        self._prev = text
+        if end <= len(self._emitted):
+            return ""
+        delta = text[len(self._emitted) : end]
+        self._emitted += delta
+        return delta
+
+    def finish(self, text: str) -> str:
+        """Feed the final text; returns the remainder so that emitted == text whenever possible.
+
+        If `text` does not start with what was already sent (`diverged` becomes True), returns
+        text from the last word boundary of the common prefix (stale words stay visible, no
+        final text is lost). The caller must not call this for a Coze error text (check
+        ReplyView.error first): it returns whatever it is given. Later calls return "".
+        """
+        if self._finished:
+            return ""
+        self._finished = True
+        text = text or ""
+        if text.startswith(self._emitted):
+            self._diverged = False
+            rest = text[len(self._emitted) :]
+        else:
+            self._diverged = True
+            cp = common_prefix_len(self._emitted, text)
+            i = cp
+            while i > 0 and not (_is_break_after(text[i - 1]) and is_cluster_boundary(text, i)):
+                i -= 1
+            rest = text[i:]
+            if rest and self._emitted and not _is_break_after(self._emitted[-1]):
+                rest = " " + rest if not rest[0].isspace() else rest
+        self._emitted += rest
+        self._prev = text
+        return rest

@@ -1,0 +1,1 @@
+"""OpenAI wire format: request models, response/chunk builders, error shapes, SSE framing."""

@@ -1,0 +1,109 @@
+"""Request models and the exact response/chunk shapes of OPENAI-WIRE.md."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+_PART_TYPES = {"text", "input_text", "image_url", "input_image", "file", "input_file"}
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Role
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _parts(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            for i, part in enumerate(v):
+                kind = part.get("type")
+                if kind not in _PART_TYPES:
+                    raise ValueError(f"content[{i}].type must be one of text, image_url, file (got {kind!r})")
+                if kind in ("text", "input_text") and not isinstance(part.get("text"), str):
+                    raise ValueError(f"content[{i}].text must be a string")
+                if kind == "image_url":
+                    url = part.get("image_url")
+                    url = url.get("url") if isinstance(url, dict) else url
+                    if not isinstance(url, str) or not url:
+                        raise ValueError(f"content[{i}].image_url.url must be a non-empty string")
+        return v
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """Fields that cannot apply (temperature, tools, …) are accepted and ignored (extra=allow)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = None
+    channelId: str | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _n(cls, v: int | None) -> int | None:
+        if v is not None and v != 1:
+            raise ValueError("only n=1 is supported: a Coze bot gives one answer per prompt")
+        return v
+
+    @field_validator("channelId")
+    @classmethod
+    def _channel(cls, v: str | None) -> str | None:
+        if v is not None and not (v.isdigit() and 15 <= len(v) <= 21):
+            raise ValueError("channelId must be a Discord channel id (15-21 digits)")
+        return v or None
+
+
+def completion_body(*, id: str, created: int, model: str, content: str, finish_reason: str,
+                    usage: dict[str, int]) -> dict[str, Any]:
+    return {
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
+                     "logprobs": None, "finish_reason": finish_reason}],
+        "usage": usage, "system_fingerprint": None,
+    }
+
+
+def chunk_body(*, id: str, created: int, model: str, delta: dict[str, Any],
+               finish_reason: str | None = None) -> dict[str, Any]:
+    return {
+        "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+
+
+def usage_chunk_body(*, id: str, created: int, model: str, usage: dict[str, int]) -> dict[str, Any]:
+    return {"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": None, "choices": [], "usage": usage}
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def sse(data: dict[str, Any] | str) -> bytes:
+    """One SSE frame, exactly `data: <json>\\n\\n` (compact JSON has no raw newlines)."""
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"data: {text}\n\n".encode()
+
+
+SSE_PING = b": ping\n\n"
+SSE_DONE = sse("[DONE]")
+
+
+def model_entry(model_id: str, created: int, owned_by: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}

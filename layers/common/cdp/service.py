@@ -1,0 +1,273 @@
+"""The conversation use case: route → pick channel and account → post as the user → await the reply.
+
+Everything here talks to ports (DiscordRest-like client, ReplyStore, ChannelRegistry); pure rules
+come from cdp.domain. The API turns a `Conversation` into an OpenAI response or stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from cdp.discord.errors import (
+    DiscordError, DiscordMaxChannels, DiscordNotFound, DiscordRateLimited, DiscordUnauthorized,
+    DiscordVerificationRequired, fingerprint,
+)
+from cdp.domain.completion import Decision, decide, next_wakeup
+from cdp.domain.model import ReplySnapshot, TempChannel
+from cdp.domain.prompt import PromptError, build_prompt, split_for_discord
+from cdp.domain.reply import ReplyView, render
+from cdp.domain.tokens import count_tokens
+from cdp.openai import errors as oe
+from cdp.settings import Settings
+from cdp.store.ports import ChannelRegistry, ReplyStore
+
+log = logging.getLogger("cdp.service")
+
+TEMP_CHANNEL_PREFIX = "cdp-chat-"
+# A temporary channel still marked in use after this long belongs to a request that never ended
+# (crash, cancelled stream): the cleanup deletes it. Above the longest possible request (15 min).
+STALE_IN_USE_SECONDS = 960
+
+
+@dataclass(frozen=True)
+class ChatSpec:
+    """What the API understood of a request; built before anything is posted."""
+
+    request_id: str
+    model: str
+    messages: list[dict]
+    stream: bool
+    channel_id: str | None = None
+    timeout: float | None = None  # `out-time` header, overrides the settings' timeouts
+    api_key: str | None = None
+
+
+@dataclass
+class Progress:
+    """One observation of the reply: the rendered view and whether it is complete."""
+
+    view: ReplyView
+    decision: Decision
+    changed: bool
+
+
+@dataclass
+class Conversation:
+    """A prompt that has been posted; iterate `updates()` until a Progress with decision.done."""
+
+    spec: ChatSpec
+    prompt: str
+    prompt_tokens: int
+    prompt_message_id: str
+    channel_id: str
+    temporary_channel: bool
+    _service: "ConversationService" = field(repr=False)
+    _closed: bool = False
+
+    async def updates(self, heartbeat: float | None = None) -> AsyncIterator[Progress]:
+        """Yield on every change of the reply, and every `heartbeat` seconds without one.
+
+        Timeouts: non-stream requests have one total deadline (REQUEST_OUT_TIME); stream requests
+        allow STREAM_REQUEST_OUT_TIME between two updates, as in the original.
+        """
+        s = self._service.settings
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        if self.spec.timeout is not None:
+            total = self.spec.timeout
+        else:
+            total = s.STREAM_REQUEST_OUT_TIME if self.spec.stream else s.REQUEST_OUT_TIME
+        deadline = start + total
+        revision: tuple = ()
+        last_change_at: float | None = None
+        snapshot = ReplySnapshot(self.prompt_message_id)
+        while True:
+            now = loop.time()
+            view = render(snapshot)
+            wait = next_wakeup(view, now=now, last_change_at=last_change_at,
+                               idle_timeout=s.REPLY_IDLE_TIMEOUT, deadline=deadline)
+            if heartbeat is not None:
+                wait = min(wait, heartbeat)
+            snapshot = await self._service.replies.wait_for_change(self.prompt_message_id, revision, wait)
+            now = loop.time()
+            changed = snapshot.revision != revision
+            if changed:
+                revision = snapshot.revision
+                last_change_at = now
+                if self.spec.stream and self.spec.timeout is None:
+                    deadline = now + total  # between two updates
+            view = render(snapshot)
+            decision = decide(view, now=now, last_change_at=last_change_at,
+                              idle_timeout=s.REPLY_IDLE_TIMEOUT, deadline=deadline)
+            if changed or decision.done or heartbeat is not None:
+                yield Progress(view, decision, changed)
+            if decision.done:
+                return
+
+    def close(self) -> None:
+        """Always called when the request ends (answered, failed or client gone).
+
+        Synchronous on purpose: it runs in `finally` blocks of cancelled streams, where awaiting
+        is unsafe; the deletion is scheduled as a task the service keeps alive.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self.temporary_channel:
+            self._service.spawn(self._service.schedule_channel_delete(self.channel_id))
+
+
+class ConversationService:
+    def __init__(self, settings: Settings, rest, replies: ReplyStore, channels: ChannelRegistry,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.rest = rest
+        self.replies = replies
+        self.channels = channels
+        self.clock = clock
+        self._tokens = list(settings.user_tokens)
+        self._dead: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- routing --------------------------------------------------------------------------------
+    def coze_bot_for(self, model: str, api_key: str | None) -> str:
+        return self.settings.coze_bot_ids[0]
+
+    def build_prompt(self, spec: ChatSpec) -> tuple[str, int]:
+        try:
+            prompt = build_prompt(spec.messages, self.settings.ALL_DIALOG_RECORD_ENABLE)
+        except PromptError as exc:
+            raise oe.invalid_request(str(exc), param=getattr(exc, "param", None) or "messages") from None
+        tokens = count_tokens(prompt)
+        if tokens > self.settings.MESSAGE_MAX_TOKEN:
+            raise oe.context_length_exceeded(tokens, self.settings.MESSAGE_MAX_TOKEN)
+        return prompt, tokens
+
+    # -- the use case ---------------------------------------------------------------------------
+    async def start(self, spec: ChatSpec) -> Conversation:
+        """Validate, pick a channel and an account, post the prompt. Raises OpenAIError."""
+        prompt, prompt_tokens = self.build_prompt(spec)
+        coze_bot_id = self.coze_bot_for(spec.model, spec.api_key)
+        channel_id, temporary = await self._channel_for(spec)
+        try:
+            message = await self._post_prompt(spec, prompt, channel_id, coze_bot_id)
+        except BaseException:
+            if temporary:
+                await self.schedule_channel_delete(channel_id)
+            raise
+        log.info("prompt posted", extra={"request_id": spec.request_id, "channel_id": channel_id,
+                                         "prompt_message_id": message["id"]})
+        return Conversation(spec, prompt, prompt_tokens, message["id"], channel_id, temporary, self)
+
+    async def _channel_for(self, spec: ChatSpec) -> tuple[str, bool]:
+        if spec.channel_id:
+            return spec.channel_id, False
+        if self.settings.DEFAULT_CHANNEL_ENABLE:
+            return self.settings.CHANNEL_ID, False
+        name = f"{TEMP_CHANNEL_PREFIX}{spec.request_id.removeprefix('req_')}"[:100]
+        try:
+            channel = await self.rest.create_channel(self.settings.GUILD_ID, name, type=0)
+        except DiscordMaxChannels:
+            raise oe.unavailable("The Discord server has reached its channel limit (500). Delete old "
+                                 "channels or set MAX_CHANNEL_DEL_TYPE.", 60, code="channel_limit") from None
+        except DiscordRateLimited as exc:
+            raise oe.unavailable("Discord is rate limiting channel creation; retry shortly.",
+                                 int((exc.retry_after or 5) + 1), code="discord_rate_limited") from None
+        except DiscordUnauthorized:
+            raise oe.unavailable("The CDP bot (BOT_TOKEN) was refused by Discord; check BOT_TOKEN.", 300,
+                                 code="bot_unauthorized") from None
+        except DiscordError as exc:
+            raise oe.upstream_error(f"Discord refused to create a conversation channel ({exc.status}, "
+                                    f"code {exc.code}).") from None
+        await self.channels.add(TempChannel(channel["id"], self.settings.GUILD_ID, self.clock(),
+                                            None, spec.request_id))
+        return channel["id"], True
+
+    def _pick_account(self, exclude: set[str]) -> str | None:
+        candidates = [t for t in self._tokens if t not in self._dead and t not in exclude]
+        return random.choice(candidates) if candidates else None
+
+    async def _post_prompt(self, spec: ChatSpec, prompt: str, channel_id: str, coze_bot_id: str) -> dict:
+        parts = split_for_discord(prompt, coze_bot_id)
+        tried: set[str] = set()
+        while True:
+            token = self._pick_account(tried)
+            if token is None:
+                raise oe.unavailable("No usable Discord user account is left (USER_AUTHORIZATION): every "
+                                     "token was refused by Discord.", 300)
+            tried.add(token)
+            i = 0
+            try:
+                message: dict = {}
+                for i, part in enumerate(parts):
+                    # A nonce per part: a retried send (timeout, 429, 5xx) returns the same message.
+                    nonce = f"{uuid.uuid4().int % 10**18}"
+                    message = await self.rest.send_user_message(
+                        token, channel_id, part, nonce=nonce, allowed_user_ids=[coze_bot_id])
+                return message
+            except (DiscordUnauthorized, DiscordVerificationRequired) as exc:
+                log.error("user token refused by Discord; not used again",
+                          extra={"account": fingerprint(token), "status": exc.status})
+                self._dead.add(token)
+                if i > 0:  # part of the prompt is already posted: failing over would post it twice
+                    raise oe.upstream_error("A Discord user account was refused mid-prompt.", retry=False)
+            except DiscordNotFound:
+                raise oe.invalid_request(f"Channel {channel_id} does not exist or is not visible.",
+                                         param="channelId") from None
+            except DiscordRateLimited as exc:
+                raise oe.unavailable("Discord is rate limiting this account; retry shortly.",
+                                     int((exc.retry_after or 5) + 1), code="discord_rate_limited") from None
+            except DiscordError as exc:
+                raise oe.upstream_error(f"Discord refused the prompt ({exc.status}, code {exc.code}).",
+                                        retry=False) from None
+
+    # -- channel housekeeping -------------------------------------------------------------------
+    def spawn(self, coro) -> asyncio.Task:
+        """Run `coro` in the background, keeping a reference so it is not garbage-collected."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def schedule_channel_delete(self, channel_id: str) -> None:
+        delay = self.settings.CHANNEL_AUTO_DEL_TIME
+        if delay <= 0:
+            await self.channels.remove(channel_id)  # 0 = keep the channel
+            return
+        await self.channels.schedule_delete(channel_id, self.clock() + delay)
+        self.spawn(self._delete_later(channel_id, delay))
+
+    async def _delete_later(self, channel_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self.delete_channel(channel_id)
+
+    async def delete_channel(self, channel_id: str) -> bool:
+        try:
+            await self.rest.delete_channel(channel_id)
+        except DiscordNotFound:
+            pass  # already gone
+        except DiscordError as exc:
+            log.warning("could not delete temporary channel; the cleanup job will retry",
+                        extra={"channel_id": channel_id, "status": exc.status})
+            return False
+        await self.channels.remove(channel_id)
+        return True
+
+    async def delete_due_channels(self) -> int:
+        """Delete every registered temporary channel whose time has come (also after a restart)."""
+        done = 0
+        now = self.clock()
+        for ch in await self.channels.due(now, stale_before=now - STALE_IN_USE_SECONDS):
+            done += await self.delete_channel(ch.channel_id)
+        return done
+
+    async def aclose(self) -> None:
+        """Let pending deletions finish that are due now; later ones stay in the registry."""
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,0 +1,180 @@
+"""Every setting, under the original coze-discord-proxy's names, validated once at start-up.
+
+Read from the environment and from a `.env` file in the working directory (environment wins).
+`load_settings()` raises `SettingsError` naming each missing or malformed setting.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_USER_AGENT = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+# The four settings that say "talk to real Discord"; with none of them set, `cdp serve` runs the demo.
+DISCORD_REQUIRED = ("USER_AUTHORIZATION", "BOT_TOKEN", "GUILD_ID", "COZE_BOT_ID")
+_SNOWFLAKE = re.compile(r"^\d{15,21}$")
+
+
+class SettingsError(ValueError):
+    """Start-up refused: `problems` lists one line per bad setting."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _split_csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      case_sensitive=True, populate_by_name=True)
+
+    # Discord (required together, or none of them for the demo)
+    USER_AUTHORIZATION: str = ""
+    BOT_TOKEN: str = ""
+    GUILD_ID: str = ""
+    COZE_BOT_ID: str = ""
+    CHANNEL_ID: str = ""
+    # API
+    PROXY_SECRET: str = ""
+    HOST: str = "0.0.0.0"
+    PORT: int = Field(7077, ge=1, le=65535)
+    SWAGGER_ENABLE: bool = True
+    ONLY_OPENAI_API: bool = False
+    # Conversation
+    DEFAULT_CHANNEL_ENABLE: bool = False
+    ALL_DIALOG_RECORD_ENABLE: bool = True
+    CHANNEL_AUTO_DEL_TIME: float = Field(5, ge=0)
+    COZE_BOT_STAY_ACTIVE_ENABLE: bool = True
+    REQUEST_OUT_TIME: float = Field(60, gt=0)
+    STREAM_REQUEST_OUT_TIME: float = Field(60, gt=0)
+    REPLY_IDLE_TIMEOUT: float = Field(15, gt=0)
+    REQUEST_RATE_LIMIT: int = Field(60, ge=0)
+    MESSAGE_MAX_TOKEN: int = Field(128000, gt=0)
+    MAX_CHANNEL_DEL_TYPE: Literal["ALL", "OLDEST", ""] = ""
+    # Network
+    USER_AGENT: str = DEFAULT_USER_AGENT
+    PROXY_URL: str = ""
+    DISCORD_API_BASE: str = "https://discord.com/api/v10"
+    # Alerts and jobs
+    NOTIFY_TELEGRAM_BOT_TOKEN: str = ""
+    NOTIFY_TELEGRAM_USER_ID: str = ""
+    TZ: str = "UTC"
+    # Runtime
+    CDP_STORE: Literal["memory", "dynamodb"] = "memory"
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("GUILD_ID", "CHANNEL_ID", "COZE_BOT_ID", mode="after")
+    @classmethod
+    def _snowflake(cls, v: str) -> str:
+        v = v.strip()
+        if v and not _SNOWFLAKE.match(v):
+            raise ValueError("must be a Discord id (a snowflake: 15-21 digits); right-click → Copy ID")
+        return v
+
+    @field_validator("MAX_CHANNEL_DEL_TYPE", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.strip().upper() if isinstance(v, str) else v
+
+    @field_validator("DISCORD_API_BASE", mode="after")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http(s) URL such as https://discord.com/api/v10")
+        return v
+
+    @field_validator("PROXY_URL", mode="after")
+    @classmethod
+    def _proxy(cls, v: str) -> str:
+        v = v.strip()
+        if v and not re.match(r"^(https?|socks5h?)://[^\s]+$", v):
+            raise ValueError("must look like http://host:port or socks5://host:port")
+        return v
+
+    @field_validator("BOT_TOKEN", "USER_AUTHORIZATION", mode="after")
+    @classmethod
+    def _no_prefix(cls, v: str) -> str:
+        v = v.strip()
+        for token in _split_csv(v):
+            if token.lower().startswith(("bot ", "bearer ")):
+                raise ValueError("give the bare token, without a 'Bot ' or 'Bearer ' prefix")
+            if any(c.isspace() for c in token):
+                raise ValueError("a token must not contain spaces")
+        return v
+
+    # Derived views -------------------------------------------------------------------------
+    @property
+    def demo(self) -> bool:
+        """No Discord settings at all: run against the built-in simulated guild and Coze bot."""
+        return not any(getattr(self, n) for n in DISCORD_REQUIRED)
+
+    @property
+    def user_tokens(self) -> list[str]:
+        return _split_csv(self.USER_AUTHORIZATION)
+
+    @property
+    def api_keys(self) -> list[str]:
+        return _split_csv(self.PROXY_SECRET)
+
+    @property
+    def coze_bot_ids(self) -> list[str]:
+        return _split_csv(self.COZE_BOT_ID)
+
+
+_WHY = {
+    "USER_AUTHORIZATION": "comma-separated Discord user tokens (browser devtools → a request's Authorization header)",
+    "BOT_TOKEN": "token of the CDP (listening) bot from the Developer Portal",
+    "GUILD_ID": "id of the server where both bots are (right-click the server → Copy Server ID)",
+    "COZE_BOT_ID": "user id of the bot Coze publishes to (right-click it → Copy User ID)",
+    "CHANNEL_ID": "required when DEFAULT_CHANNEL_ENABLE=1",
+}
+
+
+class _Presence(BaseSettings):
+    """Same sources as Settings, no validation: tells which settings are present at all."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      case_sensitive=True)
+    USER_AUTHORIZATION: str = ""
+    BOT_TOKEN: str = ""
+    GUILD_ID: str = ""
+    COZE_BOT_ID: str = ""
+    CHANNEL_ID: str = ""
+    DEFAULT_CHANNEL_ENABLE: str = ""
+
+
+def _missing(overrides: dict[str, object]) -> list[str]:
+    raw = _Presence(**{k: str(v) for k, v in overrides.items() if k in _Presence.model_fields})
+    present = [n for n in DISCORD_REQUIRED if getattr(raw, n).strip()]
+    missing = [n for n in DISCORD_REQUIRED if not getattr(raw, n).strip()] if present else []
+    if present and raw.DEFAULT_CHANNEL_ENABLE.strip().lower() in ("1", "true", "yes", "on") \
+            and not raw.CHANNEL_ID.strip():
+        missing.append("CHANNEL_ID")
+    return [f"{name} is missing: {_WHY[name]}" for name in missing]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from env/.env (+ overrides, for tests). Raises SettingsError listing every problem."""
+    problems = _missing(overrides)
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = str(err.get("msg", "")).removeprefix("Value error, ")
+            # never echo the input value: it may be a secret
+            problems.append(f"{loc} is malformed: {msg}" if loc else msg)
+        raise SettingsError(problems) from None
+    if problems:
+        raise SettingsError(problems)
+    return settings

@@ -1,0 +1,78 @@
+"""Configuration of the fake Discord server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Application flags (https://discord.com/developers/docs/resources/application#application-object-application-flags)
+GATEWAY_PRESENCE = 1 << 12
+GATEWAY_PRESENCE_LIMITED = 1 << 13
+GATEWAY_GUILD_MEMBERS = 1 << 14
+GATEWAY_GUILD_MEMBERS_LIMITED = 1 << 15
+GATEWAY_MESSAGE_CONTENT = 1 << 19
+GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 18
+
+
+@dataclass
+class SimConfig:
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = pick a free port
+
+    guild_id: str = "1100000000000000001"
+    guild_name: str = "CDP Sim Guild"
+    channel_id: str = "1100000000000000002"  # text channel "general"
+    category_id: str = "1100000000000000003"  # category "Text Channels"
+
+    # the CDP bot (the listener, connects to the gateway)
+    bot_token: str = "sim-bot-token.CDPBOT.0000000000000000000000000001"
+    bot_user_id: str = "1200000000000000001"
+    application_id: str = "1200000000000000001"
+    bot_name: str = "cdp-bot"
+    app_flags: int = GATEWAY_MESSAGE_CONTENT
+
+    # simulated Coze bots (user id -> name); tokens only matter for REST
+    coze_bot_ids: list[str] = field(default_factory=lambda: ["1300000000000000001"])
+    coze_bot_tokens: dict[str, str] = field(
+        default_factory=lambda: {"1300000000000000001": "sim-coze-bot-token.COZE.0000000000000000000001"}
+    )
+
+    # user tokens (raw, no prefix) -> user id
+    user_tokens: dict[str, str] = field(
+        default_factory=lambda: {
+            "sim-user-token-alice.0000000000000000000000000001": "1400000000000000001",
+            "sim-user-token-bob.00000000000000000000000000002": "1400000000000000002",
+        }
+    )
+    owner_id: str = "1400000000000000001"
+
+    # gateway
+    heartbeat_interval_ms: int = 41250
+    identify_timeout: float = 20.0
+    resume_window: float = 180.0  # seconds a dropped session stays resumable
+    replay_buffer: int = 5000
+    gateway_send_limit: int = 120  # client payloads per 60 s
+    session_start_total: int = 1000
+
+    # coze simulation
+    coze_edit_interval: float = 0.6
+    coze_first_token_delay: float = 0.5
+    coze_edits: int = 6  # number of text edits after the first create (approx.)
+
+    # guild limits
+    max_channels: int = 500
+
+    # REST rate limits: route key -> (limit, per seconds). Route keys are "METHOD /template".
+    rate_limits: dict[str, tuple[int, float]] = field(
+        default_factory=lambda: {
+            "POST /channels/{channel_id}/messages": (5, 5.0),
+            "POST /guilds/{guild_id}/channels": (10, 10.0),
+            "DELETE /channels/{channel_id}": (5, 5.0),
+        }
+    )
+    default_rate_limit: tuple[int, float] = (50, 1.0)
+    global_rate_limit: int = 50  # requests per second per token
+    max_file_size: int = 10 * 1024 * 1024
+
+    @property
+    def all_coze_tokens(self) -> dict[str, str]:
+        return {tok: uid for uid, tok in self.coze_bot_tokens.items()}

@@ -1,0 +1,87 @@
+"""In-memory adapters: the embedded default for `cdp serve` (API and listener in one process)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+
+from cdp.domain.model import ReplyMessage, ReplySnapshot, TempChannel
+
+# Bounded so a long-running server never grows without limit (the DynamoDB adapter uses TTL instead).
+MAX_PROMPTS = 10_000
+
+
+class MemoryReplyStore:
+    def __init__(self, max_prompts: int = MAX_PROMPTS) -> None:
+        self._by_prompt: OrderedDict[str, dict[str, ReplyMessage]] = OrderedDict()
+        self._reply_to_prompt: dict[str, str] = {}
+        self._max = max_prompts
+        self._changed = asyncio.Condition()
+
+    async def put(self, message: ReplyMessage) -> bool:
+        parts = self._by_prompt.get(message.prompt_id)
+        if parts is None:
+            parts = self._by_prompt[message.prompt_id] = {}
+            self._evict()
+        current = parts.get(message.message_id)
+        if current is not None and current.version > message.version:
+            return False
+        if current == message:
+            return True
+        parts[message.message_id] = message
+        self._reply_to_prompt[message.message_id] = message.prompt_id
+        async with self._changed:
+            self._changed.notify_all()
+        return True
+
+    def _evict(self) -> None:
+        while len(self._by_prompt) > self._max:
+            _, parts = self._by_prompt.popitem(last=False)
+            for mid in parts:
+                self._reply_to_prompt.pop(mid, None)
+
+    async def prompt_for_reply(self, message_id: str) -> str | None:
+        return self._reply_to_prompt.get(message_id)
+
+    async def snapshot(self, prompt_id: str) -> ReplySnapshot:
+        return ReplySnapshot.of(prompt_id, list(self._by_prompt.get(prompt_id, {}).values()))
+
+    async def wait_for_change(self, prompt_id: str, revision: tuple, timeout: float) -> ReplySnapshot:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        async with self._changed:
+            while True:
+                snap = await self.snapshot(prompt_id)
+                remaining = deadline - loop.time()
+                if snap.revision != revision or remaining <= 0:
+                    return snap
+                try:
+                    await asyncio.wait_for(self._changed.wait(), remaining)
+                except TimeoutError:
+                    return await self.snapshot(prompt_id)
+
+
+class MemoryChannelRegistry:
+    def __init__(self) -> None:
+        self._channels: dict[str, TempChannel] = {}
+
+    async def add(self, channel: TempChannel) -> None:
+        self._channels[channel.channel_id] = channel
+
+    async def schedule_delete(self, channel_id: str, delete_at: float) -> None:
+        ch = self._channels.get(channel_id)
+        if ch is not None:
+            self._channels[channel_id] = TempChannel(
+                ch.channel_id, ch.guild_id, ch.created_at, delete_at, ch.request_id, ch.extra
+            )
+
+    async def due(self, now: float, stale_before: float) -> list[TempChannel]:
+        return [c for c in self._channels.values()
+                if (c.delete_at is not None and c.delete_at <= now)
+                or (c.delete_at is None and c.created_at <= stale_before)]
+
+    async def remove(self, channel_id: str) -> None:
+        self._channels.pop(channel_id, None)
+
+    async def all(self) -> list[TempChannel]:
+        return list(self._channels.values())
