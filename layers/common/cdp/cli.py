@@ -35,34 +35,31 @@ def _start_demo(settings: Settings):
     return sim, settings
 
 
-async def _serve(settings: Settings, demo_notice: str | None) -> None:
+async def _serve(settings: Settings, demo_notice: str | None, with_listener: bool) -> None:
     import uvicorn
 
     from cdp.api.app import create_app
-    from cdp.api.runtime import Runtime
-    from cdp.discord.rest import DiscordRest
-    from cdp.listener import DiscordListener, GatewayStatus, ReplyRecorder
-    from cdp.service import ConversationService
-    from cdp.store.memory import MemoryChannelRegistry, MemoryReplyStore
+    from cdp.api.runtime import ExternalListener, Runtime
+    from cdp.bootstrap import make_listener, make_rest, make_service, make_stores
 
-    rest = DiscordRest(api_base=settings.DISCORD_API_BASE, bot_token=settings.BOT_TOKEN,
-                       user_agent=settings.USER_AGENT, proxy_url=settings.PROXY_URL or None)
-    replies, channels = MemoryReplyStore(), MemoryChannelRegistry()
-    service = ConversationService(settings, rest, replies, channels)
-    status = GatewayStatus()
-    recorder = ReplyRecorder(replies, set(settings.coze_bot_ids), settings.GUILD_ID)
-    listener = DiscordListener(api_base=settings.DISCORD_API_BASE, bot_token=settings.BOT_TOKEN,
-                               recorder=recorder, status=status, proxy_url=settings.PROXY_URL or None)
+    rest = make_rest(settings)
+    stores = make_stores(settings)
+    service = make_service(settings, stores, rest)
+    # With a shared store (dynamodb) the listener usually runs apart (`cdp listener`, ECS).
+    listener = make_listener(settings, stores.replies) if with_listener else None
+    status = listener.status if listener else ExternalListener()
     app = create_app(Runtime(settings, service, status, demo_notice))
     server = uvicorn.Server(uvicorn.Config(app, host=settings.HOST, port=settings.PORT, log_config=None,
                                            access_log=False, timeout_graceful_shutdown=5))
-    await listener.start()
+    if listener:
+        await listener.start()
     janitor = asyncio.create_task(_janitor(service))
     try:
         await server.serve()
     finally:
         janitor.cancel()
-        await listener.stop()
+        if listener:
+            await listener.stop()
         await service.aclose()
         await rest.aclose()
 
@@ -99,7 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("starting", extra={"host": settings.HOST, "port": settings.PORT, "store": settings.CDP_STORE,
                                 "discord_api_base": settings.DISCORD_API_BASE})
     try:
-        asyncio.run(_serve(settings, notice))
+        asyncio.run(_serve(settings, notice, with_listener=not args.no_listener))
     except KeyboardInterrupt:
         pass
     finally:
@@ -108,13 +105,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_listener(args: argparse.Namespace) -> int:
+    from cdp import logs
+
+    settings = load_settings()
+    if settings.demo:
+        print("cdp listener: needs BOT_TOKEN, GUILD_ID, COZE_BOT_ID (and USER_AUTHORIZATION); there is "
+              "no demo listener", file=sys.stderr)
+        return 2
+    logs.configure(settings.LOG_LEVEL, _secrets(settings))
+    from cdp.listener_main import run_listener
+
+    return asyncio.run(run_listener(settings, health_port=args.health_port))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cdp", description="coze-discord-proxy (serverless Python edition)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="OpenAI API + Discord listener in one process (in-memory store)")
     p.add_argument("--host", default=None, help="overrides HOST")
     p.add_argument("--port", type=int, default=None, help="overrides PORT")
+    p.add_argument("--no-listener", action="store_true",
+                   help="do not connect to the gateway here (the listener runs as `cdp listener`)")
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("listener", help="only the Discord gateway listener, writing replies to the store")
+    p.add_argument("--health-port", type=int, default=None,
+                   help="serve GET /healthz on this port (container health check)")
+    p.set_defaults(func=cmd_listener)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

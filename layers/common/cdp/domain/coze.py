@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
-    "CozeErrorKind",
-    "CozeError",
-    "USER_LIMIT_TEXTS",
     "BOT_LIMIT_TEXTS",
     "SERVICE_TEXTS",
+    "USER_LIMIT_TEXTS",
+    "CozeError",
+    "CozeErrorKind",
     "classify",
     "could_become_error",
 ]
@@ -24,15 +24,21 @@ class CozeErrorKind(StrEnum):
 
 
 USER_LIMIT_TEXTS: tuple[str, ...] = (
-    "Hi there! You've used up your free chat credits. To continue enjoying our service, please "
-    "consider upgrading to our premium plan [Upgrade to Coze Premium to chat]",
+    (
+        "Hi there! You've used up your free chat credits. To continue enjoying our service, please "
+        "consider upgrading to our premium plan [Upgrade to Coze Premium to chat]"
+    ),
     "You have exceeded the daily limit for sending messages to the bot. Please try again later.",
-    "Hi there! You've used up your credits for today. To continue enjoying our service, please "
-    "try again tomorrow or consider upgrading to our premium plan.",
+    (
+        "Hi there! You've used up your credits for today. To continue enjoying our service, please "
+        "try again tomorrow or consider upgrading to our premium plan."
+    ),
 )
 BOT_LIMIT_TEXTS: tuple[str, ...] = (
-    "The bot's usage is covered by the developer, but due to the developer's message credits "
-    "being exhausted, the bot is temporarily unavailable.",
+    (
+        "The bot's usage is covered by the developer, but due to the developer's message credits "
+        "being exhausted, the bot is temporarily unavailable."
+    ),
 )
 SERVICE_TEXTS: tuple[str, ...] = (
     "Something wrong occurs, please retry. If the error persists, please contact the support team.",
@@ -50,8 +56,7 @@ _PUBLIC_MESSAGES = {
     "user_limit": "The Discord account used for this request reached Coze's daily limit; retry later.",
     "bot_limit": "This Coze bot is temporarily unavailable because its developer's usage limit "
     "was reached; retry later or use another model.",
-    "service": "Coze answered with an error instead of a reply (temporary upstream problem); "
-    "retry later.",
+    "service": "Coze answered with an error instead of a reply (temporary upstream problem); retry later.",
 }
 
 
@@ -116,6 +121,6 @@ def could_become_error(text: str) -> bool:
         if known.startswith(n):
             return True
         # "...premium plan [Upgrade to Coze Premium to chat](https://www.co" (link still open)
-        if known.endswith("]") and n.startswith(known) and _OPEN_LINK_TAIL.fullmatch(n[len(known):]):
+        if known.endswith("]") and n.startswith(known) and _OPEN_LINK_TAIL.fullmatch(n[len(known) :]):
             return True
     return False

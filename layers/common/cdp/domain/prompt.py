@@ -13,10 +13,10 @@ from typing import Any
 __all__ = [
     "MENTION",
     "PromptError",
-    "message_text",
     "build_prompt",
-    "split_for_discord",
     "is_cluster_boundary",
+    "message_text",
+    "split_for_discord",
 ]
 
 #: Appended to the (last part of the) prompt, as the original does: prompt + "\n <@COZE_BOT_ID>".
@@ -115,8 +115,7 @@ def build_prompt(messages: list[dict], all_dialog_record: bool) -> str:
 
     if all_dialog_record:
         records = [
-            {"role": str(m.get("role") or ""), "content": message_text(m.get("content"))}
-            for m in messages
+            {"role": str(m.get("role") or ""), "content": message_text(m.get("content"))} for m in messages
         ]
         if not any(r["content"].strip() for r in records):
             raise PromptError("messages contain no text", "messages")
@@ -148,22 +147,30 @@ def _joins(prev: str, nxt: str) -> bool:
         return True
     if 0xE0020 <= n <= 0xE007F:  # tag characters (flag subdivisions)
         return True
-    if 0x1F1E6 <= n <= 0x1F1FF and 0x1F1E6 <= p <= 0x1F1FF:  # regional-indicator flags
-        return True
     if prev == "\r" and nxt == "\n":
         return True
     if unicodedata.combining(nxt) or unicodedata.category(nxt) in ("Mn", "Me", "Mc"):
         return True
-    if 0x1160 <= n <= 0x11FF and 0x1100 <= p <= 0x11FF:  # conjoining Hangul jamo
-        return True
-    return False
+    return 0x1160 <= n <= 0x11FF and 0x1100 <= p <= 0x11FF  # conjoining Hangul jamo
 
 
 def is_cluster_boundary(text: str, i: int) -> bool:
     """True if cutting `text` before index `i` does not split a character cluster."""
     if i <= 0 or i >= len(text):
         return True
+    if _is_ri(text[i]) and _is_ri(text[i - 1]):
+        # Regional indicators pair up into flags from the start of their run.
+        run = 0
+        j = i - 1
+        while j >= 0 and _is_ri(text[j]):
+            run += 1
+            j -= 1
+        return run % 2 == 0
     return not _joins(text[i - 1], text[i])
+
+
+def _is_ri(ch: str) -> bool:
+    return 0x1F1E6 <= ord(ch) <= 0x1F1FF
 
 
 def _safe_back(text: str, i: int, floor: int) -> int:

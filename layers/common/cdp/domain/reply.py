@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cdp.domain.coze import CozeError, classify
 from cdp.domain.model import ReplyMessage, ReplySnapshot
 
 __all__ = [
-    "parse_timestamp_us",
-    "version_of",
-    "merge_message",
-    "to_reply_message",
     "ReplyView",
+    "merge_message",
+    "parse_timestamp_us",
     "render",
+    "to_reply_message",
+    "version_of",
 ]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
 
@@ -39,7 +39,7 @@ def parse_timestamp_us(iso: str) -> int:
         s = s[:-1] + "+00:00"
     # Normalise the fraction to exactly 6 digits (fromisoformat is picky about some lengths).
     t = s.find("T") if "T" in s else s.find(" ")
-    dot = s.find(".", t if t >= 0 else 0)
+    dot = s.find(".", max(t, 0))
     if dot != -1:
         end = dot + 1
         while end < len(s) and s[end].isdigit():
@@ -50,7 +50,7 @@ def parse_timestamp_us(iso: str) -> int:
         s = s[:dot] + "." + (frac + "000000")[:6] + s[end:]
     dt = datetime.fromisoformat(s)
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return (dt - _EPOCH) // _US
 
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
+
+
+def make_token(user_id: str, tag: str) -> str:
+    """A token in Discord's real format: base64(user id) . timestamp part . hmac part (hikari parses part 1)."""
+    head = base64.b64encode(user_id.encode()).decode().rstrip("=")
+    return f"{head}.GSimAA.{tag}"
 
 # Application flags (https://discord.com/developers/docs/resources/application#application-object-application-flags)
 GATEWAY_PRESENCE = 1 << 12
 GATEWAY_PRESENCE_LIMITED = 1 << 13
 GATEWAY_GUILD_MEMBERS = 1 << 14
 GATEWAY_GUILD_MEMBERS_LIMITED = 1 << 15
-GATEWAY_MESSAGE_CONTENT = 1 << 19
-GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 18
+GATEWAY_MESSAGE_CONTENT = 1 << 18  # bots in >= 100 servers
+GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19  # bots in < 100 servers (the portal toggle; our default)
 
 
 @dataclass
@@ -24,23 +31,23 @@ class SimConfig:
     category_id: str = "1100000000000000003"  # category "Text Channels"
 
     # the CDP bot (the listener, connects to the gateway)
-    bot_token: str = "sim-bot-token.CDPBOT.0000000000000000000000000001"
+    bot_token: str = make_token("1200000000000000001", "sim-bot-token-cdp-000000000000000000")
     bot_user_id: str = "1200000000000000001"
     application_id: str = "1200000000000000001"
     bot_name: str = "cdp-bot"
-    app_flags: int = GATEWAY_MESSAGE_CONTENT
+    app_flags: int = GATEWAY_MESSAGE_CONTENT_LIMITED  # 1 << 19; 0 => IDENTIFY with MESSAGE_CONTENT gets 4014
 
     # simulated Coze bots (user id -> name); tokens only matter for REST
     coze_bot_ids: list[str] = field(default_factory=lambda: ["1300000000000000001"])
     coze_bot_tokens: dict[str, str] = field(
-        default_factory=lambda: {"1300000000000000001": "sim-coze-bot-token.COZE.0000000000000000000001"}
+        default_factory=lambda: {"1300000000000000001": make_token("1300000000000000001", "sim-bot-token-coze-00000000000000000")}
     )
 
     # user tokens (raw, no prefix) -> user id
     user_tokens: dict[str, str] = field(
         default_factory=lambda: {
-            "sim-user-token-alice.0000000000000000000000000001": "1400000000000000001",
-            "sim-user-token-bob.00000000000000000000000000002": "1400000000000000002",
+            make_token("1400000000000000001", "sim-user-token-alice-00000000000000"): "1400000000000000001",
+            make_token("1400000000000000002", "sim-user-token-bob-0000000000000000"): "1400000000000000002",
         }
     )
     owner_id: str = "1400000000000000001"

@@ -20,6 +20,23 @@ USER_MENTION_RE = re.compile(r"<@!?(\d{15,25})>")
 ROLE_MENTION_RE = re.compile(r"<@&(\d{15,25})>")
 
 
+def number_components(components: list) -> list:
+    """Discord gives every component a numeric `id` (unique within the message) when none is set."""
+    comps = copy.deepcopy(components)
+    counter = [0]
+
+    def walk(items: list) -> None:
+        for c in items:
+            if isinstance(c, dict):
+                counter[0] += 1
+                c.setdefault("id", counter[0])
+                if isinstance(c.get("components"), list):
+                    walk(c["components"])
+
+    walk(comps)
+    return comps
+
+
 def _user(uid: str, username: str, *, bot: bool = False, global_name: str | None = None) -> dict:
     u = {
         "id": uid,
@@ -247,7 +264,11 @@ class Sim:
             "role_connections_verification_url": None,
             "tags": [],
             "approximate_guild_count": 1,
-            "integration_types_config": {"0": {}},
+            "approximate_user_install_count": 0,
+            "approximate_user_authorization_count": 0,
+            "event_webhooks_status": 1,
+            "install_params": {"scopes": ["bot", "applications.commands"], "permissions": "0"},
+            "integration_types_config": {"0": {"oauth2_install_params": {"scopes": ["bot"], "permissions": "0"}}},
             "is_monetized": False,
         }
 
@@ -451,7 +472,7 @@ class Sim:
             "timestamp": iso_now(),
             "edited_timestamp": None,
             "flags": int(body.get("flags", 0) or 0) & (1 << 2 | 1 << 12),
-            "components": copy.deepcopy(body.get("components") or []),
+            "components": number_components(body.get("components") or []),
         }
         if "nonce" in body and body["nonce"] is not None:
             msg["nonce"] = body["nonce"]

@@ -16,10 +16,11 @@ import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .core import number_components
 from .util import iso_now, tiny_png
 
 if TYPE_CHECKING:
-    from .core import Sim
+    from .core import Sim  # noqa: F811
 
 USER_LIMIT_ERRORS = [
     "Hi there! You've used up your free chat credits. To continue enjoying our service, please consider upgrading to our premium plan [Upgrade to Coze Premium to chat]",
@@ -287,6 +288,7 @@ class CozeSim:
                     ],
                 }
             ]
+            components = number_components(components)
             sim.update_message(msg["id"], {"components": components, "edited_timestamp": iso_now()}, dispatch=False)
             if d.has("partial"):
                 self._dispatch_update(msg, d, {"id": msg["id"], "channel_id": msg["channel_id"], "guild_id": cfg.guild_id, "components": copy.deepcopy(components)})

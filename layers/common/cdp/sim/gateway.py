@@ -245,9 +245,7 @@ class GatewayHub:
                     sess.valid = False
             if conn in self.conns:
                 self.conns.remove(conn)
-            try:
-                await asyncio.wait_for(asyncio.shield(conn.writer), 2.0)
-            except Exception:
+            if not conn.writer.done():
                 conn.writer.cancel()
 
     async def _run(self, conn: Conn, qs: dict, receive: Any) -> None:

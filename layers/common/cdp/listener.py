@@ -1,0 +1,453 @@
+"""Gateway events (CDP bot) -> ReplyStore.
+
+`ReplyRecorder` turns raw MESSAGE_CREATE / MESSAGE_UPDATE dispatch data into ReplyMessages (partial
+updates merged onto the last full state). `DiscordListener` keeps a hikari GatewayBot connected
+(heartbeats, zombie detection, RESUME, op 7 / op 9 and zlib-stream are hikari's) and feeds the raw
+payloads to the recorder in arrival order. It never reconnects after a fatal close code (4004, 4010
+to 4014) or a 401 on GET /gateway/bot: status "failed" with the exact fix, logged once at ERROR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from cdp.discord.errors import fingerprint, redact
+from cdp.domain.model import ReplyMessage
+from cdp.domain.reply import merge_message, to_reply_message, version_of
+from cdp.store.ports import ReplyStore
+
+log = logging.getLogger("cdp.listener")
+
+# GUILDS | GUILD_MESSAGES | MESSAGE_CONTENT
+INTENT_GUILDS = 1 << 0
+INTENT_GUILD_MESSAGES = 1 << 9
+INTENT_MESSAGE_CONTENT = 1 << 15
+DEFAULT_INTENTS = INTENT_GUILDS | INTENT_GUILD_MESSAGES | INTENT_MESSAGE_CONTENT  # 33281
+
+_TOKEN_FIX = (
+    "BOT_TOKEN is invalid or was reset: copy the current token of the CDP bot from the Discord "
+    "Developer Portal → Applications → your CDP bot → Bot → Reset Token, put it in BOT_TOKEN and "
+    "restart the listener"
+)
+FATAL_CLOSE_CODES: dict[int, tuple[str, str]] = {
+    4004: ("Authentication failed (close 4004)", _TOKEN_FIX),
+    4010: (
+        "Invalid shard (close 4010)",
+        "The listener runs a single shard [0, 1]: remove any shard settings and restart; if it persists "
+        "DISCORD_API_BASE does not point at Discord's API",
+    ),
+    4011: (
+        "Sharding required (close 4011)",
+        "The CDP bot is in too many guilds for one gateway connection: use a dedicated bot that is only "
+        "in GUILD_ID (remove it from the other servers) and restart",
+    ),
+    4012: (
+        "Invalid API version (close 4012)",
+        "DISCORD_API_BASE must be Discord's v10 API, e.g. https://discord.com/api/v10 (check the setting "
+        "and any mirror/proxy in front of Discord)",
+    ),
+    4013: (
+        "Invalid intents (close 4013)",
+        "The listener sent an invalid intents value; it must be 33281 (GUILDS | GUILD_MESSAGES | "
+        "MESSAGE_CONTENT): this is a bug, report it",
+    ),
+    4014: (
+        "Disallowed intent (close 4014): the Message Content intent is not enabled",
+        "Enable the Message Content intent for the CDP bot (BOT_TOKEN) in the Discord Developer Portal → "
+        "Bot → Privileged Gateway Intents (MESSAGE CONTENT INTENT: on), save, then restart the listener",
+    ),
+}
+HTTP_401 = ("GET /gateway/bot answered 401 Unauthorized", _TOKEN_FIX)
+MALFORMED_TOKEN = (
+    "BOT_TOKEN is not a Discord bot token",
+    "BOT_TOKEN is malformed: copy the token of the CDP bot from the Discord Developer Portal → Bot → "
+    "Reset Token (three dot-separated parts, no 'Bot ' prefix, no quotes or spaces) and restart",
+)
+
+STATES = ("starting", "connecting", "ready", "resuming", "failed", "stopped")
+
+
+# ------------------------------------------------------------------------------------------------
+# status
+
+
+class GatewayStatus:
+    """What the listener is doing, for health checks and `cdp doctor`."""
+
+    def __init__(self) -> None:
+        self.state = "starting"
+        self.detail = ""
+        self.close_code: int | None = None
+        self.fix: str | None = None
+        self.since = time.time()
+        self.ready_count = 0
+        self.resumes = 0
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def failed(self) -> bool:
+        return self.state == "failed"
+
+    def set(self, state: str, detail: str = "", *, close_code: int | None = None, fix: str | None = None) -> None:
+        if state not in STATES:
+            raise ValueError(f"unknown gateway state {state!r}")
+        if state != self.state:
+            self.since = time.time()
+        self.state = state
+        self.detail = detail
+        self.close_code = close_code
+        self.fix = fix
+        for fut in list(self._waiters):
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
+
+    async def wait_change(self, timeout: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(fut)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "ready": self.ready,
+            "detail": self.detail,
+            "close_code": self.close_code,
+            "fix": self.fix,
+            "since": self.since,
+            "ready_count": self.ready_count,
+            "resumes": self.resumes,
+        }
+
+    def __repr__(self) -> str:
+        return f"GatewayStatus({self.to_dict()!r})"
+
+
+# ------------------------------------------------------------------------------------------------
+# recorder
+
+
+@dataclass(slots=True)
+class _Seen:
+    raw: dict
+    version: int
+    prompt_id: str
+
+
+def _raw_from_reply(m: ReplyMessage) -> dict:
+    """A message object equivalent (for to_reply_message) to a stored ReplyMessage."""
+    raw: dict[str, Any] = {
+        "id": m.message_id,
+        "channel_id": m.channel_id,
+        "author": {"id": m.author_id, "bot": True},
+        "content": m.content,
+        "message_reference": {"message_id": m.prompt_id, "channel_id": m.channel_id},
+        "embeds": [{"image": {"url": u}} for u in m.image_urls],
+        "attachments": [],
+        "components": [],
+    }
+    if m.has_components:
+        raw["components"] = [
+            {"type": 1, "components": [{"type": 2, "style": 2, "label": s} for s in m.suggestions]}
+        ]
+    return raw
+
+
+class ReplyRecorder:
+    """Raw MESSAGE_CREATE / MESSAGE_UPDATE data -> ReplyStore.put (Coze bots' replies only)."""
+
+    def __init__(
+        self,
+        store: ReplyStore,
+        coze_bot_ids: set[str],
+        guild_id: str | None = None,
+        *,
+        max_cached: int = 5000,
+    ) -> None:
+        self.store = store
+        self.coze_bot_ids = {str(i) for i in coze_bot_ids}
+        self.guild_id = str(guild_id) if guild_id else None
+        self.max_cached = max_cached
+        self._seen: OrderedDict[str, _Seen] = OrderedDict()
+        self._lock = asyncio.Lock()
+        self.recorded = 0
+        self.ignored = 0
+
+    async def on_message_create(self, payload: dict) -> None:
+        await self._handle(payload)
+
+    async def on_message_update(self, payload: dict) -> None:
+        await self._handle(payload)
+
+    async def _handle(self, payload: dict) -> None:
+        if not isinstance(payload, dict) or not payload.get("id"):
+            return
+        mid = str(payload["id"])
+        gid = payload.get("guild_id")
+        if self.guild_id and gid and str(gid) != self.guild_id:
+            self.ignored += 1
+            return
+        author = payload.get("author")
+        if isinstance(author, dict) and author.get("id") is not None:
+            if str(author["id"]) not in self.coze_bot_ids:
+                self.ignored += 1
+                return
+        async with self._lock:  # events of one message are applied in arrival order
+            msg = await self._merge(mid, payload)
+            if msg is None:
+                return
+        await self.store.put(msg)
+        self.recorded += 1
+
+    async def _merge(self, mid: str, payload: dict) -> ReplyMessage | None:
+        seen = self._seen.get(mid)
+        prompt_id: str | None = seen.prompt_id if seen else None
+        base: dict | None = seen.raw if seen else None
+        prev_version: int | None = seen.version if seen else None
+        has_ref = isinstance(payload.get("message_reference"), dict) or isinstance(
+            payload.get("referenced_message"), dict
+        )
+        if seen is None and not has_ref:
+            # a partial update of a message we no longer (or never) had in memory
+            prompt_id = await self.store.prompt_for_reply(mid)
+            if prompt_id is None:
+                self.ignored += 1
+                return None
+            snap = await self.store.snapshot(prompt_id)
+            stored = next((m for m in snap.messages if m.message_id == mid), None)
+            if stored is not None:
+                base = _raw_from_reply(stored)
+                prev_version = stored.version
+
+        incoming = version_of(payload)
+        if prev_version is not None and incoming is not None and incoming < prev_version:
+            return None  # stale (late, out-of-order) event: never move a reply backwards
+
+        merged = merge_message(base, payload)
+        msg = to_reply_message(merged, self.coze_bot_ids, prompt_id=prompt_id, fallback_version=prev_version)
+        if msg is None:
+            self.ignored += 1
+            return None
+        self._seen[mid] = _Seen(merged, msg.version, msg.prompt_id)
+        self._seen.move_to_end(mid)
+        while len(self._seen) > self.max_cached:
+            self._seen.popitem(last=False)
+        return msg
+
+
+# ------------------------------------------------------------------------------------------------
+# listener
+
+
+class DiscordListener:
+    """Keeps the CDP bot on the Gateway (hikari) and records Coze replies."""
+
+    def __init__(
+        self,
+        *,
+        api_base: str,
+        bot_token: str,
+        recorder: ReplyRecorder,
+        status: GatewayStatus | None = None,
+        proxy_url: str | None = None,
+        intents: int = DEFAULT_INTENTS,
+        max_backoff: float = 60.0,
+    ) -> None:
+        self.api_base = api_base.rstrip("/")
+        self._token = (bot_token or "").strip()
+        self.token_fp = fingerprint(self._token)
+        self.recorder = recorder
+        self.status = status or GatewayStatus()
+        self.proxy_url = proxy_url
+        self.intents = intents
+        self.max_backoff = max_backoff
+        self._bot: Any = None
+        self._task: asyncio.Task | None = None
+        self._consumer: asyncio.Task | None = None
+        self._queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
+        self._stopping = False
+        self._closing: set[int] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is not None and not self._task.done():
+            return
+        self._stopping = False
+        self.status.set("starting")
+        self._queue = asyncio.Queue()
+        self._consumer = asyncio.create_task(self._consume(), name="cdp-listener-recorder")
+        self._task = asyncio.create_task(self._run(), name="cdp-listener-gateway")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        bot = self._bot
+        if bot is not None:
+            await self._close_bot(bot)
+        if self._task is not None:
+            if not self._task.done():
+                self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+        if self._consumer is not None:
+            try:  # record what already arrived, then stop
+                await asyncio.wait_for(self._queue.join(), 5.0)
+            except TimeoutError:
+                pass
+            self._consumer.cancel()
+            try:
+                await self._consumer
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._consumer = None
+        if not self.status.failed:
+            self.status.set("stopped")
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """True as soon as the gateway is ready; False on timeout or when it failed for good."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self.status.ready:
+                return True
+            if self.status.failed or self.status.state == "stopped":
+                return False
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await self.status.wait_change(remaining)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _make_bot(self) -> Any:
+        import hikari
+        from hikari.impl import config as hconfig
+
+        kwargs: dict[str, Any] = dict(
+            banner=None,
+            logs=None,
+            suppress_optimization_warning=True,
+            intents=hikari.Intents(self.intents),
+            cache_settings=hconfig.CacheSettings(components=hikari.api.CacheComponents.NONE),
+            auto_chunk_members=False,
+            rest_url=self.api_base,
+        )
+        if self.proxy_url:
+            kwargs["proxy_settings"] = hconfig.ProxySettings(url=self.proxy_url)
+        bot = hikari.GatewayBot(self._token, **kwargs)
+        bot.subscribe(hikari.ShardPayloadEvent, self._on_payload)
+        bot.subscribe(hikari.ShardReadyEvent, self._on_ready)
+        bot.subscribe(hikari.ShardResumedEvent, self._on_resumed)
+        bot.subscribe(hikari.ShardDisconnectedEvent, self._on_disconnected)
+        return bot
+
+    async def _on_payload(self, event: Any) -> None:
+        # Only enqueue here (synchronously): hikari runs each callback in its own task, the queue
+        # keeps Discord's order for the recorder.
+        if event.name in ("MESSAGE_CREATE", "MESSAGE_UPDATE"):
+            self._queue.put_nowait((event.name, dict(event.payload)))
+
+    async def _on_ready(self, event: Any) -> None:
+        self.status.ready_count += 1
+        self.status.set("ready", "connected (READY)")
+        log.info("gateway ready as the CDP bot [%s] (ready #%d)", self.token_fp, self.status.ready_count)
+
+    async def _on_resumed(self, event: Any) -> None:
+        self.status.resumes += 1
+        self.status.set("ready", "resumed")
+        log.info("gateway session resumed [%s] (resume #%d)", self.token_fp, self.status.resumes)
+
+    async def _on_disconnected(self, event: Any) -> None:
+        if not self._stopping and not self.status.failed:
+            self.status.set("resuming", "disconnected; reconnecting")
+
+    async def _consume(self) -> None:
+        while True:
+            name, data = await self._queue.get()
+            try:
+                if name == "MESSAGE_CREATE":
+                    await self.recorder.on_message_create(data)
+                else:
+                    await self.recorder.on_message_update(data)
+            except Exception:
+                log.exception("could not record %s for message %s", name, data.get("id"))
+            finally:
+                self._queue.task_done()
+
+    def _fail(self, detail: str, fix: str, close_code: int | None = None) -> None:
+        self.status.set("failed", detail, close_code=close_code, fix=fix)
+        log.error("gateway stopped for good [%s]: %s. Fix: %s", self.token_fp, detail, fix)
+
+    async def _close_bot(self, bot: Any) -> None:
+        if bot is None:
+            return
+        if self._bot is bot:
+            self._bot = None
+        if id(bot) in self._closing:
+            return
+        self._closing.add(id(bot))
+        try:
+            if bot.is_alive:
+                await bot.close()
+        except Exception as exc:  # closing a bot whose shard died raises the shard's error again
+            log.debug("hikari close: %s", type(exc).__name__)
+        finally:
+            self._closing.discard(id(bot))
+
+    async def _run(self) -> None:
+        import hikari
+
+        backoff = 1.0
+        while not self._stopping:
+            try:
+                bot = self._make_bot()
+            except ValueError:
+                self._fail(*MALFORMED_TOKEN)
+                return
+            self._bot = bot
+            reason = ""
+            try:
+                self.status.set("connecting", f"connecting to the gateway via {self.api_base}")
+                await bot.start(check_for_updates=False)
+                if self._stopping:
+                    return
+                backoff = 1.0
+                await bot.join()
+                reason = "the gateway connection ended"
+            except hikari.UnauthorizedError:
+                self._fail(*HTTP_401)
+                return
+            except hikari.GatewayServerClosedConnectionError as exc:
+                if exc.code in FATAL_CLOSE_CODES:
+                    detail, fix = FATAL_CLOSE_CODES[exc.code]
+                    self._fail(detail, fix, close_code=exc.code)
+                    return
+                reason = f"closed by Discord with code {exc.code}"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = redact(f"{type(exc).__name__}: {exc}", self._token)
+            finally:
+                await self._close_bot(bot)
+            if self._stopping:
+                return
+            delay = min(backoff, self.max_backoff)
+            backoff = min(backoff * 2, self.max_backoff)
+            self.status.set("connecting", f"{reason}; reconnecting in {delay:.0f}s")
+            log.warning("gateway [%s]: %s; reconnecting in %.1fs", self.token_fp, reason, delay)
+            await asyncio.sleep(delay)
