@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cdp.settings import Settings
-from cdp.store.ports import ChannelRegistry, ReplyStore
+from cdp.store.ports import ChannelRegistry, ListenerPresence, ReplyStore
 
 
 @dataclass
 class Stores:
     replies: ReplyStore
     channels: ChannelRegistry
+    presence: ListenerPresence | None = None  # shared stores: the external listener's heartbeat
 
 
 def make_stores(settings: Settings) -> Stores:
@@ -40,7 +41,18 @@ def make_listener(settings: Settings, replies: ReplyStore):
                            recorder=recorder, status=status, proxy_url=settings.PROXY_URL or None)
 
 
-def make_service(settings: Settings, stores: Stores, rest=None):
+class StatusPresence:
+    """Presence of an in-process listener, read from its GatewayStatus."""
+
+    def __init__(self, status) -> None:
+        self.status = status
+
+    async def stable_since(self) -> float | None:
+        return self.status.since if self.status.ready else None
+
+
+def make_service(settings: Settings, stores: Stores, rest=None, presence: ListenerPresence | None = None):
     from cdp.service import ConversationService
 
-    return ConversationService(settings, rest or make_rest(settings), stores.replies, stores.channels)
+    return ConversationService(settings, rest or make_rest(settings), stores.replies, stores.channels,
+                               presence=presence or stores.presence)

@@ -40,13 +40,13 @@ async def _serve(settings: Settings, demo_notice: str | None, with_listener: boo
 
     from cdp.api.app import create_app
     from cdp.api.runtime import ExternalListener, Runtime
-    from cdp.bootstrap import make_listener, make_rest, make_service, make_stores
+    from cdp.bootstrap import StatusPresence, make_listener, make_rest, make_service, make_stores
 
     rest = make_rest(settings)
     stores = make_stores(settings)
-    service = make_service(settings, stores, rest)
     # With a shared store (dynamodb) the listener usually runs apart (`cdp listener`, ECS).
     listener = make_listener(settings, stores.replies) if with_listener else None
+    service = make_service(settings, stores, rest, StatusPresence(listener.status) if listener else None)
     status = listener.status if listener else ExternalListener()
     app = create_app(Runtime(settings, service, status, demo_notice))
     server = uvicorn.Server(uvicorn.Config(app, host=settings.HOST, port=settings.PORT, log_config=None,

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cdp.discord.errors import fingerprint, redact
@@ -242,6 +242,19 @@ class ReplyRecorder:
         if msg is None:
             self.ignored += 1
             return None
+        if prev_version is not None and incoming is None:
+            # An update without timestamps (partial: only embeds / components...) has no version of
+            # its own: keep the previous one if nothing changed, else move it by 1 µs (an equal-version
+            # overwrite would not change the snapshot's revision, so waiters would miss the new data).
+            prev_msg = None
+            if seen is not None:
+                prev_msg = to_reply_message(
+                    seen.raw, self.coze_bot_ids, prompt_id=seen.prompt_id, fallback_version=seen.version
+                )
+            elif base is not None:
+                prev_msg = to_reply_message(base, self.coze_bot_ids, prompt_id=prompt_id, fallback_version=0)
+            changed = prev_msg is None or replace(prev_msg, version=0) != replace(msg, version=0)
+            msg = replace(msg, version=prev_version + 1 if changed else prev_version)
         self._seen[mid] = _Seen(merged, msg.version, msg.prompt_id)
         self._seen.move_to_end(mid)
         while len(self._seen) > self.max_cached:

@@ -25,7 +25,7 @@ from cdp.domain.reply import ReplyView, render
 from cdp.domain.tokens import count_tokens
 from cdp.openai import errors as oe
 from cdp.settings import Settings
-from cdp.store.ports import ChannelRegistry, ReplyStore
+from cdp.store.ports import ChannelRegistry, ListenerPresence, ReplyStore
 
 log = logging.getLogger("cdp.service")
 
@@ -105,6 +105,14 @@ class Conversation:
             view = render(snapshot)
             decision = decide(view, now=now, last_change_at=last_change_at,
                               idle_timeout=s.REPLY_IDLE_TIMEOUT, deadline=deadline)
+            if decision.done and decision.reason == "idle":
+                # Silence only means "done" if the listener was connected the whole time: edits
+                # missed during a gateway gap are replayed on RESUME, so restart the idle window.
+                stable = await self._service.listener_stable_since()
+                wall_offset = time.time() - now
+                if stable is None or stable > last_change_at + wall_offset:
+                    last_change_at = now if stable is None else min(now, stable - wall_offset)
+                    continue
             if changed or decision.done or heartbeat is not None:
                 yield Progress(view, decision, changed)
             if decision.done:
@@ -125,15 +133,25 @@ class Conversation:
 
 class ConversationService:
     def __init__(self, settings: Settings, rest, replies: ReplyStore, channels: ChannelRegistry,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, presence: ListenerPresence | None = None) -> None:
         self.settings = settings
         self.rest = rest
         self.replies = replies
         self.channels = channels
         self.clock = clock
+        self.presence = presence
         self._tokens = list(settings.user_tokens)
         self._dead: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
+
+    async def listener_stable_since(self) -> float | None:
+        if self.presence is None:
+            return 0.0  # unknown: assume connected
+        try:
+            return await self.presence.stable_since()
+        except Exception:
+            log.warning("could not read the listener's presence; assuming connected", exc_info=True)
+            return 0.0
 
     # -- routing --------------------------------------------------------------------------------
     def coze_bot_for(self, model: str, api_key: str | None) -> str:

@@ -5,8 +5,8 @@ always pure extensions (markdown being formed, a word fixed, a sentence rephrase
 deltas cannot be taken back, so only text that looks *stable* is emitted:
 
 1. it is a prefix of both the current and the previous snapshot (it survived an edit),
-2. it ends at least `holdback_chars` before the end of both of them, at a word/line
-   boundary (after whitespace or a CJK/wide character; a hard cut only after 256 unbroken chars),
+2. it ends at least `holdback_chars` before the end of both of them, at the end of a word
+   (before whitespace, or after a CJK/wide character; a hard cut only after 256 unbroken chars),
    never inside a character cluster (surrogate pair, combining mark, ZWJ emoji) and never inside
    a markdown link/image still being written ("[..](" without ")", "![.." without "]"),
 3. nothing at all while the whole text could still become a known Coze error text.
@@ -55,6 +55,17 @@ def common_prefix_len(a: str, b: str) -> int:
 def _is_break_after(ch: str) -> bool:
     """Cutting right after `ch` is a word/line boundary."""
     return ch.isspace() or unicodedata.east_asian_width(ch) in ("W", "F")
+
+
+def _is_word_end(text: str, i: int) -> bool:
+    """Cutting `text` before index i ends a word: a non-space char followed by whitespace, or
+    right after a wide (CJK) char. Whitespace is sent at the start of the next delta, never at the
+    end of one: a separator that later turns out to be followed by inserted text (e.g. the
+    "\\n![image](..)" render() appends while Coze is still writing) has not been sent yet."""
+    prev = text[i - 1]
+    if unicodedata.east_asian_width(prev) in ("W", "F"):
+        return True
+    return i < len(text) and text[i].isspace() and not prev.isspace()
 
 
 def _open_markdown_start(s: str) -> int | None:
@@ -123,9 +134,9 @@ class DeltaAssembler:
             end = min(end, open_at)
         if end <= floor:
             return end
-        # Back to a word/line boundary that is also a cluster boundary.
+        # Back to the end of a word (or after a wide char) that is also a cluster boundary.
         i = end
-        while i > floor and not (_is_break_after(text[i - 1]) and is_cluster_boundary(text, i)):
+        while i > floor and not (_is_word_end(text, i) and is_cluster_boundary(text, i)):
             i -= 1
         if i > floor:
             return i

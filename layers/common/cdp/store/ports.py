@@ -44,3 +44,11 @@ class ChannelRegistry(Protocol):
     async def remove(self, channel_id: str) -> None: ...
 
     async def all(self) -> list[TempChannel]: ...
+
+
+class ListenerPresence(Protocol):
+    """Whether the gateway listener is connected, so idle completion is never decided on a gap."""
+
+    async def stable_since(self) -> float | None:
+        """Epoch seconds since the listener has been continuously connected; None while it is not."""
+        ...

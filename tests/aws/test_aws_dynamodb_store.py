@@ -1,0 +1,192 @@
+"""DynamoDB adapters against a moto server over HTTP, tables created from template.yaml."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from cdp.domain.model import ReplyMessage, TempChannel
+from cdp.store import dynamodb as ddb
+from cdp.store.dynamodb import DynamoChannelRegistry, DynamoReplyStore, DynamoSettings
+
+
+def cfg(moto, tables) -> DynamoSettings:
+    prefix, _ = tables
+    return DynamoSettings(CDP_TABLE_PREFIX=prefix, AWS_ENDPOINT_URL=moto.url, AWS_REGION="us-east-1")
+
+
+def msg(mid: str, prompt: str = "900000000000000001", content: str = "hi", version: int = 1, **kw):
+    return ReplyMessage(message_id=mid, prompt_id=prompt, channel_id="800000000000000001",
+                        author_id="1300000000000000001", content=content, version=version, **kw)
+
+
+@pytest.fixture
+def store(moto, tables, monkeypatch):
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(k, v)
+    return DynamoReplyStore(cfg(moto, tables))
+
+
+@pytest.fixture
+def registry(moto, tables, monkeypatch):
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(k, v)
+    return DynamoChannelRegistry(cfg(moto, tables))
+
+
+def test_tables_from_template_have_stream_and_ttl(moto, tables):
+    _, names = tables
+    client = moto.client()
+    desc = client.describe_table(TableName=names["replies"])["Table"]
+    assert desc["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
+    assert desc["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    for name in names.values():
+        ttl = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        assert ttl["AttributeName"] == "expires_at" and ttl["TimeToLiveStatus"] == "ENABLED"
+
+
+def test_settings_names_and_endpoint(monkeypatch):
+    monkeypatch.setenv("CDP_TABLE_PREFIX", "prod")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://localhost:8000")
+    monkeypatch.delenv("CDP_REPLIES_TABLE", raising=False)
+    monkeypatch.setenv("CDP_STATE_TABLE", "explicit-state")
+    c = DynamoSettings(_env_file=None)
+    assert c.replies_table == "prod-replies" and c.state_table == "explicit-state"
+    assert c.endpoint_url == "http://localhost:8000"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://ddb:9000")
+    assert DynamoSettings(_env_file=None).endpoint_url == "http://ddb:9000"
+
+
+async def test_put_snapshot_roundtrip_ordered_by_id(store):
+    p = "900000000000000101"
+    await store.put(msg("1000000000000000020", p, "second", 5, image_urls=("https://x/a.png",)))
+    await store.put(msg("1000000000000000009", p, "first", 3, suggestions=("More?",), has_components=True))
+    snap = await store.snapshot(p)
+    assert [m.content for m in snap.messages] == ["first", "second"]
+    assert snap.messages[0].suggestions == ("More?",) and snap.messages[0].has_components
+    assert snap.messages[1].image_urls == ("https://x/a.png",)
+    assert (await store.snapshot("900000000000000999")).messages == ()
+
+
+async def test_versions_never_go_backwards_even_across_two_listeners(moto, tables, store):
+    p = "900000000000000201"
+    other = DynamoReplyStore(cfg(moto, tables))  # a second listener: its own process caches
+    assert await store.put(msg("1000000000000000030", p, "v2 text", 2))
+    assert not await other.put(msg("1000000000000000030", p, "v1 text", 1))  # late, older edit
+    assert await other.put(msg("1000000000000000030", p, "v2 text", 2))  # duplicate: harmless
+    assert not await store.put(msg("1000000000000000030", p, "v1 text", 1))
+    assert await other.put(msg("1000000000000000030", p, "v3 text", 3))
+    snap = await store.snapshot(p)
+    assert [(m.content, m.version) for m in snap.messages] == [("v3 text", 3)]
+
+
+async def test_prompt_for_reply_survives_a_fresh_process(moto, tables, store):
+    await store.put(msg("1000000000000000040", "900000000000000301"))
+    fresh = DynamoReplyStore(cfg(moto, tables))
+    assert await fresh.prompt_for_reply("1000000000000000040") == "900000000000000301"
+    assert await fresh.prompt_for_reply("1000000000000000041") is None
+
+
+async def test_every_item_has_a_ttl(moto, tables, store):
+    _, names = tables
+    await store.put(msg("1000000000000000050", "900000000000000401"))
+    items = moto.client().scan(TableName=names["replies"])["Items"]
+    mine = [i for i in items if "1000000000000000050" in (i["pk"]["S"] + i["sk"]["S"])]
+    assert len(mine) == 2  # the part and its reply# pointer
+    now = time.time()
+    for item in mine:
+        assert now + 3600 < float(item["expires_at"]["N"]) <= now + ddb.REPLY_TTL_SECONDS + 5
+
+
+async def test_wait_for_change_wakes_on_a_write_from_another_process(moto, tables, store):
+    p = "900000000000000501"
+    writer = DynamoReplyStore(cfg(moto, tables))
+
+    async def later():
+        await asyncio.sleep(0.3)
+        await writer.put(msg("1000000000000000060", p, "hello", 1))
+
+    task = asyncio.create_task(later())
+    t0 = time.monotonic()
+    snap = await store.wait_for_change(p, (), timeout=5)
+    elapsed = time.monotonic() - t0
+    await task
+    assert [m.content for m in snap.messages] == ["hello"]
+    assert elapsed < 1.5
+
+
+async def test_wait_for_change_returns_by_the_timeout(store):
+    p = "900000000000000601"
+    t0 = time.monotonic()
+    snap = await store.wait_for_change(p, (), timeout=0.5)
+    elapsed = time.monotonic() - t0
+    assert snap.messages == () and 0.45 <= elapsed < 1.0
+    t0 = time.monotonic()
+    await store.wait_for_change(p, (), timeout=0)
+    assert time.monotonic() - t0 < 0.5
+
+
+async def test_wait_for_change_returns_at_once_when_revision_differs(store):
+    p = "900000000000000701"
+    await store.put(msg("1000000000000000070", p, "x", 4))
+    t0 = time.monotonic()
+    snap = await store.wait_for_change(p, (), timeout=5)
+    assert snap.revision == (("1000000000000000070", 4),) and time.monotonic() - t0 < 0.5
+
+
+def test_poll_interval_is_fast_after_a_change_and_backs_off():
+    s = DynamoReplyStore(DynamoSettings(_env_file=None), client=object())
+    s._last_change.put("p", 100.0)
+    assert s.poll_interval("p", 100.0) == pytest.approx(ddb.POLL_FAST)
+    assert ddb.POLL_FAST < s.poll_interval("p", 101.0) < ddb.POLL_SLOW
+    assert s.poll_interval("p", 110.0) == ddb.POLL_SLOW
+    assert s.poll_interval("unknown", 5.0) == pytest.approx(ddb.POLL_FAST)
+
+
+async def test_counters_count_reads_and_writes(store):
+    before = ddb.STATS.snapshot()
+    await store.put(msg("1000000000000000080", "900000000000000801"))
+    await store.snapshot("900000000000000801")
+    after = ddb.STATS.snapshot()
+    assert after["writes"] - before["writes"] == 2  # part + pointer (first time only)
+    assert after["reads"] - before["reads"] == 1
+    await store.put(msg("1000000000000000080", "900000000000000801", "more", 2))
+    assert ddb.STATS.writes - after["writes"] == 1  # pointer already known
+
+
+async def test_channel_registry(registry):
+    now = time.time()
+    a = TempChannel("700000000000000001", "1100000000000000001", now - 10, None, "req_a", {"k": "v"})
+    b = TempChannel("700000000000000002", "1100000000000000001", now - 5000, None, "req_b")
+    c = TempChannel("700000000000000003", "1100000000000000001", now, None, "req_c")
+    for ch in (a, b, c):
+        await registry.add(ch)
+    assert {ch.channel_id for ch in await registry.all()} >= {a.channel_id, b.channel_id, c.channel_id}
+    got = {ch.channel_id: ch for ch in await registry.all()}
+    assert got[a.channel_id].extra == {"k": "v"} and got[a.channel_id].request_id == "req_a"
+    assert got[a.channel_id].delete_at is None
+
+    await registry.schedule_delete(a.channel_id, now - 1)
+    await registry.schedule_delete("700000000000000999", now - 1)  # unknown: nothing happens
+    assert not await registry.schedule_delete_if_in_use(a.channel_id, now + 100)  # already scheduled
+    assert await registry.schedule_delete_if_in_use(c.channel_id, now + 100)
+    due = {ch.channel_id for ch in await registry.due(now, stale_before=now - 960)}
+    assert due == {a.channel_id, b.channel_id}  # a: due; b: in use but stale; c: scheduled later
+    assert "700000000000000999" not in {ch.channel_id for ch in await registry.all()}
+
+    await registry.remove(a.channel_id)
+    await registry.remove(a.channel_id)  # idempotent
+    assert a.channel_id not in {ch.channel_id for ch in await registry.all()}
+
+
+async def test_dynamodb_stores_via_bootstrap(aws_env):
+    from cdp.bootstrap import make_stores
+    from cdp.settings import load_settings
+
+    stores = make_stores(load_settings(CDP_STORE="dynamodb"))
+    assert isinstance(stores.replies, DynamoReplyStore)
+    assert isinstance(stores.channels, DynamoChannelRegistry)
+    await stores.replies.put(msg("1000000000000000090", "900000000000000901"))
+    assert len((await stores.replies.snapshot("900000000000000901")).messages) == 1

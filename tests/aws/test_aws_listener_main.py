@@ -1,0 +1,123 @@
+"""`cdp listener` as its own process against the fake Discord and the moto server: health check,
+recording into DynamoDB, recovery of replies that arrived while it was down, SIGTERM, bad token."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from cdp.domain.model import TempChannel
+from cdp.sim import FakeDiscord, SimConfig
+from cdp.store.dynamodb import DynamoChannelRegistry, DynamoReplyStore, DynamoSettings
+from tests.support.aws import aws_env, free_port
+
+
+@pytest.fixture(scope="module")
+def fake():
+    cfg = SimConfig(port=0, heartbeat_interval_ms=1000, coze_edit_interval=0.03, coze_first_token_delay=0.03)
+    with FakeDiscord(cfg) as fd:
+        yield fd
+
+
+def listener_env(fake, moto, prefix, **over) -> dict[str, str]:
+    cfg = fake.config
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDP_", "AWS_"))}
+    env.update(aws_env(moto, prefix))
+    env.update({"BOT_TOKEN": cfg.bot_token, "GUILD_ID": cfg.guild_id, "COZE_BOT_ID": cfg.coze_bot_ids[0],
+                "USER_AUTHORIZATION": ",".join(cfg.user_tokens), "DISCORD_API_BASE": fake.base_url,
+                "LOG_LEVEL": "INFO"})
+    env.update(over)
+    return env
+
+
+def start_listener(env, tmp_path, port):
+    return subprocess.Popen([sys.executable, "-m", "cdp.cli", "listener", "--health-port", str(port)],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def health(port) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def wait_until(pred, timeout=20.0, every=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = pred()
+            if value:
+                return value
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(every)
+    raise AssertionError("condition not met in time")
+
+
+def coze_done(fake, channel_id) -> bool:
+    return any(m["author"]["id"] in fake.config.coze_bot_ids and m.get("components")
+               for m in fake.messages(channel_id))
+
+
+def test_listener_records_recovers_and_stops_on_sigterm(fake, moto, tables, tmp_path):
+    prefix, _ = tables
+    ds = DynamoSettings(CDP_TABLE_PREFIX=prefix, AWS_ENDPOINT_URL=moto.url, AWS_REGION="us-east-1",
+                        _env_file=None)
+    store, registry = DynamoReplyStore(ds), DynamoChannelRegistry(ds)
+    coze = fake.config.coze_bot_ids[0]
+    channel = fake.config.channel_id  # used as a "temporary channel in flight" in the registry
+
+    # A prompt answered while no listener runs.
+    missed = fake.post_as_user(channel, f"<@{coze}> hello while down")
+    wait_until(lambda: coze_done(fake, channel))
+    asyncio.run(registry.add(TempChannel(channel, fake.config.guild_id, time.time(), None, "req_x")))
+
+    port = free_port()
+    proc = start_listener(listener_env(fake, moto, prefix), tmp_path, port)
+    try:
+        code, body = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(health(port)), timeout=30)
+        assert body["gateway"]["state"] == "ready"
+        # recovered from REST history
+        snap = wait_until(lambda: (lambda s: s if s.messages else None)(
+            asyncio.run(store.snapshot(missed["id"]))), timeout=15)
+        assert snap.messages[0].author_id == coze and snap.messages[-1].has_components
+
+        # live: recorded from the gateway
+        live = fake.post_as_user(channel, f"<@{coze}> hello live")
+        snap = wait_until(lambda: (lambda s: s if s.messages and s.messages[-1].has_components else None)(
+            asyncio.run(store.snapshot(live["id"]))), timeout=15)
+        assert snap.messages[-1].content
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out = proc.communicate()[0].decode(errors="replace")
+    for token in (fake.config.bot_token, *fake.config.user_tokens):
+        assert token not in out
+
+
+def test_listener_exits_non_zero_on_a_bad_token(fake, moto, tables, tmp_path):
+    prefix, _ = tables
+    port = free_port()
+    env = listener_env(fake, moto, prefix, BOT_TOKEN="not-the-right-token.xxxxxxxxxxxxxxxxxxxxxx")
+    proc = start_listener(env, tmp_path, port)
+    try:
+        assert proc.wait(30) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out = proc.communicate()[0].decode(errors="replace")
+    assert "not-the-right-token" not in out
