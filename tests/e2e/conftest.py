@@ -16,7 +16,7 @@ from cdp.sim import FakeDiscord, SimConfig
 from tests.support.proc import CdpProcess, free_port, settings_env
 
 API_KEY = "sk-test-key-1"
-MODES = [m for m in os.environ.get("CDP_E2E_MODES", "memory,dynamodb").split(",") if m]
+MODES = [m for m in os.environ.get("CDP_E2E_MODES", "memory").split(",") if m]
 
 
 def fast_sim_config(**kw) -> SimConfig:

@@ -10,7 +10,7 @@ import logging
 import time
 
 import pytest
-
+from cdp.discord.errors import DiscordUnauthorized
 from cdp.discord.rest import DiscordRest
 from cdp.domain.reply import to_reply_message
 from cdp.listener import DiscordListener, GatewayStatus, ReplyRecorder
@@ -49,7 +49,9 @@ class Harness:
         self.coze = fd.config.coze_bot_ids[0]
         self.recorder = ReplyRecorder(self.store, set(fd.config.coze_bot_ids), fd.config.guild_id)
         self.listener = DiscordListener(api_base=fd.base_url, bot_token=token, recorder=self.recorder)
-        self.rest = DiscordRest(api_base=fd.base_url, bot_token=BOT_TOKEN, user_agent="Mozilla/5.0 (X11) Test")
+        self.rest = DiscordRest(
+            api_base=fd.base_url, bot_token=BOT_TOKEN, user_agent="Mozilla/5.0 (X11) Test"
+        )
 
     async def close(self) -> None:
         await self.listener.stop()
@@ -58,7 +60,11 @@ class Harness:
     async def ask(self, text: str) -> tuple[str, str]:
         content = f"{text} <@{self.coze}>"
         msg = await self.rest.send_user_message(
-            USER_TOKEN, self.fd.config.channel_id, content, nonce=str(time.time_ns()), allowed_user_ids=[self.coze]
+            USER_TOKEN,
+            self.fd.config.channel_id,
+            content,
+            nonce=str(time.time_ns()),
+            allowed_user_ids=[self.coze],
         )
         return msg["id"], content
 
@@ -92,7 +98,12 @@ async def h(fd):
 
 def same_reply(a, b) -> bool:
     return (a.message_id, a.content, a.image_urls, a.suggestions, a.has_components, a.version) == (
-        b.message_id, b.content, b.image_urls, b.suggestions, b.has_components, b.version,
+        b.message_id,
+        b.content,
+        b.image_urls,
+        b.suggestions,
+        b.has_components,
+        b.version,
     )
 
 
@@ -117,7 +128,16 @@ async def test_ready_and_records_default_reply_exactly(h, fd):
 
 @pytest.mark.parametrize(
     "directive",
-    ["duplicates", "out_of_order", "partial", "rewrite", "image_embed", "image_attachment", "long", "partial image_embed"],
+    [
+        "duplicates",
+        "out_of_order",
+        "partial",
+        "rewrite",
+        "image_embed",
+        "image_attachment",
+        "long",
+        "partial image_embed",
+    ],
 )
 async def test_variants_end_with_the_right_final_message(h, fd, directive):
     await h.listener.start()
@@ -130,7 +150,10 @@ async def test_variants_end_with_the_right_final_message(h, fd, directive):
     assert [m.message_id for m in snap.messages] == [m.message_id for m in truth]
     for got, want in zip(snap.messages, truth):
         assert (got.content, got.image_urls, got.suggestions, got.has_components) == (
-            want.content, want.image_urls, want.suggestions, want.has_components,
+            want.content,
+            want.image_urls,
+            want.suggestions,
+            want.has_components,
         )
     if "image" in directive:
         assert snap.messages[-1].image_urls
@@ -226,6 +249,7 @@ async def _assert_failed_for_good(h, fd, caplog, code, wait_more: float):
     assert fd.identify_count() <= 2
     errors = [r for r in caplog.records if r.name == "cdp.listener" and r.levelno >= logging.ERROR]
     assert len(errors) == 1 and FIXES[code] in errors[0].getMessage()
+    assert not [r for r in caplog.records if "during shut down" in r.getMessage()]
 
 
 async def test_close_4014_when_message_content_intent_is_off(h, fd, caplog):
@@ -298,8 +322,10 @@ async def test_no_token_in_logs(fd, caplog):
         await asyncio.sleep(0.1)
         assert await h.listener.wait_ready(10)
         fd.revoke_token(USER_TOKEN)
-        with pytest.raises(Exception):
-            await h.rest.send_user_message(USER_TOKEN, fd.config.channel_id, "x", nonce="1", allowed_user_ids=[])
+        with pytest.raises(DiscordUnauthorized):
+            await h.rest.send_user_message(
+                USER_TOKEN, fd.config.channel_id, "x", nonce="1", allowed_user_ids=[]
+            )
     finally:
         await h.close()
     text = "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
@@ -316,3 +342,43 @@ def test_gateway_status_to_dict():
     assert d["state"] == "failed" and d["close_code"] == 4014 and d["fix"] == "do y"
     with pytest.raises(ValueError):
         st.set("bogus")
+
+
+async def test_zombie_connection_is_closed_and_resumed(h, fd):
+    await h.listener.start()
+    assert await h.listener.wait_ready(10)
+    fd.gateway_stop_acks(True)
+    deadline = time.monotonic() + 10
+    while fd.gateway_connections() < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    fd.gateway_stop_acks(False)
+    assert fd.gateway_connections() >= 2
+    while fd.resume_count() < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert fd.resume_count() >= 1 and fd.identify_count() == 1
+    assert await h.listener.wait_ready(10)
+    prompt_id, content = await h.ask("after a zombie")
+    snap = await h.final(prompt_id, final_text(content, fd.url))
+    assert "".join(m.content for m in snap.messages) == final_text(content, fd.url)
+
+
+async def test_op1_heartbeat_request_is_answered():
+    # a long interval: after the first beat, any beat within the next second answers the op 1
+    with FakeDiscord(sim_config(heartbeat_interval_ms=30000)) as fd:
+        h = Harness(fd)
+        try:
+            await h.listener.start()
+            assert await h.listener.wait_ready(10)
+            await asyncio.sleep(0.3)
+
+            def beats() -> int:
+                return sum(1 for e in list(fd.sim.gateway.events) if e["op"] == 1)
+
+            before = beats()
+            assert fd.gateway_request_heartbeat() == 1
+            deadline = time.monotonic() + 1.0
+            while beats() == before and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert beats() == before + 1
+        finally:
+            await h.close()

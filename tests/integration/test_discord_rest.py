@@ -7,7 +7,6 @@ import time
 
 import httpx
 import pytest
-
 from cdp.discord import errors as E
 from cdp.discord.rest import DiscordRest, UploadFile
 from cdp.sim import FakeDiscord, SimConfig
@@ -29,8 +28,9 @@ def fd():
 
 @pytest.fixture
 async def rest(fd):
-    r = DiscordRest(api_base=fd.base_url, bot_token=BOT_TOKEN, user_agent="Mozilla/5.0 (X11) Test",
-                    max_rate_limit_wait=10)
+    r = DiscordRest(
+        api_base=fd.base_url, bot_token=BOT_TOKEN, user_agent="Mozilla/5.0 (X11) Test", max_rate_limit_wait=10
+    )
     yield r
     await r.aclose()
 
@@ -68,8 +68,9 @@ async def test_bot_routes_roundtrip(rest, fd):
 
 async def test_user_message_is_seen_by_discord_as_the_user_with_safe_mentions(rest, fd):
     content = f"hi @everyone <@{COZE}>"
-    msg = await rest.send_user_message(USER_TOKEN, fd.config.channel_id, content, nonce="42",
-                                       allowed_user_ids=[COZE])
+    msg = await rest.send_user_message(
+        USER_TOKEN, fd.config.channel_id, content, nonce="42", allowed_user_ids=[COZE]
+    )
     assert msg["author"]["id"] == fd.config.user_tokens[USER_TOKEN]
     assert msg["mention_everyone"] is False
     assert [u["id"] for u in msg["mentions"]] == [COZE]
@@ -81,21 +82,30 @@ async def test_user_message_is_seen_by_discord_as_the_user_with_safe_mentions(re
 
 async def test_upload_as_user_and_bot(rest, fd):
     png = b"\x89PNG\r\n\x1a\n" + b"0" * 32
-    msg = await rest.send_bot_message(fd.config.channel_id, None, files=[UploadFile("pic.png", png, "image/png")])
+    msg = await rest.send_bot_message(
+        fd.config.channel_id, None, files=[UploadFile("pic.png", png, "image/png")]
+    )
     att = msg["attachments"][0]
     assert att["filename"] == "pic.png" and att["size"] == len(png)
     async with httpx.AsyncClient() as c:
         assert (await c.get(att["url"])).content == png
-    umsg = await rest.send_user_message(USER_TOKEN, fd.config.channel_id, "look", nonce="7", allowed_user_ids=[],
-                                        files=[UploadFile("a.txt", b"abc", "text/plain")])
+    umsg = await rest.send_user_message(
+        USER_TOKEN,
+        fd.config.channel_id,
+        "look",
+        nonce="7",
+        allowed_user_ids=[],
+        files=[UploadFile("a.txt", b"abc", "text/plain")],
+    )
     assert umsg["attachments"][0]["filename"] == "a.txt" and umsg["content"] == "look"
 
 
 async def test_injected_429_is_waited_out(rest, fd):
     fd.inject_429("/messages", count=1, retry_after=0.4)
     t0 = time.monotonic()
-    msg = await rest.send_user_message(USER_TOKEN, fd.config.channel_id, "after 429", nonce="n429",
-                                       allowed_user_ids=[])
+    msg = await rest.send_user_message(
+        USER_TOKEN, fd.config.channel_id, "after 429", nonce="n429", allowed_user_ids=[]
+    )
     assert time.monotonic() - t0 >= 0.4
     assert msg["content"] == "after 429"
     assert len(user_msgs(fd, fd.config.channel_id, "after 429")) == 1
@@ -155,11 +165,17 @@ class LoseFirstResponse(httpx.AsyncBaseTransport):
 
 async def test_nonce_retry_does_not_double_post(fd):
     transport = LoseFirstResponse()
-    r = DiscordRest(api_base=fd.base_url, bot_token=BOT_TOKEN, user_agent="UA", transport=transport,
-                    transient_backoff=0.01)
+    r = DiscordRest(
+        api_base=fd.base_url,
+        bot_token=BOT_TOKEN,
+        user_agent="UA",
+        transport=transport,
+        transient_backoff=0.01,
+    )
     try:
-        msg = await r.send_user_message(USER_TOKEN, fd.config.channel_id, "only once", nonce="n-once",
-                                        allowed_user_ids=[])
+        msg = await r.send_user_message(
+            USER_TOKEN, fd.config.channel_id, "only once", nonce="n-once", allowed_user_ids=[]
+        )
     finally:
         await r.aclose()
     assert transport.lost == 1 and transport.nonces == ["n-once", "n-once"]
@@ -169,8 +185,9 @@ async def test_nonce_retry_does_not_double_post(fd):
 
 async def test_5xx_on_send_is_retried_with_the_same_nonce(rest, fd):
     fd.fail_next("POST", "/messages", 502, 0, "Bad Gateway", count=1)
-    msg = await rest.send_user_message(USER_TOKEN, fd.config.channel_id, "retried", nonce="n502",
-                                       allowed_user_ids=[])
+    msg = await rest.send_user_message(
+        USER_TOKEN, fd.config.channel_id, "retried", nonce="n502", allowed_user_ids=[]
+    )
     assert len(user_msgs(fd, fd.config.channel_id, "retried")) == 1 and msg["content"] == "retried"
 
 
@@ -180,7 +197,9 @@ async def test_error_mapping_from_the_fake(rest, fd):
         await rest.create_channel(fd.config.guild_id, "cdp-chat-full")
     assert ei.value.code == 30013
     with pytest.raises(E.DiscordInvalidForm):
-        await rest.send_user_message(USER_TOKEN, fd.config.channel_id, "x" * 2001, nonce="big", allowed_user_ids=[])
+        await rest.send_user_message(
+            USER_TOKEN, fd.config.channel_id, "x" * 2001, nonce="big", allowed_user_ids=[]
+        )
     with pytest.raises(E.DiscordNotFound):
         await rest.send_bot_message("1999999999999999999", "nowhere")
     fd.mark_unverified(USER_TOKEN)
@@ -193,8 +212,13 @@ async def test_error_mapping_from_the_fake(rest, fd):
 
 
 async def test_unreachable_discord_is_unavailable():
-    r = DiscordRest(api_base="http://127.0.0.1:9/api/v10", bot_token=BOT_TOKEN, user_agent="UA", timeout=2,
-                    transient_backoff=0.01)
+    r = DiscordRest(
+        api_base="http://127.0.0.1:9/api/v10",
+        bot_token=BOT_TOKEN,
+        user_agent="UA",
+        timeout=2,
+        transient_backoff=0.01,
+    )
     try:
         with pytest.raises(E.DiscordUnavailable):
             await r.get_gateway_bot()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from cdp.listener import ReplyRecorder
 from cdp.store.memory import MemoryReplyStore
 
@@ -20,9 +19,17 @@ def ts(sec: int) -> str:
 
 def create(content="Hel", **kw):
     d = {
-        "id": REPLY, "channel_id": CH, "guild_id": GUILD, "author": {"id": COZE, "bot": True},
-        "content": content, "timestamp": ts(0), "edited_timestamp": None, "embeds": [], "attachments": [],
-        "components": [], "message_reference": {"message_id": PROMPT, "channel_id": CH, "guild_id": GUILD},
+        "id": REPLY,
+        "channel_id": CH,
+        "guild_id": GUILD,
+        "author": {"id": COZE, "bot": True},
+        "content": content,
+        "timestamp": ts(0),
+        "edited_timestamp": None,
+        "embeds": [],
+        "attachments": [],
+        "components": [],
+        "message_reference": {"message_id": PROMPT, "channel_id": CH, "guild_id": GUILD},
     }
     d.update(kw)
     return d
@@ -72,8 +79,14 @@ async def test_partial_update_merges_onto_last_full_state(rec, store):
     await rec.on_message_create(create("Hel"))
     await rec.on_message_update(update("Hello", 1))
     before = await store.snapshot(PROMPT)
-    await rec.on_message_update({"id": REPLY, "channel_id": CH, "guild_id": GUILD,
-                                 "embeds": [{"image": {"url": "https://cdn/x.png"}}]})
+    await rec.on_message_update(
+        {
+            "id": REPLY,
+            "channel_id": CH,
+            "guild_id": GUILD,
+            "embeds": [{"image": {"url": "https://cdn/x.png"}}],
+        }
+    )
     m = await final(store)
     assert m.content == "Hello" and m.image_urls == ("https://cdn/x.png",)
     assert (await store.snapshot(PROMPT)).revision != before.revision  # waiters wake up
@@ -89,8 +102,9 @@ async def test_partial_update_merges_onto_last_full_state(rec, store):
 async def test_partial_for_evicted_message_uses_store(store):
     rec = ReplyRecorder(store, {COZE}, GUILD, max_cached=1)
     await rec.on_message_create(create("Hello there"))
-    await rec.on_message_create(create("other", id="1500000000000000009",
-                                       message_reference={"message_id": "1500000000000000008"}))
+    await rec.on_message_create(
+        create("other", id="1500000000000000009", message_reference={"message_id": "1500000000000000008"})
+    )
     # REPLY fell out of the LRU; a partial update of it must still land, content untouched
     await rec.on_message_update({"id": REPLY, "channel_id": CH, "components": BUTTONS})
     m = await final(store)

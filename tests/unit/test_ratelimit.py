@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from cdp.discord.errors import DiscordRateLimited
 from cdp.discord.ratelimit import RateLimitBook, RateLimiter
 
@@ -88,7 +87,9 @@ def test_429_falls_back_to_retry_after_header():
 def test_global_429_blocks_every_route_of_that_token_only():
     clock = Clock()
     book = RateLimitBook(clock)
-    book.update("tok:1", ROUTE, "c1", 429, {"X-RateLimit-Global": "true"}, {"retry_after": 2.0, "global": True})
+    book.update(
+        "tok:1", ROUTE, "c1", 429, {"X-RateLimit-Global": "true"}, {"retry_after": 2.0, "global": True}
+    )
     assert book.reserve("tok:1", "GET /guilds/{guild_id}", "g") == pytest.approx(2.0)
     assert book.reserve("tok:2", ROUTE, "c1") == 0.0
     clock.t += 2.0

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import httpx
 import pytest
-
 from cdp.discord import errors as E
 from cdp.discord.rest import DiscordRest, UploadFile
 
@@ -18,8 +16,12 @@ BASE = "http://discord.test/api/v10"
 
 def make(handler, **kw) -> DiscordRest:
     return DiscordRest(
-        api_base=BASE, bot_token=BOT, user_agent="Mozilla/5.0 TestBrowser", transport=httpx.MockTransport(handler),
-        transient_backoff=0.0, **kw,
+        api_base=BASE,
+        bot_token=BOT,
+        user_agent="Mozilla/5.0 TestBrowser",
+        transport=httpx.MockTransport(handler),
+        transient_backoff=0.0,
+        **kw,
     )
 
 
@@ -32,7 +34,7 @@ def parse_multipart(req: httpx.Request) -> dict[str, tuple[str | None, bytes]]:
             continue
         head, body = part.split(b"\r\n\r\n", 1)
         body = body.rsplit(b"\r\n", 1)[0]
-        disp = [l for l in head.decode().split("\r\n") if l.lower().startswith("content-disposition")][0]
+        disp = next(h for h in head.decode().split("\r\n") if h.lower().startswith("content-disposition"))
         name = disp.split('name="')[1].split('"')[0]
         fname = disp.split('filename="')[1].split('"')[0] if 'filename="' in disp else None
         out[name] = (fname, body)
@@ -124,14 +126,29 @@ async def test_multipart_upload_shape():
     ("status", "body", "exc"),
     [
         (401, {"code": 0, "message": "401: Unauthorized"}, E.DiscordUnauthorized),
-        (403, {"code": 40002, "message": "You need to verify your account in order to perform this action."},
-         E.DiscordVerificationRequired),
+        (
+            403,
+            {"code": 40002, "message": "You need to verify your account in order to perform this action."},
+            E.DiscordVerificationRequired,
+        ),
         (403, {"code": 50013, "message": "Missing Permissions"}, E.DiscordForbidden),
         (404, {"code": 10003, "message": "Unknown Channel"}, E.DiscordNotFound),
-        (400, {"code": 30013, "message": "Maximum number of server channels reached (500)"}, E.DiscordMaxChannels),
-        (400, {"code": 50035, "message": "Invalid Form Body", "errors": {"content": {}}}, E.DiscordInvalidForm),
+        (
+            400,
+            {"code": 30013, "message": "Maximum number of server channels reached (500)"},
+            E.DiscordMaxChannels,
+        ),
+        (
+            400,
+            {"code": 50035, "message": "Invalid Form Body", "errors": {"content": {}}},
+            E.DiscordInvalidForm,
+        ),
         (502, "<html>bad gateway</html>", E.DiscordUnavailable),
-        (400, {"code": 160004, "message": "A thread has already been created for this message"}, E.DiscordError),
+        (
+            400,
+            {"code": 160004, "message": "A thread has already been created for this message"},
+            E.DiscordError,
+        ),
     ],
 )
 async def test_error_mapping(status, body, exc):
@@ -159,8 +176,11 @@ async def test_429_then_success_waits_and_retries():
     def handler(req):
         calls.append(req)
         if len(calls) == 1:
-            return httpx.Response(429, json={"message": "You are being rate limited.", "retry_after": 0.05,
-                                             "global": False}, headers={"Retry-After": "1"})
+            return httpx.Response(
+                429,
+                json={"message": "You are being rate limited.", "retry_after": 0.05, "global": False},
+                headers={"Retry-After": "1"},
+            )
         return httpx.Response(200, json={"id": "1"})
 
     rest = make(handler)

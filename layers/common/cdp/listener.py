@@ -38,35 +38,47 @@ FATAL_CLOSE_CODES: dict[int, tuple[str, str]] = {
     4004: ("Authentication failed (close 4004)", _TOKEN_FIX),
     4010: (
         "Invalid shard (close 4010)",
-        "The listener runs a single shard [0, 1]: remove any shard settings and restart; if it persists "
-        "DISCORD_API_BASE does not point at Discord's API",
+        (
+            "The listener runs a single shard [0, 1]: remove any shard settings and restart; if it persists "
+            "DISCORD_API_BASE does not point at Discord's API"
+        ),
     ),
     4011: (
         "Sharding required (close 4011)",
-        "The CDP bot is in too many guilds for one gateway connection: use a dedicated bot that is only "
-        "in GUILD_ID (remove it from the other servers) and restart",
+        (
+            "The CDP bot is in too many guilds for one gateway connection: use a dedicated bot that is only "
+            "in GUILD_ID (remove it from the other servers) and restart"
+        ),
     ),
     4012: (
         "Invalid API version (close 4012)",
-        "DISCORD_API_BASE must be Discord's v10 API, e.g. https://discord.com/api/v10 (check the setting "
-        "and any mirror/proxy in front of Discord)",
+        (
+            "DISCORD_API_BASE must be Discord's v10 API, e.g. https://discord.com/api/v10 (check the setting "
+            "and any mirror/proxy in front of Discord)"
+        ),
     ),
     4013: (
         "Invalid intents (close 4013)",
-        "The listener sent an invalid intents value; it must be 33281 (GUILDS | GUILD_MESSAGES | "
-        "MESSAGE_CONTENT): this is a bug, report it",
+        (
+            "The listener sent an invalid intents value; it must be 33281 (GUILDS | GUILD_MESSAGES | "
+            "MESSAGE_CONTENT): this is a bug, report it"
+        ),
     ),
     4014: (
         "Disallowed intent (close 4014): the Message Content intent is not enabled",
-        "Enable the Message Content intent for the CDP bot (BOT_TOKEN) in the Discord Developer Portal → "
-        "Bot → Privileged Gateway Intents (MESSAGE CONTENT INTENT: on), save, then restart the listener",
+        (
+            "Enable the Message Content intent for the CDP bot (BOT_TOKEN) in the Discord Developer Portal → "
+            "Bot → Privileged Gateway Intents (MESSAGE CONTENT INTENT: on), save, then restart the listener"
+        ),
     ),
 }
 HTTP_401 = ("GET /gateway/bot answered 401 Unauthorized", _TOKEN_FIX)
 MALFORMED_TOKEN = (
     "BOT_TOKEN is not a Discord bot token",
-    "BOT_TOKEN is malformed: copy the token of the CDP bot from the Discord Developer Portal → Bot → "
-    "Reset Token (three dot-separated parts, no 'Bot ' prefix, no quotes or spaces) and restart",
+    (
+        "BOT_TOKEN is malformed: copy the token of the CDP bot from the Discord Developer Portal → Bot → "
+        "Reset Token (three dot-separated parts, no 'Bot ' prefix, no quotes or spaces) and restart"
+    ),
 )
 
 STATES = ("starting", "connecting", "ready", "resuming", "failed", "stopped")
@@ -97,7 +109,9 @@ class GatewayStatus:
     def failed(self) -> bool:
         return self.state == "failed"
 
-    def set(self, state: str, detail: str = "", *, close_code: int | None = None, fix: str | None = None) -> None:
+    def set(
+        self, state: str, detail: str = "", *, close_code: int | None = None, fix: str | None = None
+    ) -> None:
         if state not in STATES:
             raise ValueError(f"unknown gateway state {state!r}")
         if state != self.state:
@@ -202,10 +216,13 @@ class ReplyRecorder:
             self.ignored += 1
             return
         author = payload.get("author")
-        if isinstance(author, dict) and author.get("id") is not None:
-            if str(author["id"]) not in self.coze_bot_ids:
-                self.ignored += 1
-                return
+        if (
+            isinstance(author, dict)
+            and author.get("id") is not None
+            and str(author["id"]) not in self.coze_bot_ids
+        ):
+            self.ignored += 1
+            return
         async with self._lock:  # events of one message are applied in arrival order
             msg = await self._merge(mid, payload)
             if msg is None:
@@ -351,15 +368,15 @@ class DiscordListener:
         import hikari
         from hikari.impl import config as hconfig
 
-        kwargs: dict[str, Any] = dict(
-            banner=None,
-            logs=None,
-            suppress_optimization_warning=True,
-            intents=hikari.Intents(self.intents),
-            cache_settings=hconfig.CacheSettings(components=hikari.api.CacheComponents.NONE),
-            auto_chunk_members=False,
-            rest_url=self.api_base,
-        )
+        kwargs: dict[str, Any] = {
+            "banner": None,
+            "logs": None,  # never touch the application's logging configuration
+            "suppress_optimization_warning": True,
+            "intents": hikari.Intents(self.intents),
+            "cache_settings": hconfig.CacheSettings(components=hikari.api.CacheComponents.NONE),
+            "auto_chunk_members": False,
+            "rest_url": self.api_base,
+        }
         if self.proxy_url:
             kwargs["proxy_settings"] = hconfig.ProxySettings(url=self.proxy_url)
         bot = hikari.GatewayBot(self._token, **kwargs)
@@ -414,12 +431,30 @@ class DiscordListener:
         if id(bot) in self._closing:
             return
         self._closing.add(id(bot))
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+
+        def quiet(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            # hikari reports a shard that already died of a close code as "shard N raised an
+            # exception during shut down" (impl/gateway_bot.py _close_resource): we logged that
+            # failure ourselves, once; everything else goes to the previous handler.
+            if "during shut down" in str(context.get("message", "")) and self.status.failed:
+                log.debug("hikari: %s", context.get("message"))
+                return
+            if previous is not None:
+                previous(lp, context)
+            else:
+                lp.default_exception_handler(context)
+
+        loop.set_exception_handler(quiet)
         try:
             if bot.is_alive:
                 await bot.close()
         except Exception as exc:  # closing a bot whose shard died raises the shard's error again
             log.debug("hikari close: %s", type(exc).__name__)
         finally:
+            if loop.get_exception_handler() is quiet:
+                loop.set_exception_handler(previous)
             self._closing.discard(id(bot))
 
     async def _run(self) -> None:

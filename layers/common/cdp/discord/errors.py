@@ -135,7 +135,14 @@ def error_from_response(
     elif isinstance(body, str):
         message = body[:300]
     message = redact(message or f"HTTP {status}", *secrets)
-    kw = dict(status=status, code=code, route=route, token_fp=token_fp, errors=errors, retry_after=retry_after)
+    kw: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "route": route,
+        "token_fp": token_fp,
+        "errors": errors,
+        "retry_after": retry_after,
+    }
     if code == CODE_MAX_CHANNELS:
         return DiscordMaxChannels(message, **kw)
     if code == CODE_INVALID_FORM:

@@ -17,8 +17,9 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 from cdp.discord.errors import DiscordRateLimited
 
@@ -201,7 +202,11 @@ class RateLimiter:
                 return waited
             if waited + delay > self.max_wait:
                 raise DiscordRateLimited(
-                    "rate limited; not waiting longer", status=429, retry_after=delay, route=route, token_fp=fp
+                    "rate limited; not waiting longer",
+                    status=429,
+                    retry_after=delay,
+                    route=route,
+                    token_fp=fp,
                 )
             log.debug("rate limit: waiting %.3fs on %s [%s]", delay, route, fp)
             await self._sleep(delay)
@@ -230,7 +235,11 @@ class RateLimiter:
                     held = False
                 resp = await send()
                 retry_after = self.book.update(
-                    fp, route, major, resp.status_code, resp.headers,
+                    fp,
+                    route,
+                    major,
+                    resp.status_code,
+                    resp.headers,
                     body_of(resp) if resp.status_code == 429 else None,
                 )
             finally:

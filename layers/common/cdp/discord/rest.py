@@ -15,8 +15,9 @@ import asyncio
 import json
 import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import httpx
 
@@ -89,10 +90,10 @@ class DiscordRest:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def __aenter__(self) -> "DiscordRest":
+    async def __aenter__(self) -> DiscordRest:
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     # -- headers ------------------------------------------------------------------------------
@@ -149,7 +150,9 @@ class DiscordRest:
             payload = dict(json_body or {})
             payload["attachments"] = [{"id": i, "filename": f.filename} for i, f in enumerate(files)]
             data = {"payload_json": json.dumps(payload)}
-            multipart = [(f"files[{i}]", (f.filename, f.content, f.content_type)) for i, f in enumerate(files)]
+            multipart = [
+                (f"files[{i}]", (f.filename, f.content, f.content_type)) for i, f in enumerate(files)
+            ]
         elif json_body is not None:
             body_json = json_body
 
@@ -171,7 +174,9 @@ class DiscordRest:
                 )
             except httpx.HTTPError as exc:
                 err = DiscordUnavailable(
-                    redact(f"network error: {type(exc).__name__}: {exc}", *secrets_), route=route_key, token_fp=fp
+                    redact(f"network error: {type(exc).__name__}: {exc}", *secrets_),
+                    route=route_key,
+                    token_fp=fp,
                 )
             else:
                 if resp.status_code < 300:
@@ -185,7 +190,9 @@ class DiscordRest:
                 body = _json_or_none(resp)
                 if body is None:
                     body = resp.text
-                err = error_from_response(resp.status_code, body, route=route_key, token_fp=fp, secrets=secrets_)
+                err = error_from_response(
+                    resp.status_code, body, route=route_key, token_fp=fp, secrets=secrets_
+                )
                 if resp.status_code == 429 and err.retry_after is None:
                     ra = resp.headers.get("Retry-After")
                     try:
@@ -196,7 +203,15 @@ class DiscordRest:
             transient = isinstance(err, DiscordUnavailable)
             if transient and retry_transient and attempt < MAX_TRANSIENT_ATTEMPTS:
                 delay = self._transient_backoff * (2 ** (attempt - 1))
-                log.warning("%s %s failed (%s); retry %d in %.2fs [%s]", method, route, err.message, attempt, delay, fp)
+                log.warning(
+                    "%s %s failed (%s); retry %d in %.2fs [%s]",
+                    method,
+                    route,
+                    err.message,
+                    attempt,
+                    delay,
+                    fp,
+                )
                 await asyncio.sleep(delay)
                 continue
             level = logging.WARNING if err.status and err.status < 500 else logging.ERROR
@@ -216,7 +231,9 @@ class DiscordRest:
         return await self._request("GET", "/applications/@me")
 
     async def get_guild(self, guild_id: str) -> dict:
-        return await self._request("GET", "/guilds/{guild_id}", major=str(guild_id), params={"guild_id": guild_id})
+        return await self._request(
+            "GET", "/guilds/{guild_id}", major=str(guild_id), params={"guild_id": guild_id}
+        )
 
     async def list_guild_channels(self, guild_id: str) -> list[dict]:
         return await self._request(
@@ -243,7 +260,11 @@ class DiscordRest:
         if parent_id:
             body["parent_id"] = str(parent_id)
         return await self._request(
-            "POST", "/guilds/{guild_id}/channels", major=str(guild_id), params={"guild_id": guild_id}, json_body=body
+            "POST",
+            "/guilds/{guild_id}/channels",
+            major=str(guild_id),
+            params={"guild_id": guild_id},
+            json_body=body,
         )
 
     async def delete_channel(self, channel_id: str) -> dict:
@@ -270,7 +291,10 @@ class DiscordRest:
             )
         body["type"] = type
         return await self._request(
-            "POST", "/channels/{channel_id}/threads", major=str(channel_id), params={"channel_id": channel_id},
+            "POST",
+            "/channels/{channel_id}/threads",
+            major=str(channel_id),
+            params={"channel_id": channel_id},
             json_body=body,
         )
 
@@ -283,7 +307,10 @@ class DiscordRest:
         if before:
             query["before"] = str(before)
         return await self._request(
-            "GET", "/channels/{channel_id}/messages", major=str(channel_id), params={"channel_id": channel_id},
+            "GET",
+            "/channels/{channel_id}/messages",
+            major=str(channel_id),
+            params={"channel_id": channel_id},
             query=query,
         )
 
@@ -298,8 +325,13 @@ class DiscordRest:
         if content is not None:
             body["content"] = content
         return await self._request(
-            "POST", "/channels/{channel_id}/messages", major=str(channel_id), params={"channel_id": channel_id},
-            json_body=body, files=files, retry_transient=True,
+            "POST",
+            "/channels/{channel_id}/messages",
+            major=str(channel_id),
+            params={"channel_id": channel_id},
+            json_body=body,
+            files=files,
+            retry_transient=True,
         )
 
     # -- user-token calls ---------------------------------------------------------------------
@@ -323,8 +355,15 @@ class DiscordRest:
             "allowed_mentions": {"parse": [], "users": [str(u) for u in allowed_user_ids]},
         }
         return await self._request(
-            "POST", "/channels/{channel_id}/messages", major=str(channel_id), params={"channel_id": channel_id},
-            token=user_token, user=True, json_body=body, files=files, retry_transient=True,
+            "POST",
+            "/channels/{channel_id}/messages",
+            major=str(channel_id),
+            params={"channel_id": channel_id},
+            token=user_token,
+            user=True,
+            json_body=body,
+            files=files,
+            retry_transient=True,
         )
 
 
