@@ -178,3 +178,76 @@ def create_secret(server: MotoServer, name: str, values: dict[str, str]) -> str:
 
     resp = server.client("secretsmanager").create_secret(Name=name, SecretString=json.dumps(values))
     return resp["ARN"]
+
+
+# -- Lambda helpers --------------------------------------------------------------------------------
+@dataclass
+class LambdaContext:
+    function_name: str = "cdp-test"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:cdp-test"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = "/aws/lambda/cdp-test"
+    log_stream_name: str = "2025/01/01/[$LATEST]0123456789abcdef"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+def load_event(name: str) -> dict[str, Any]:
+    import json
+
+    return json.loads((EVENTS / name).read_text(encoding="utf-8"))
+
+
+def load_handler_module(function: str, unique: str | None = None):
+    """Import functions/<function>/app.py as a fresh module (each function has its own app.py)."""
+    import importlib.util
+
+    path = FUNCTIONS / function / "app.py"
+    name = f"cdp_fn_{function}_{unique or uuid.uuid4().hex[:6]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- the listener as a process (`cdp listener`) ----------------------------------------------------
+def discord_env(fake, **over: str) -> dict[str, str]:
+    """Settings that point cdp at a running cdp.sim.FakeDiscord."""
+    cfg = fake.config
+    env = {"BOT_TOKEN": cfg.bot_token, "GUILD_ID": cfg.guild_id, "COZE_BOT_ID": cfg.coze_bot_ids[0],
+           "USER_AUTHORIZATION": ",".join(cfg.user_tokens), "DISCORD_API_BASE": fake.base_url}
+    env.update(over)
+    return env
+
+
+def start_listener_process(env: dict[str, str], cwd: Path | str, health_port: int) -> subprocess.Popen:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CDP_", "AWS_"))}
+    return subprocess.Popen([sys.executable, "-m", "cdp.cli", "listener", "--health-port", str(health_port)],
+                            env={**base, **env}, cwd=str(cwd), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+
+
+def healthz(port: int) -> tuple[int, dict]:
+    import json
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def wait_until(pred, timeout: float = 20.0, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = pred()
+            if value:
+                return value
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(every)
+    raise AssertionError("condition not met in time")

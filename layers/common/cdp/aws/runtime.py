@@ -32,12 +32,7 @@ def reset() -> None:
 def event_loop() -> asyncio.AbstractEventLoop:
     loop = _state.get("loop")
     if loop is None or loop.is_closed():
-        try:
-            loop = asyncio.get_event_loop_policy().get_event_loop()
-        except RuntimeError:
-            loop = None
-        if loop is None or loop.is_closed() or loop.is_running():
-            loop = asyncio.new_event_loop()
+        loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         _state["loop"] = loop
     return loop
@@ -133,7 +128,12 @@ def job_handler(job: Callable[..., Awaitable[dict]], *, name: str) -> Callable[[
     @plog.inject_lambda_context(clear_state=True)
     @metrics.log_metrics
     def handler(event: dict, context: Any) -> dict:
+        from aws_lambda_powertools.metrics import MetricUnit
+
         result = run(job(*objects()))
+        for key, value in result.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                metrics.add_metric(name=f"{name}_{key}", unit=MetricUnit.Count, value=value)
         plog.info(f"{name} done", extra={"result": result})
         return result
 

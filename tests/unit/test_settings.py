@@ -1,0 +1,91 @@
+"""Settings: the original's names and defaults, validated once, errors that name each problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdp.settings import DEFAULT_USER_AGENT, SettingsError, load_settings
+
+DISCORD = {"USER_AUTHORIZATION": "u1.token.aaaaaa,u2.token.bbbbbb", "BOT_TOKEN": "bot.token.cccccc",
+           "GUILD_ID": "110000000000000001", "COZE_BOT_ID": "130000000000000001"}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    import os
+    for name in list(os.environ):
+        if name.isupper() and not name.startswith(("PATH", "HOME", "PYTHON", "LANG", "LC_", "TMP")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults_match_the_original():
+    s = load_settings()
+    assert s.demo
+    assert (s.PORT, s.SWAGGER_ENABLE, s.ONLY_OPENAI_API, s.DEFAULT_CHANNEL_ENABLE) == (7077, True, False, False)
+    assert (s.ALL_DIALOG_RECORD_ENABLE, s.CHANNEL_AUTO_DEL_TIME, s.COZE_BOT_STAY_ACTIVE_ENABLE) == (True, 5, True)
+    assert (s.REQUEST_OUT_TIME, s.STREAM_REQUEST_OUT_TIME, s.REQUEST_RATE_LIMIT) == (60, 60, 60)
+    assert s.MESSAGE_MAX_TOKEN == 128000 and s.USER_AGENT == DEFAULT_USER_AGENT
+    assert s.DISCORD_API_BASE == "https://discord.com/api/v10" and s.HOST == "0.0.0.0"
+    assert s.CDP_STORE == "memory"
+
+
+def test_full_discord_settings_and_csv_lists(monkeypatch):
+    for k, v in DISCORD.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("PROXY_SECRET", "k1, k2 ,")
+    monkeypatch.setenv("ALL_DIALOG_RECORD_ENABLE", "0")
+    s = load_settings()
+    assert not s.demo
+    assert s.user_tokens == ["u1.token.aaaaaa", "u2.token.bbbbbb"]
+    assert s.api_keys == ["k1", "k2"]
+    assert s.ALL_DIALOG_RECORD_ENABLE is False
+
+
+def test_dotenv_file_is_read_and_environment_wins(monkeypatch, tmp_path):
+    (tmp_path / ".env").write_text("PORT=8088\nREQUEST_OUT_TIME=30\n")
+    monkeypatch.setenv("PORT", "9099")
+    s = load_settings()
+    assert s.PORT == 9099 and s.REQUEST_OUT_TIME == 30
+
+
+def test_partial_discord_settings_name_every_missing_one(monkeypatch):
+    monkeypatch.setenv("BOT_TOKEN", "bot.token.cccccc")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    problems = "\n".join(info.value.problems)
+    for name in ("USER_AUTHORIZATION", "GUILD_ID", "COZE_BOT_ID"):
+        assert f"{name} is missing" in problems
+    assert "BOT_TOKEN is missing" not in problems
+
+
+@pytest.mark.parametrize("name,value", [
+    ("GUILD_ID", "my-guild"), ("COZE_BOT_ID", "12"), ("PORT", "http"), ("PORT", "70000"),
+    ("REQUEST_OUT_TIME", "-1"), ("MAX_CHANNEL_DEL_TYPE", "SOME"), ("DISCORD_API_BASE", "discord.com"),
+    ("PROXY_URL", "ftp://x"), ("BOT_TOKEN", "Bot secret.value.x"), ("CDP_STORE", "redis"),
+])
+def test_malformed_values_are_named_without_echoing_them(monkeypatch, name, value):
+    for k, v in DISCORD.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    text = str(info.value)
+    assert f"{name} is malformed" in text
+    if name == "BOT_TOKEN":
+        assert "secret.value" not in text
+
+
+def test_default_channel_mode_needs_channel_id(monkeypatch):
+    for k, v in DISCORD.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("DEFAULT_CHANNEL_ENABLE", "1")
+    with pytest.raises(SettingsError, match="CHANNEL_ID is missing"):
+        load_settings()
+    monkeypatch.setenv("CHANNEL_ID", "110000000000000002")
+    assert load_settings().DEFAULT_CHANNEL_ENABLE
+
+
+def test_max_channel_del_type_is_case_insensitive(monkeypatch):
+    monkeypatch.setenv("MAX_CHANNEL_DEL_TYPE", "oldest")
+    assert load_settings().MAX_CHANNEL_DEL_TYPE == "OLDEST"

@@ -1,0 +1,35 @@
+"""OpenAI wire shapes and SSE framing."""
+
+from __future__ import annotations
+
+import json
+
+from cdp.openai import errors as oe
+from cdp.openai.wire import SSE_DONE, SSE_PING, chunk_body, completion_body, sse, usage, usage_chunk_body
+
+
+def test_sse_frames_are_exact():
+    frame = sse({"a": "line1\nline2 ✓"})
+    assert frame.startswith(b"data: {") and frame.endswith(b"\n\n") and frame.count(b"\n") == 2
+    assert json.loads(frame[6:]) == {"a": "line1\nline2 ✓"}
+    assert SSE_DONE == b"data: [DONE]\n\n" and SSE_PING.startswith(b":")
+
+
+def test_chunk_and_completion_shapes():
+    c = chunk_body(id="chatcmpl-1", created=1, model="m", delta={"content": "x"})
+    assert c["object"] == "chat.completion.chunk" and "message" not in c["choices"][0]
+    assert c["choices"][0]["finish_reason"] is None
+    u = usage_chunk_body(id="chatcmpl-1", created=1, model="m", usage=usage(2, 3))
+    assert u["choices"] == [] and u["usage"]["total_tokens"] == 5
+    body = completion_body(id="chatcmpl-1", created=1, model="m", content="hi", finish_reason="stop",
+                           usage=usage(1, 1))
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "hi", "refusal": None}
+    assert body["choices"][0]["logprobs"] is None
+
+
+def test_error_bodies_and_headers():
+    err = oe.rate_limited(7)
+    assert err.status == 429 and err.headers["Retry-After"] == "7"
+    assert set(err.body()["error"]) == {"message", "type", "param", "code"}
+    assert oe.timeout(3).headers["x-should-retry"] == "false" and oe.timeout(3).status == 504
+    assert oe.model_not_found("x").status == 404 and oe.invalid_api_key().status == 401
