@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.support import aws as support  # noqa: E402
+from tests.support import aws as support
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import pytest
-
 from cdp.domain.model import ReplyMessage, TempChannel
 from cdp.store import dynamodb as ddb
 from cdp.store.dynamodb import DynamoChannelRegistry, DynamoReplyStore, DynamoSettings

@@ -9,11 +9,11 @@ import time
 
 import httpx
 import pytest
-
 from cdp.aws import runtime
 from cdp.domain.model import TempChannel
 from cdp.sim import FakeDiscord, SimConfig
 from cdp.store.dynamodb import DynamoChannelRegistry, DynamoSettings
+
 from tests.support import aws as support
 
 API_KEY = "sk-cdp-sample-key"  # the key in events/*.json
@@ -91,9 +91,15 @@ def test_api_healthz(stack):
 
 
 def test_api_chat_non_stream_end_to_end(stack):
+    from cdp.store.dynamodb import STATS
+
     mod = support.load_handler_module("api")
+    before = STATS.snapshot()
     resp = mod.handler(support.load_event("api_chat.json"), ctx("api"))
     assert resp["statusCode"] == 200, resp["body"]
+    used = {k: STATS.snapshot()[k] - before[k] for k in before}
+    print("dynamodb per chat request (answering side):", used)
+    assert used["writes"] <= 3 and used["reads"] <= 60  # registry add (+ delete schedule); polls
     body = body_of(resp)
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"]["content"]
@@ -121,12 +127,12 @@ def test_stream_function_streams_sse(stack):
 
     async def call():
         transport = httpx.ASGITransport(app=mod.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://lwa") as client:
-            async with client.stream(event["httpMethod"], event["path"], headers=event["headers"],
-                                     content=event["body"].encode(), timeout=30) as r:
-                assert r.status_code == 200
-                assert r.headers["content-type"].startswith("text/event-stream")
-                return [line async for line in r.aiter_lines() if line.startswith("data: ")]
+        async with httpx.AsyncClient(transport=transport, base_url="http://lwa") as client, \
+                client.stream(event["httpMethod"], event["path"], headers=event["headers"],
+                              content=event["body"].encode(), timeout=30) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            return [line async for line in r.aiter_lines() if line.startswith("data: ")]
 
     lines = asyncio.run(call())
     assert lines[-1] == "data: [DONE]"
@@ -196,7 +202,7 @@ def test_replies_stream_schedules_deletion_and_emits_metrics(stack, capsys):
     emf = [json.loads(line) for line in out.splitlines() if '"_aws"' in line]
     assert emf, out
     metrics = emf[-1]
-    value = lambda k: sum(metrics[k]) if isinstance(metrics[k], list) else metrics[k]  # noqa: E731
+    value = lambda k: sum(metrics[k]) if isinstance(metrics[k], list) else metrics[k]
     assert value("RepliesCompleted") == 2 and value("ChannelsScheduledForDeletion") == 1
     assert value("CozeError_user_limit") == 1
 

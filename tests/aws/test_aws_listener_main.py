@@ -14,10 +14,10 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from cdp.domain.model import TempChannel
 from cdp.sim import FakeDiscord, SimConfig
 from cdp.store.dynamodb import DynamoChannelRegistry, DynamoReplyStore, DynamoSettings
+
 from tests.support.aws import aws_env, free_port
 
 
@@ -86,17 +86,21 @@ def test_listener_records_recovers_and_stops_on_sigterm(fake, moto, tables, tmp_
     port = free_port()
     proc = start_listener(listener_env(fake, moto, prefix), tmp_path, port)
     try:
-        code, body = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(health(port)), timeout=30)
-        assert body["gateway"]["state"] == "ready"
+        wait_until(lambda: health(port)[0] == 200, timeout=30)
+        assert health(port)[1]["gateway"]["state"] == "ready"
+
+        def recorded(prompt_id, complete=False):
+            snap = asyncio.run(store.snapshot(prompt_id))
+            ok = snap.messages and (not complete or snap.messages[-1].has_components)
+            return snap if ok else None
+
         # recovered from REST history
-        snap = wait_until(lambda: (lambda s: s if s.messages else None)(
-            asyncio.run(store.snapshot(missed["id"]))), timeout=15)
+        snap = wait_until(lambda: recorded(missed["id"], complete=True), timeout=15)
         assert snap.messages[0].author_id == coze and snap.messages[-1].has_components
 
         # live: recorded from the gateway
         live = fake.post_as_user(channel, f"<@{coze}> hello live")
-        snap = wait_until(lambda: (lambda s: s if s.messages and s.messages[-1].has_components else None)(
-            asyncio.run(store.snapshot(live["id"]))), timeout=15)
+        snap = wait_until(lambda: recorded(live["id"], complete=True), timeout=15)
         assert snap.messages[-1].content
 
         proc.send_signal(signal.SIGTERM)

@@ -56,3 +56,11 @@ def test_lazy_load_is_thread_safe():
         t.join()
     assert results == [2] * 8
     assert tokens._encoding is not None
+
+
+def test_vendored_table_is_openais_o200k():
+    """The shipped table gives OpenAI's published o200k ids (tiktoken's own test vector)."""
+    from cdp.domain.tokens import _get_encoding
+
+    assert _get_encoding().encode_ordinary("hello world") == [24912, 2375]
+    assert count_tokens("hello world") == 2

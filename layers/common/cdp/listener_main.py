@@ -75,7 +75,7 @@ async def recover(settings, stores, recorder, rest, limit: int = RECOVER_LIMIT) 
     for channel_id in await in_flight_channels(settings, stores.channels):
         try:
             messages = await rest.get_messages(channel_id, limit=limit)
-        except Exception as exc:  # deleted channel, missing access...: skip it
+        except Exception as exc:  # noqa: BLE001 - deleted channel, missing access...: skip it
             log.info("recovery skipped a channel", extra={"channel_id": channel_id, "error": type(exc).__name__})
             continue
         for raw in sorted(messages or [], key=lambda m: int(m.get("id", 0))):  # oldest first

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     USER_AGENT: str = DEFAULT_USER_AGENT
     PROXY_URL: str = ""
     DISCORD_API_BASE: str = "https://discord.com/api/v10"
+    # Interactions endpoint (slash commands): the application's PUBLIC KEY (Developer Portal →
+    # General Information); empty = /interactions answers 503.
+    DISCORD_PUBLIC_KEY: str = ""
     # Alerts and jobs
     NOTIFY_TELEGRAM_BOT_TOKEN: str = ""
     NOTIFY_TELEGRAM_USER_ID: str = ""
@@ -91,6 +94,15 @@ class Settings(BaseSettings):
         v = v.strip().rstrip("/")
         if not re.match(r"^https?://[^/\s]+", v):
             raise ValueError("must be an http(s) URL such as https://discord.com/api/v10")
+        return v
+
+    @field_validator("DISCORD_PUBLIC_KEY", mode="after")
+    @classmethod
+    def _public_key(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v and not re.match(r"^[0-9a-f]{64}$", v):
+            raise ValueError("must be the application's public key: 64 hex characters (Developer Portal → "
+                             "General Information → Public Key)")
         return v
 
     @field_validator("PROXY_URL", mode="after")

@@ -53,8 +53,8 @@ def settings(*, require_discord: bool = True):
     if require_discord and s.demo:
         from cdp.settings import SettingsError
 
-        raise SettingsError(["no Discord settings: put USER_AUTHORIZATION and BOT_TOKEN in the CDP secret "
-                             "and set GuildId / CozeBotId (see docs/aws.md)"])
+        raise SettingsError([("no Discord settings: put USER_AUTHORIZATION and BOT_TOKEN in the CDP secret "
+                              "and set GuildId / CozeBotId (see docs/aws.md)")])
     obs.configure(s.LOG_LEVEL, obs.secrets_of(s))
     _state["settings"] = s
     return s
@@ -105,7 +105,7 @@ def api_handler() -> Callable[[dict, Any], dict]:
 
             try:
                 app = build_app()
-            except Exception as exc:  # SettingsError, unreadable secret: answer, do not crash-loop
+            except Exception as exc:  # noqa: BLE001 - SettingsError, unreadable secret: answer, do not crash-loop
                 plog.error("configuration error", extra={"error": str(getattr(exc, "problems", exc))})
                 return _config_error_response(exc)
             event_loop()  # Mangum runs on the thread's current loop: make it ours

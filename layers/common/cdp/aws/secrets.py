@@ -21,7 +21,7 @@ def secret_values(secret_id: str | None = None, max_age: int | None = None) -> d
     age = max_age if max_age is not None else int(os.environ.get("CDP_SECRET_MAX_AGE", "300"))
     raw = parameters.get_secret(secret_id, transform="json", max_age=age)
     if not isinstance(raw, dict):
-        raise ValueError("the CDP secret must be a JSON object such as {\"BOT_TOKEN\": \"...\"}")
+        raise TypeError("the CDP secret must be a JSON object such as {\"BOT_TOKEN\": \"...\"}")
     return {k: str(v) for k, v in raw.items() if k in SECRET_KEYS and v not in (None, "")}
 
 

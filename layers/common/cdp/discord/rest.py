@@ -129,11 +129,13 @@ class DiscordRest:
         query: dict[str, Any] | None = None,
         retry_transient: bool | None = None,
         reason: str | None = None,
+        hide: tuple[str, ...] = (),
     ) -> Any:
-        """`route` is the template ("/channels/{channel_id}/messages"); `params` fill it in."""
+        """`route` is the template ("/channels/{channel_id}/messages"); `params` fill it in.
+        `hide`: further secrets in the path (an interaction token), never logged."""
         token = (token if token is not None else self._bot_token).strip()
         fp = fingerprint(token)
-        secrets_ = (*self._secrets, token)
+        secrets_ = (*self._secrets, token, *hide)
         path = route.format(**(params or {}))
         url = self.api_base + path
         route_key = f"{method} {route}"
@@ -180,7 +182,7 @@ class DiscordRest:
                 )
             else:
                 if resp.status_code < 300:
-                    log.debug("%s %s -> %s [%s]", method, path, resp.status_code, fp)
+                    log.debug("%s %s -> %s [%s]", method, redact(path, *secrets_), resp.status_code, fp)
                     if resp.status_code == 204 or not resp.content:
                         return None
                     try:
@@ -333,6 +335,27 @@ class DiscordRest:
             files=files,
             retry_transient=True,
         )
+
+    async def put_application_commands(
+        self, application_id: str, commands: list[dict], guild_id: str | None = None
+    ) -> list[dict]:
+        """Bulk-overwrite the application's commands: in one guild, or global when guild_id is None."""
+        if guild_id:
+            return await self._request(
+                "PUT", "/applications/{application_id}/guilds/{guild_id}/commands",
+                params={"application_id": application_id, "guild_id": guild_id}, json_body=commands)
+        return await self._request("PUT", "/applications/{application_id}/commands",
+                                   params={"application_id": application_id}, json_body=commands)
+
+    async def edit_original_interaction_response(
+        self, application_id: str, interaction_token: str, body: dict
+    ) -> dict:
+        """PATCH the deferred response of an interaction (valid 15 minutes after the interaction)."""
+        return await self._request(
+            "PATCH", "/webhooks/{application_id}/{interaction_token}/messages/@original",
+            major=f"{application_id}/{fingerprint(interaction_token)}",
+            params={"application_id": application_id, "interaction_token": interaction_token},
+            json_body=body, hide=(interaction_token,))
 
     # -- user-token calls ---------------------------------------------------------------------
     async def send_user_message(

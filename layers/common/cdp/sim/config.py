@@ -36,6 +36,7 @@ class SimConfig:
     application_id: str = "1200000000000000001"
     bot_name: str = "cdp-bot"
     app_flags: int = GATEWAY_MESSAGE_CONTENT_LIMITED  # 1 << 19; 0 => IDENTIFY with MESSAGE_CONTENT gets 4014
+    app_public_key: str = "0" * 64  # the application's Ed25519 public key (hex), `verify_key` in GET /applications/@me
 
     # simulated Coze bots (user id -> name); tokens only matter for REST
     coze_bot_ids: list[str] = field(default_factory=lambda: ["1300000000000000001"])

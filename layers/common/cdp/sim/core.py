@@ -15,6 +15,12 @@ INTENT_GUILD_MESSAGES = 1 << 9
 INTENT_MESSAGE_CONTENT = 1 << 15
 
 EVERYONE_PERMS = "2222085186637376"
+PERM_ADMINISTRATOR = 1 << 3
+PERM_MANAGE_CHANNELS = 1 << 4
+PERM_MANAGE_GUILD = 1 << 5
+# the managed role Discord gives a bot invited with permissions (here: the CDP bot may manage channels)
+BOT_ROLE_PERMS = str(int(EVERYONE_PERMS) | PERM_MANAGE_CHANNELS)
+INTERACTION_TOKEN_TTL = 15 * 60
 
 USER_MENTION_RE = re.compile(r"<@!?(\d{15,25})>")
 ROLE_MENTION_RE = re.compile(r"<@&(\d{15,25})>")
@@ -98,6 +104,15 @@ class Sim:
                 "flags": 0,
             }
         ]
+        bot_role = copy.deepcopy(self.roles[0])
+        bot_role.update({"id": str(int(cfg.guild_id) + 100), "name": cfg.bot_name, "position": 1,
+                         "permissions": BOT_ROLE_PERMS, "managed": True, "tags": {"bot_id": cfg.bot_user_id}})
+        self.roles.append(bot_role)
+        self.member_roles: dict[str, list[str]] = {cfg.bot_user_id: [bot_role["id"]]}
+        self.non_members: set[str] = set()  # users that are not (or no longer) in the guild
+        self.commands: dict[str, list[dict]] = {}  # "global" or guild id -> application commands
+        self.interactions: dict[str, dict] = {}  # interaction token -> the interaction Discord sent
+        self.interaction_responses: list[dict] = []  # every edit of an original response, in order
         self.channels: dict[str, dict] = {}
         self.created: list[dict] = []
         self.deleted: list[dict] = []
@@ -158,7 +173,7 @@ class Sim:
             "nick": None,
             "avatar": None,
             "banner": None,
-            "roles": [],
+            "roles": list(self.member_roles.get(uid, [])),
             "joined_at": self.joined_at,
             "premium_since": None,
             "deaf": False,
@@ -253,7 +268,7 @@ class Sim:
             "hook": True,
             "bot_public": True,
             "bot_require_code_grant": False,
-            "verify_key": "0" * 64,
+            "verify_key": cfg.app_public_key,
             "flags": cfg.app_flags,
             "owner": copy.deepcopy(self.users[cfg.owner_id]) if cfg.owner_id in self.users else None,
             "team": None,
@@ -300,6 +315,47 @@ class Sim:
         if record:
             self.created.append({**copy.deepcopy(ch), "_created_at": time.time()})
         return ch
+
+    # ------------------------------------------------------------------ permissions, interactions
+    def permissions(self, uid: str) -> int:
+        """Guild-level permissions of a member: @everyone | its roles (all for the owner/administrators)."""
+        if uid == self.cfg.owner_id:
+            return (1 << 53) - 1
+        by_id = {r["id"]: int(r["permissions"]) for r in self.roles}
+        perms = by_id.get(self.cfg.guild_id, 0)
+        for rid in self.member_roles.get(uid, []):
+            perms |= by_id.get(rid, 0)
+        return (1 << 53) - 1 if perms & PERM_ADMINISTRATOR else perms
+
+    def require_permission(self, uid: str, perm: int) -> None:
+        if not self.permissions(uid) & perm:
+            raise ApiError(403, 50013, "Missing Permissions")
+
+    def set_role_permissions(self, role_id: str, permissions: int) -> None:
+        for r in self.roles:
+            if r["id"] == role_id:
+                r["permissions"] = str(int(permissions))
+                return
+        raise KeyError(role_id)
+
+    def issue_interaction(self, name: str, subcommand: str | None = None, user_id: str | None = None,
+                          guild_id: str | None = None) -> dict:
+        """The APPLICATION_COMMAND interaction Discord would POST to the interactions endpoint."""
+        uid = user_id or self.cfg.owner_id
+        token = "aW50ZXJhY3Rpb246" + self.ids.next() + "sim" + "x" * 40
+        options = [{"type": 1, "name": subcommand, "options": []}] if subcommand else []
+        interaction = {
+            "id": self.ids.next(), "application_id": self.cfg.application_id, "type": 2,
+            "data": {"id": self.ids.next(), "name": name, "type": 1, "options": options,
+                     "guild_id": guild_id or self.cfg.guild_id},
+            "guild_id": guild_id or self.cfg.guild_id, "channel_id": self.cfg.channel_id,
+            "member": {**self.member(uid), "permissions": str(self.permissions(uid))},
+            "token": token, "version": 1, "app_permissions": str(self.permissions(self.cfg.bot_user_id)),
+            "locale": "en-US", "guild_locale": "en-US", "entitlements": [], "authorizing_integration_owners": {"0": self.cfg.guild_id},
+            "context": 0,
+        }
+        self.interactions[token] = {**interaction, "_at": time.time()}
+        return interaction
 
     # ------------------------------------------------------------------ channels
     def get_channel(self, channel_id: str) -> dict:

@@ -123,6 +123,8 @@ async def get_app(ctx: Ctx) -> Any:
 def _guild(ctx: Ctx, guild_id: str) -> None:
     if guild_id != ctx.sim.cfg.guild_id:
         raise ApiError(404, 10004, "Unknown Guild")
+    if ctx.kind == "bot" and ctx.user_id in ctx.sim.non_members:
+        raise ApiError(403, 50001, "Missing Access")
 
 
 @route("GET", "/guilds/{guild_id}")
@@ -143,12 +145,17 @@ async def get_guild_channels(ctx: Ctx, guild_id: str) -> Any:
 
 @route("POST", "/guilds/{guild_id}/channels")
 async def post_guild_channel(ctx: Ctx, guild_id: str) -> Any:
+    if ctx.kind == "bot" and guild_id == ctx.sim.cfg.guild_id:
+        _guild(ctx, guild_id)
+        ctx.sim.require_permission(ctx.user_id or "", 1 << 4)  # MANAGE_CHANNELS
     return 201, copy.deepcopy(ctx.sim.create_channel(guild_id, _need_body(ctx)))
 
 
 @route("GET", "/guilds/{guild_id}/members/{user_id}")
 async def get_member(ctx: Ctx, guild_id: str, user_id: str) -> Any:
     _guild(ctx, guild_id)
+    if user_id in ctx.sim.non_members:
+        raise ApiError(404, 10007, "Unknown Member")
     if user_id not in ctx.sim.users:
         raise ApiError(404, 10013, "Unknown User") if not user_id.isdigit() else ApiError(404, 10007, "Unknown Member")
     return ctx.sim.member(user_id)
@@ -162,6 +169,8 @@ async def get_channel(ctx: Ctx, channel_id: str) -> Any:
 
 @route("DELETE", "/channels/{channel_id}")
 async def delete_channel(ctx: Ctx, channel_id: str) -> Any:
+    if ctx.kind == "bot" and ctx.sim.channels.get(channel_id, {}).get("type") not in (10, 11, 12, None):
+        ctx.sim.require_permission(ctx.user_id or "", 1 << 4)  # MANAGE_CHANNELS
     return copy.deepcopy(ctx.sim.delete_channel(channel_id))
 
 
@@ -209,6 +218,100 @@ async def post_message(ctx: Ctx, channel_id: str) -> Any:
     body = _need_body(ctx)
     msg, created = ctx.sim.post_message(channel_id, ctx.user_id or "", body, ctx.files)
     return 200, msg
+
+
+# ----------------------------------------------------------------------------- application commands
+_COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
+
+
+def _app(ctx: Ctx, application_id: str) -> None:
+    if ctx.kind != "bot" or application_id != ctx.sim.cfg.application_id:
+        raise ApiError(403, 20012, "You are not authorized to perform this action on this application")
+
+
+def _check_command(cmd: Any, n: int) -> None:
+    if not isinstance(cmd, dict):
+        raise form_error([n], "MODEL_TYPE_CONVERT", "Only dictionaries may be used in a ModelType")
+    name = cmd.get("name")
+    if not isinstance(name, str) or not _COMMAND_NAME.match(name) or name != name.lower():
+        raise form_error([n, "name"], "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid")
+    ctype = cmd.get("type", 1)
+    desc = cmd.get("description", "")
+    if ctype == 1 and not (isinstance(desc, str) and 1 <= len(desc) <= 100):
+        raise form_error([n, "description"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+    for i, opt in enumerate(cmd.get("options") or []):
+        if not isinstance(opt, dict) or opt.get("type") not in range(1, 12) or not _COMMAND_NAME.match(str(opt.get("name", ""))):
+            raise form_error([n, "options", i], "APPLICATION_COMMAND_OPTION_INVALID", "Invalid option")
+        if opt["type"] in (1, 2) and not (1 <= len(str(opt.get("description", ""))) <= 100):
+            raise form_error([n, "options", i, "description"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+
+
+def _put_commands(ctx: Ctx, scope: str) -> list[dict]:
+    body = ctx.body
+    if not isinstance(body, list):
+        raise form_error([], "MODEL_TYPE_CONVERT", "Only iterables may be used in a ListType")
+    if len(body) > 100:
+        raise form_error([], "BASE_TYPE_MAX_LENGTH", "Must be 100 or fewer in length.")
+    out = []
+    for n, cmd in enumerate(body):
+        _check_command(cmd, n)
+        out.append({"id": ctx.sim.ids.next(), "application_id": ctx.sim.cfg.application_id, "version": ctx.sim.ids.next(),
+                    "type": cmd.get("type", 1), "default_member_permissions": cmd.get("default_member_permissions"),
+                    **({"guild_id": scope} if scope != "global" else {}), **copy.deepcopy(cmd)})
+    ctx.sim.commands[scope] = out
+    return copy.deepcopy(out)
+
+
+@route("PUT", "/applications/{application_id}/commands")
+async def put_global_commands(ctx: Ctx, application_id: str) -> Any:
+    _app(ctx, application_id)
+    return _put_commands(ctx, "global")
+
+
+@route("GET", "/applications/{application_id}/commands")
+async def get_global_commands(ctx: Ctx, application_id: str) -> Any:
+    _app(ctx, application_id)
+    return copy.deepcopy(ctx.sim.commands.get("global", []))
+
+
+@route("PUT", "/applications/{application_id}/guilds/{guild_id}/commands")
+async def put_guild_commands(ctx: Ctx, application_id: str, guild_id: str) -> Any:
+    _app(ctx, application_id)
+    _guild(ctx, guild_id)
+    return _put_commands(ctx, guild_id)
+
+
+@route("GET", "/applications/{application_id}/guilds/{guild_id}/commands")
+async def get_guild_commands(ctx: Ctx, application_id: str, guild_id: str) -> Any:
+    _app(ctx, application_id)
+    _guild(ctx, guild_id)
+    return copy.deepcopy(ctx.sim.commands.get(guild_id, []))
+
+
+# ----------------------------------------------------------------------------- interaction webhooks
+def _interaction(ctx: Ctx, application_id: str, token: str) -> dict:
+    it = ctx.sim.interactions.get(token)
+    if it is None or it["application_id"] != application_id or time.time() - it["_at"] > 15 * 60:
+        raise ApiError(404, 10015, "Unknown Webhook")
+    return it
+
+
+@route("PATCH", "/webhooks/{application_id}/{token}/messages/@original", auth=False)
+async def patch_original(ctx: Ctx, application_id: str, token: str) -> Any:
+    it = _interaction(ctx, application_id, token)
+    body = _need_body(ctx)
+    content = body.get("content")
+    if content is not None and (not isinstance(content, str) or len(content) > 2000):
+        raise form_error(["content"], "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.")
+    bot = ctx.sim.users[ctx.sim.cfg.bot_user_id]
+    msg = {"id": it.get("_message_id") or ctx.sim.ids.next(), "type": 20, "channel_id": it["channel_id"],
+           "author": copy.deepcopy(bot), "content": content or "", "embeds": body.get("embeds") or [],
+           "flags": int(body.get("flags") or 0), "interaction_metadata": {"id": it["id"], "type": 2},
+           "webhook_id": application_id, "application_id": application_id, "edited_timestamp": None}
+    it["_message_id"] = msg["id"]
+    ctx.sim.interaction_responses.append({"interaction_id": it["id"], "token": token, "body": copy.deepcopy(body),
+                                          "at": time.time()})
+    return msg
 
 
 # ----------------------------------------------------------------------------- plumbing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import socket
 import threading
@@ -66,6 +67,12 @@ OPS: dict[str, Callable[..., Any]] = {
     "gateway_stop_acks": lambda sim, enabled=True: setattr(sim.gateway, "stop_acks", bool(enabled)),
     "set_identify_close_code": lambda sim, code=None: setattr(sim.gateway, "forced_identify_close", None if code is None else int(code)),
     "post_as_user": op_post_as_user,
+    "remove_member": lambda sim, user_id: sim.non_members.add(str(user_id)),
+    "set_role_permissions": lambda sim, role_id, permissions: sim.set_role_permissions(str(role_id), int(permissions)),
+    "bot_role_id": lambda sim: sim.member_roles[sim.cfg.bot_user_id][0],
+    "issue_interaction": lambda sim, name, subcommand=None, user_id=None, guild_id=None: sim.issue_interaction(name, subcommand, user_id, guild_id),
+    "interaction_responses": lambda sim: copy.deepcopy(sim.interaction_responses),
+    "commands": lambda sim, scope="global": copy.deepcopy(sim.commands.get(scope, [])),
 }
 
 
@@ -317,3 +324,13 @@ class FakeDiscord:
     def set_identify_close_code(self, code: int | None) -> None: self._call("set_identify_close_code", code)
     def post_as_user(self, channel_id: str, content: str, user_id: str | None = None, allowed_mentions: dict | None = None) -> dict:
         return self._call("post_as_user", channel_id, content, user_id, allowed_mentions)
+
+    # guild membership, permissions, application commands and interactions
+    def remove_member(self, user_id: str) -> None: self._call("remove_member", user_id)
+    def set_role_permissions(self, role_id: str, permissions: int) -> None: self._call("set_role_permissions", role_id, permissions)
+    def bot_role_id(self) -> str: return self._call("bot_role_id")
+    def issue_interaction(self, name: str, subcommand: str | None = None, user_id: str | None = None, guild_id: str | None = None) -> dict:
+        """An APPLICATION_COMMAND interaction as Discord would send it; its token works for the webhook routes."""
+        return self._call("issue_interaction", name, subcommand, user_id, guild_id)
+    def interaction_responses(self) -> list[dict]: return self._call("interaction_responses")
+    def commands(self, scope: str = "global") -> list[dict]: return self._call("commands", scope)

@@ -159,7 +159,7 @@ def _s(v: str) -> dict:
     return {"S": v}
 
 
-def _n(v: float | int) -> dict:
+def _n(v: float) -> dict:
     return {"N": str(v)}
 
 
@@ -400,5 +400,15 @@ def table_names(cfg: DynamoSettings | None = None) -> dict[str, str]:
     return {"replies": cfg.replies_table, "state": cfg.state_table}
 
 
-__all__ = ["DynamoSettings", "DynamoReplyStore", "DynamoChannelRegistry", "DynamoStats", "STATS",
-           "dynamodb_stores", "dynamodb_client", "reply_from_item", "channel_from_item", "table_names"]
+__all__ = [
+    "STATS",
+    "DynamoChannelRegistry",
+    "DynamoReplyStore",
+    "DynamoSettings",
+    "DynamoStats",
+    "channel_from_item",
+    "dynamodb_client",
+    "dynamodb_stores",
+    "reply_from_item",
+    "table_names",
+]

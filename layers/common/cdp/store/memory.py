@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from dataclasses import replace
 
+from cdp.domain.accounts import Health, HealthRecord
 from cdp.domain.model import ReplyMessage, ReplySnapshot, TempChannel
 
 # Bounded so a long-running server never grows without limit (the DynamoDB adapter uses TTL instead).
@@ -85,3 +87,54 @@ class MemoryChannelRegistry:
 
     async def all(self) -> list[TempChannel]:
         return list(self._channels.values())
+
+
+class MemoryHealthStore:
+    """Account and bot health for a single process (`cdp serve` with the in-memory store)."""
+
+    def __init__(self) -> None:
+        self._records: dict[tuple[str, str], HealthRecord] = {}
+
+    async def load(self, kind: str) -> dict[str, HealthRecord]:
+        return {k: r for (kd, k), r in self._records.items() if kd == kind}
+
+    async def claim(self, kind: str, key: str, previous_last_used: float, now: float) -> bool:
+        current = self._records.get((kind, key)) or HealthRecord(key)
+        if current.last_used != previous_last_used:
+            return False
+        self._records[(kind, key)] = replace(current, last_used=now)
+        return True
+
+    async def save_health(self, kind: str, record: HealthRecord) -> None:
+        current = self._records.get((kind, record.key)) or HealthRecord(record.key)
+        if current.health == Health.DEAD and record.health != Health.DEAD:
+            return
+        self._records[(kind, record.key)] = replace(record, last_used=current.last_used)
+
+
+class MemoryRateLimitStore:
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, int], int] = {}
+
+    async def hit(self, key: str, window: int, ttl: float) -> int:
+        if len(self._counts) > 50_000:  # drop old windows now and then
+            for k in [k for k in self._counts if k[1] < window]:
+                del self._counts[k]
+        n = self._counts.get((key, window), 0) + 1
+        self._counts[(key, window)] = n
+        return n
+
+
+class MemoryAlertStore:
+    def __init__(self) -> None:
+        self._sent: dict[str, str] = {}
+
+    async def claim(self, key: str, day: str) -> bool:
+        if self._sent.get(key) == day:
+            return False
+        self._sent[key] = day
+        return True
+
+    async def release(self, key: str, day: str) -> None:
+        if self._sent.get(key) == day:
+            del self._sent[key]

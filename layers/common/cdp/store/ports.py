@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from cdp.domain.accounts import HealthRecord
 from cdp.domain.model import ReplyMessage, ReplySnapshot, TempChannel
 
 
@@ -51,4 +52,49 @@ class ListenerPresence(Protocol):
 
     async def stable_since(self) -> float | None:
         """Epoch seconds since the listener has been continuously connected; None while it is not."""
+        ...
+
+
+class HealthStore(Protocol):
+    """Health of accounts (key = token fingerprint) and bots (key = Coze bot id), shared by every
+    process and kept across restarts. `kind` is cdp.domain.accounts.KIND_ACCOUNT or KIND_BOT."""
+
+    async def load(self, kind: str) -> dict[str, HealthRecord]:
+        """Every stored record of this kind, by key (keys never stored are simply absent)."""
+        ...
+
+    async def claim(self, kind: str, key: str, previous_last_used: float, now: float) -> bool:
+        """Set last_used = now if it is still `previous_last_used` (0 = never used / absent).
+
+        False when another request claimed it first: the caller reloads and picks again, so two
+        processes never hand the same least-recently-used account to two requests at once.
+        """
+        ...
+
+    async def save_health(self, kind: str, record: HealthRecord) -> None:
+        """Store the health fields of `record` (health, resting_until, dead_since, reason), keeping
+        last_used; a dead record is never overwritten by a non-dead one."""
+        ...
+
+
+AccountStore = HealthStore  # the name used in the design notes
+
+
+class RateLimitStore(Protocol):
+    """Fixed-window request counters (REQUEST_RATE_LIMIT per client IP)."""
+
+    async def hit(self, key: str, window: int, ttl: float) -> int:
+        """Count one request for `key` in window number `window`; returns the count including it."""
+        ...
+
+
+class AlertStore(Protocol):
+    """Dedupe of alerts: at most one per (kind, day)."""
+
+    async def claim(self, key: str, day: str) -> bool:
+        """True if no alert for `key` was sent on `day` yet (and records it), else False."""
+        ...
+
+    async def release(self, key: str, day: str) -> None:
+        """Undo a claim whose alert could not be sent, so a later one may try again."""
         ...
