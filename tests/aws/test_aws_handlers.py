@@ -176,8 +176,8 @@ def test_keepalive_posts_to_each_coze_bot(stack, monkeypatch):
     assert posted and posted[-1]["author"]["id"] in fake.config.user_tokens.values()
 
 
-def test_keepalive_without_channel_is_a_no_op(stack, monkeypatch):
-    monkeypatch.delenv("CHANNEL_ID", raising=False)
+def test_keepalive_disabled_is_a_no_op(stack, monkeypatch):
+    monkeypatch.setenv("COZE_BOT_STAY_ACTIVE_ENABLE", "0")
     mod = support.load_handler_module("keepalive")
     assert mod.handler(support.load_event("keepalive_scheduled.json"), ctx("keepalive"))["sent"] == 0
 

@@ -16,7 +16,7 @@ from cdp.sim import FakeDiscord, SimConfig
 from tests.support.proc import CdpProcess, free_port, settings_env
 
 API_KEY = "sk-test-key-1"
-MODES = [m for m in os.environ.get("CDP_E2E_MODES", "memory").split(",") if m]
+MODES = [m for m in os.environ.get("CDP_E2E_MODES", "memory,dynamodb").split(",") if m]
 
 
 def fast_sim_config(**kw) -> SimConfig:
@@ -34,6 +34,7 @@ class Stack:
     api: CdpProcess
     mode: str
     extra: list[CdpProcess] = field(default_factory=list)
+    moto: object | None = None
 
     @property
     def url(self) -> str:
@@ -49,6 +50,8 @@ class Stack:
     def stop(self) -> None:
         for p in [self.api, *self.extra]:
             p.stop()
+        if self.moto is not None:
+            self.moto.stop()
 
 
 def start_stack(mode: str, fake: FakeDiscord, **env: str) -> Stack:
@@ -58,19 +61,23 @@ def start_stack(mode: str, fake: FakeDiscord, **env: str) -> Stack:
         api = CdpProcess(["serve"], base_env, port).start()
         stack = Stack(fake, api, mode)
     elif mode == "dynamodb":
-        from tests.support.aws import dynamodb_env  # moto server + tables from template.yaml
+        # moto in server mode, tables created from template.yaml's own definitions
+        from tests.support.aws import aws_env, create_tables, start_moto_server, unique_prefix
 
-        ddb_env = {**base_env, **dynamodb_env(), "CDP_STORE": "dynamodb"}
-        listener = CdpProcess(["listener", "--health-port", str(free_port())], ddb_env).start()
+        moto = start_moto_server()
+        prefix = unique_prefix("e2e")
+        create_tables(moto.client(), prefix)
+        ddb_env = {**base_env, **aws_env(moto, prefix)}
+        health_port = free_port()
+        listener = CdpProcess(["listener", "--health-port", str(health_port)], ddb_env, health_port).start()
         api = CdpProcess(["serve", "--no-listener"], ddb_env, port).start()
-        stack = Stack(fake, api, mode, [listener])
+        stack = Stack(fake, api, mode, [listener], moto)
     else:
         raise ValueError(mode)
     try:
+        for p in stack.extra:
+            p.wait_healthy()
         api.wait_healthy()
-        if mode == "dynamodb":
-            stack.extra[0].port = int(stack.extra[0].args[-1])
-            stack.extra[0].wait_healthy()
     except BaseException:
         stack.stop()
         raise

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import API_KEY, coze_reply_text, prompt_messages
+from tests.e2e.conftest import API_KEY, MODES, coze_reply_text, prompt_messages, start_stack
 
 
 def marker() -> str:
@@ -50,7 +50,7 @@ async def test_non_stream_answer_equals_coze_final_text(stack):
 async def test_stream_deltas_join_to_exact_final_text(stack):
     m = marker()
     async with stack.client() as client:
-        content, chunks = await collect_stream(client, f"stream please {m}",
+        content, chunks = await collect_stream(client, f"stream please {m} [[sim:edits=20]]",
                                                stream_options={"include_usage": True})
     assert content == coze_reply_text(stack.fake, m)
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -186,9 +186,19 @@ async def test_reply_without_buttons_completes_by_idle_timeout(stack):
     assert elapsed < 10  # REPLY_IDLE_TIMEOUT=1.5 here, far below REQUEST_OUT_TIME=20
 
 
+@pytest.fixture(params=MODES)
+def own_stack(request, fake):
+    """A stack of its own: a Coze limit text rests the account or the bot until the daily reset
+    (cdp.pool), which would starve the module's shared stack."""
+    s = start_stack(request.param, fake)
+    yield s
+    s.stop()
+
+
 @pytest.mark.parametrize("kind,code", [("user_limit", "coze_account_limited"), ("bot_limit", "coze_bot_limited"),
                                        ("other", "coze_error")])
-async def test_coze_error_texts_become_errors_in_our_own_words(stack, kind, code):
+async def test_coze_error_texts_become_errors_in_our_own_words(own_stack, kind, code):
+    stack = own_stack
     m = marker()
     async with stack.client() as client:
         with pytest.raises(openai.APIStatusError) as info:
@@ -205,7 +215,11 @@ async def test_coze_error_texts_become_errors_in_our_own_words(stack, kind, code
         r = await http.post(stack.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
                             json={"model": "gpt-4o", "stream": True,
                                   "messages": user(f"err {marker()} [[sim:error={kind}]]")})
+    if kind == "bot_limit":  # the bot now rests (cdp.pool): refused before anything is posted
+        assert r.status_code == 503 and r.json()["error"]["code"] == code and int(r.headers["Retry-After"]) > 0
+        return
     frames = [f for f in r.text.split("\n\n") if f.startswith("data: ")]
+    assert r.status_code == 200 and len(frames) >= 2, (r.status_code, r.text)
     assert json.loads(frames[-2][6:])["error"]["code"] == code and frames[-1] == "data: [DONE]"
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cdp.settings import Settings
-from cdp.store.ports import ChannelRegistry, ListenerPresence, ReplyStore
+from cdp.store.ports import (
+    AlertStore, ChannelRegistry, HealthStore, ListenerPresence, RateLimitStore, ReplyStore,
+)
 
 
 @dataclass
@@ -13,6 +15,9 @@ class Stores:
     replies: ReplyStore
     channels: ChannelRegistry
     presence: ListenerPresence | None = None  # shared stores: the external listener's heartbeat
+    health: HealthStore | None = None  # account and bot health (cdp.pool); None = in-memory
+    ratelimits: RateLimitStore | None = None  # REQUEST_RATE_LIMIT counters; None = in-memory
+    alerts: AlertStore | None = None  # alert dedupe; None = in-memory
 
 
 def make_stores(settings: Settings) -> Stores:
@@ -20,9 +25,12 @@ def make_stores(settings: Settings) -> Stores:
         from cdp.store.dynamodb import dynamodb_stores
 
         return dynamodb_stores(settings)
-    from cdp.store.memory import MemoryChannelRegistry, MemoryReplyStore
+    from cdp.store.memory import (
+        MemoryAlertStore, MemoryChannelRegistry, MemoryHealthStore, MemoryRateLimitStore, MemoryReplyStore,
+    )
 
-    return Stores(MemoryReplyStore(), MemoryChannelRegistry())
+    return Stores(MemoryReplyStore(), MemoryChannelRegistry(), health=MemoryHealthStore(),
+                  ratelimits=MemoryRateLimitStore(), alerts=MemoryAlertStore())
 
 
 def make_rest(settings: Settings):
@@ -36,7 +44,7 @@ def make_listener(settings: Settings, replies: ReplyStore):
     from cdp.listener import DiscordListener, GatewayStatus, ReplyRecorder
 
     status = GatewayStatus()
-    recorder = ReplyRecorder(replies, set(settings.coze_bot_ids), settings.GUILD_ID)
+    recorder = ReplyRecorder(replies, set(make_router(settings).bot_ids()), settings.GUILD_ID)
     return DiscordListener(api_base=settings.DISCORD_API_BASE, bot_token=settings.BOT_TOKEN,
                            recorder=recorder, status=status, proxy_url=settings.PROXY_URL or None)
 
@@ -51,8 +59,30 @@ class StatusPresence:
         return self.status.since if self.status.ready else None
 
 
-def make_service(settings: Settings, stores: Stores, rest=None, presence: ListenerPresence | None = None):
-    from cdp.service import ConversationService
+def make_router(settings: Settings):
+    """Routing by bot_config.json (validated: raises BotConfigError, a SettingsError)."""
+    from cdp.botconfig import load_bot_config
+    from cdp.domain.routing import Router
 
+    return Router(load_bot_config(settings), settings.coze_bot_ids)
+
+
+def make_service(settings: Settings, stores: Stores, rest=None, presence: ListenerPresence | None = None):
+    from cdp.alerts import Alerts
+    from cdp.pool import AccountPool, BotHealth
+    from cdp.service import ConversationService
+    from cdp.store.memory import MemoryAlertStore, MemoryHealthStore, MemoryRateLimitStore
+
+    if stores.health is None:
+        stores.health = MemoryHealthStore()
+    if stores.ratelimits is None:
+        stores.ratelimits = MemoryRateLimitStore()
+    if stores.alerts is None:
+        stores.alerts = MemoryAlertStore()
+    alerts = Alerts.from_settings(settings, stores.alerts)
+    kw = {"tz": settings.TZ, "reset_time": settings.DAILY_RESET_TIME, "alerts": alerts}
     return ConversationService(settings, rest or make_rest(settings), stores.replies, stores.channels,
-                               presence=presence or stores.presence)
+                               presence=presence or stores.presence, router=make_router(settings),
+                               pool=AccountPool(settings.user_tokens, stores.health, **kw),
+                               bots=BotHealth(stores.health, **kw), alerts=alerts,
+                               ratelimits=stores.ratelimits)

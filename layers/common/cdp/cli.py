@@ -53,25 +53,20 @@ async def _serve(settings: Settings, demo_notice: str | None, with_listener: boo
                                            access_log=False, timeout_graceful_shutdown=5))
     if listener:
         await listener.start()
-    janitor = asyncio.create_task(_janitor(service))
+    from cdp.jobs import schedule_jobs
+    from cdp.scheduler import Scheduler
+
+    scheduler = Scheduler()  # channel cleanup + stray sweep, daily keepalive, daily reset
+    schedule_jobs(scheduler, settings, stores, rest, service)
+    scheduler.start()
     try:
         await server.serve()
     finally:
-        janitor.cancel()
+        await scheduler.stop()
         if listener:
             await listener.stop()
         await service.aclose()
         await rest.aclose()
-
-
-async def _janitor(service, every: float = 1.0) -> None:
-    """Deletes temporary channels whose time has come (also those a cancelled request left)."""
-    while True:
-        try:
-            await service.delete_due_channels()
-        except Exception:  # a failed sweep must not stop the next one
-            log.exception("channel cleanup sweep failed")
-        await asyncio.sleep(every)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -79,6 +74,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in {"HOST": args.host, "PORT": args.port}.items() if v is not None}
     settings = load_settings(**overrides)
+    from cdp.bootstrap import make_router
+
+    make_router(settings)  # bot_config.json validated before anything starts (BotConfigError)
     sim = None
     notice = None
     if settings.demo:
@@ -119,6 +117,96 @@ def cmd_listener(args: argparse.Namespace) -> int:
     return asyncio.run(run_listener(settings, health_port=args.health_port))
 
 
+def cmd_job(args: argparse.Namespace) -> int:
+    """`cdp cleanup` / `cdp keepalive`: run the job once against the configured Discord, print the result."""
+    import json
+
+    from cdp import logs
+
+    settings = load_settings()
+    if settings.demo:
+        print(f"cdp {args.command}: needs the Discord settings (USER_AUTHORIZATION, BOT_TOKEN, GUILD_ID, "
+              "COZE_BOT_ID)", file=sys.stderr)
+        return 2
+    logs.configure(settings.LOG_LEVEL, _secrets(settings))
+    result = asyncio.run(_run_job(settings, args))
+    print(json.dumps(result, ensure_ascii=False))
+    return 1 if result.get("failed") else 0
+
+
+async def _run_job(settings: Settings, args: argparse.Namespace) -> dict:
+    from cdp import jobs
+    from cdp.bootstrap import make_rest, make_service, make_stores
+
+    rest = make_rest(settings)
+    stores = make_stores(settings)
+    service = make_service(settings, stores, rest)
+    try:
+        if args.command == "cleanup":
+            return await jobs.cleanup(settings, stores, rest, service, sweep=not args.no_sweep)
+        return await jobs.keepalive(settings, stores, rest, service, force=args.force)
+    finally:
+        await service.aclose()
+        await rest.aclose()
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Every setting checked against Discord and the store: one line each, exit 1 on any problem."""
+    from cdp import doctor
+
+    if not args.verbose:
+        logging.getLogger("cdp").setLevel(logging.CRITICAL)  # the check lines say it all
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(doctor.render(doctor.settings_problems(exc.problems)))
+        return 1
+    from cdp.bootstrap import make_rest
+
+    async def run() -> list:
+        rest = make_rest(settings)
+        try:
+            return await doctor.run_checks(settings, rest)
+        finally:
+            await rest.aclose()
+
+    checks = asyncio.run(run())
+    print(doctor.render(checks))
+    return 1 if any(c.problem for c in checks) else 0
+
+
+def cmd_register_commands(args: argparse.Namespace) -> int:
+    """PUT the /cdp slash command (status, cleanup, keepalive) in GUILD_ID, or globally."""
+    from cdp import interactions
+    from cdp.bootstrap import make_rest
+    from cdp.discord.errors import DiscordError
+
+    settings = load_settings()
+    if settings.demo:
+        print("cdp register-commands: needs BOT_TOKEN and GUILD_ID (run `cdp doctor`)", file=sys.stderr)
+        return 2
+
+    async def run() -> list:
+        rest = make_rest(settings)
+        try:
+            return await interactions.register_commands(rest, None if args.global_ else settings.GUILD_ID)
+        finally:
+            await rest.aclose()
+
+    try:
+        commands = asyncio.run(run())
+    except DiscordError as exc:
+        print(f"cdp register-commands: Discord refused ({exc.status}, code {exc.code}): {exc.message}",
+              file=sys.stderr)
+        return 1
+    where = "globally (may take up to an hour to appear)" if args.global_ else f"in server {settings.GUILD_ID}"
+    subs = ", ".join(o["name"] for c in commands for o in c.get("options") or [])
+    print(f"registered /{', /'.join(c['name'] for c in commands)} ({subs}) {where}")
+    print("Discord sends them to the Interactions Endpoint URL of the application (Developer Portal → General "
+          "Information): <your API URL>/interactions, with DISCORD_PUBLIC_KEY set to its Public Key.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cdp", description="coze-discord-proxy (serverless Python edition)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +220,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--health-port", type=int, default=None,
                    help="serve GET /healthz on this port (container health check)")
     p.set_defaults(func=cmd_listener)
+    p = sub.add_parser("cleanup", help="delete due temporary channels and stray cdp-chat-* channels once")
+    p.add_argument("--no-sweep", action="store_true",
+                   help="only registered channels whose time has come (no scan of the guild)")
+    p.set_defaults(func=cmd_job)
+    p = sub.add_parser("keepalive", help="send the daily keepalive message to every configured Coze bot once")
+    p.add_argument("--force", action="store_true", help="even if COZE_BOT_STAY_ACTIVE_ENABLE=0")
+    p.set_defaults(func=cmd_job)
+    p = sub.add_parser("doctor", help="check every setting against Discord and the store (run this first)")
+    p.add_argument("--verbose", action="store_true", help="also show the log lines of the Discord calls")
+    p.set_defaults(func=cmd_doctor)
+    p = sub.add_parser("register-commands", help="register the /cdp slash command (status, cleanup, keepalive)")
+    p.add_argument("--global", dest="global_", action="store_true",
+                   help="register globally instead of in GUILD_ID")
+    p.set_defaults(func=cmd_register_commands)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

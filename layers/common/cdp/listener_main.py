@@ -94,6 +94,17 @@ async def recover(settings, stores, recorder, rest, limit: int = RECOVER_LIMIT) 
     return fed
 
 
+async def _publish_presence(presence: Any, status: Any, ready: bool | None = None) -> None:
+    """Tell the answering side whether replies are being recorded (it won't call a silent reply done
+    while no listener is connected). A failed write is logged, never fatal."""
+    if presence is None or not hasattr(presence, "publish"):
+        return
+    try:
+        await presence.publish(status.ready if ready is None else ready, status.since)
+    except Exception:
+        log.warning("could not publish the listener's presence", exc_info=True)
+
+
 async def run_listener(settings, health_port: int | None, *, stop: asyncio.Event | None = None,
                        install_signals: bool = True) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set): 0; or until the gateway fails for good: 3."""
@@ -120,7 +131,9 @@ async def run_listener(settings, health_port: int | None, *, stop: asyncio.Event
         await listener.start()
         log.info("listener started", extra={"store": settings.CDP_STORE, "health_port": health_port})
         recovered_for = 0
+        presence = getattr(stores, "presence", None)
         while not stop.is_set():
+            await _publish_presence(presence, status)
             if status.failed:
                 log.error("listener failed for good; exiting. Fix the configuration (BOT_TOKEN secret, "
                           "Developer Portal intents), then restart the service.",
@@ -141,6 +154,7 @@ async def run_listener(settings, health_port: int | None, *, stop: asyncio.Event
                 changed.cancel()
     finally:
         log.info("listener stopping")
+        await _publish_presence(getattr(stores, "presence", None), status, ready=False)
         for task in list(recoveries):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)

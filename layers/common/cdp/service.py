@@ -8,24 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
+from cdp import media
 from cdp.discord.errors import (
     DiscordError, DiscordMaxChannels, DiscordNotFound, DiscordRateLimited, DiscordUnauthorized,
-    DiscordVerificationRequired, fingerprint,
+    DiscordVerificationRequired,
 )
 from cdp.domain.completion import Decision, decide, next_wakeup
+from cdp.domain.coze import CozeErrorKind
 from cdp.domain.model import ReplySnapshot, TempChannel
 from cdp.domain.prompt import PromptError, build_prompt, split_for_discord
 from cdp.domain.reply import ReplyView, render
+from cdp.domain.routing import AllRouteResting, BotEntry, NoRoute, Router
 from cdp.domain.tokens import count_tokens
 from cdp.openai import errors as oe
 from cdp.settings import Settings
 from cdp.store.ports import ChannelRegistry, ListenerPresence, ReplyStore
+
+if TYPE_CHECKING:
+    from cdp.alerts import Alerts
+    from cdp.pool import AccountPool, BotHealth
 
 log = logging.getLogger("cdp.service")
 
@@ -33,6 +40,9 @@ TEMP_CHANNEL_PREFIX = "cdp-chat-"
 # A temporary channel still marked in use after this long belongs to a request that never ended
 # (crash, cancelled stream): the cleanup deletes it. Above the longest possible request (15 min).
 STALE_IN_USE_SECONDS = 960
+# This many channel creations failing in a row (errors, timeouts) suggest Discord risk-controls the
+# CDP bot: one Telegram alert (at most daily).
+RISK_ALERT_AFTER_FAILURES = 3
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class ChatSpec:
     channel_id: str | None = None
     timeout: float | None = None  # `out-time` header, overrides the settings' timeouts
     api_key: str | None = None
+    raw_prompt: str | None = None  # posted as is instead of the messages' prompt (image generation)
 
 
 @dataclass
@@ -69,6 +80,8 @@ class Conversation:
     temporary_channel: bool
     _service: "ConversationService" = field(repr=False)
     _closed: bool = False
+    account: str = ""  # fingerprint of the user account that posted the prompt
+    coze_bot_id: str = ""
 
     async def updates(self, heartbeat: float | None = None) -> AsyncIterator[Progress]:
         """Yield on every change of the reply, and every `heartbeat` seconds without one.
@@ -113,6 +126,8 @@ class Conversation:
                 if stable is None or stable > last_change_at + wall_offset:
                     last_change_at = now if stable is None else min(now, stable - wall_offset)
                     continue
+            if decision.done and decision.error is not None:
+                await self._service.note_coze_error(self, decision.error)
             if changed or decision.done or heartbeat is not None:
                 yield Progress(view, decision, changed)
             if decision.done:
@@ -133,15 +148,26 @@ class Conversation:
 
 class ConversationService:
     def __init__(self, settings: Settings, rest, replies: ReplyStore, channels: ChannelRegistry,
-                 clock: Callable[[], float] = time.time, presence: ListenerPresence | None = None) -> None:
+                 clock: Callable[[], float] = time.time, presence: ListenerPresence | None = None, *,
+                 router: Router | None = None, pool: "AccountPool | None" = None,
+                 bots: "BotHealth | None" = None, alerts: "Alerts | None" = None,
+                 ratelimits=None) -> None:
+        from cdp.pool import AccountPool, BotHealth
+        from cdp.store.memory import MemoryHealthStore
+
         self.settings = settings
         self.rest = rest
         self.replies = replies
         self.channels = channels
         self.clock = clock
         self.presence = presence
-        self._tokens = list(settings.user_tokens)
-        self._dead: set[str] = set()
+        self.router = router or Router([], settings.coze_bot_ids)
+        health_kw = dict(tz=settings.TZ, reset_time=settings.DAILY_RESET_TIME, clock=clock, alerts=alerts)
+        self.pool = pool or AccountPool(settings.user_tokens, MemoryHealthStore(), **health_kw)
+        self.bots = bots or BotHealth(self.pool.store, **health_kw)
+        self.alerts = alerts
+        self.ratelimits = ratelimits  # RateLimitStore for the API's REQUEST_RATE_LIMIT (cdp.api.limits)
+        self._channel_failures = 0  # consecutive channel-creation failures (risk-control alert)
         self._tasks: set[asyncio.Task] = set()
 
     async def listener_stable_since(self) -> float | None:
@@ -155,71 +181,156 @@ class ConversationService:
 
     # -- routing --------------------------------------------------------------------------------
     def coze_bot_for(self, model: str, api_key: str | None) -> str:
-        return self.settings.coze_bot_ids[0]
-
-    def build_prompt(self, spec: ChatSpec) -> tuple[str, int]:
+        """A bot for (model, key), ignoring bot rests (see `route`). Raises model_not_found."""
         try:
-            prompt = build_prompt(spec.messages, self.settings.ALL_DIALOG_RECORD_ENABLE)
+            return self.router.route(model, api_key).coze_bot_id
+        except NoRoute:
+            raise oe.model_not_found(model) from None
+
+    def models_for(self, api_key: str | None) -> list[str] | None:
+        """Models this key may use (bot_config.json), or None without a bot config (any model)."""
+        return self.router.models_for(api_key)
+
+    async def route(self, spec: ChatSpec) -> BotEntry:
+        """The bot that answers: matches of key + model, minus resting bots, one at random."""
+        resting = await self.bots.resting()
+        try:
+            return self.router.route(spec.model, spec.api_key, resting)
+        except NoRoute:
+            raise oe.model_not_found(spec.model) from None
+        except AllRouteResting as exc:
+            wait = await self.bots.rest_end_of(exc.bot_ids)
+            raise oe.unavailable(f"Every Coze bot serving model '{spec.model}' is resting after its "
+                                 f"developer's daily usage limit was reached; retry in {wait} s or use "
+                                 "another model.", wait, code="coze_bot_limited") from None
+
+    async def note_coze_error(self, conv: "Conversation", error) -> None:
+        """Coze answered with a limit text: rest the account (user limit) or the bot (bot limit)."""
+        try:
+            if error.kind == CozeErrorKind.USER_LIMIT and conv.account:
+                await self.pool.rest(conv.account, "coze daily limit for this user")
+            elif error.kind == CozeErrorKind.BOT_LIMIT and conv.coze_bot_id:
+                await self.bots.rest(conv.coze_bot_id, "coze bot developer limit")
+        except Exception:  # health bookkeeping never fails the answer
+            log.warning("could not record account/bot health", exc_info=True)
+
+    async def status(self) -> dict:
+        """Accounts (by fingerprint) and bots with their health, for /api/status."""
+        return {"accounts": await self.pool.status(), "bots": await self.bots.status(self.router.bot_ids()),
+                "bot_config": self.router.configured}
+
+    def build_prompt(self, spec: ChatSpec, max_tokens: int | None = None) -> tuple[str, int]:
+        try:
+            prompt = spec.raw_prompt if spec.raw_prompt is not None else \
+                build_prompt(spec.messages, self.settings.ALL_DIALOG_RECORD_ENABLE)
         except PromptError as exc:
             raise oe.invalid_request(str(exc), param=getattr(exc, "param", None) or "messages") from None
         tokens = count_tokens(prompt)
-        if tokens > self.settings.MESSAGE_MAX_TOKEN:
-            raise oe.context_length_exceeded(tokens, self.settings.MESSAGE_MAX_TOKEN)
+        limit = max_tokens or self.settings.MESSAGE_MAX_TOKEN  # a bot's messageMaxToken overrides
+        if tokens > limit:
+            raise oe.context_length_exceeded(tokens, limit)
         return prompt, tokens
 
     # -- the use case ---------------------------------------------------------------------------
     async def start(self, spec: ChatSpec) -> Conversation:
         """Validate, pick a channel and an account, post the prompt. Raises OpenAIError."""
-        prompt, prompt_tokens = self.build_prompt(spec)
-        coze_bot_id = self.coze_bot_for(spec.model, spec.api_key)
-        channel_id, temporary = await self._channel_for(spec)
+        # Inline images/files (data: URLs, file parts) are checked before anything is posted.
+        uploads = media.prepare_uploads(spec.messages, self.settings) if spec.raw_prompt is None else None
+        bot = await self.route(spec)
+        max_tokens = bot.message_max_token
+        prompt, prompt_tokens = self.build_prompt(
+            replace(spec, messages=uploads.preview(spec.messages)) if uploads else spec, max_tokens)
+        coze_bot_id = bot.coze_bot_id
+        channel_id, temporary = await self._channel_for(spec, bot)
         try:
-            message = await self._post_prompt(spec, prompt, channel_id, coze_bot_id)
+            if uploads:  # the CDP bot uploads them to the channel; their URLs go into the prompt
+                spec = replace(spec, messages=await uploads.upload(self.rest, channel_id, spec.messages))
+                prompt, prompt_tokens = self.build_prompt(spec, max_tokens)
+            message, account = await self._post_prompt(spec, prompt, channel_id, coze_bot_id)
         except BaseException:
             if temporary:
                 await self.schedule_channel_delete(channel_id)
             raise
         log.info("prompt posted", extra={"request_id": spec.request_id, "channel_id": channel_id,
-                                         "prompt_message_id": message["id"]})
-        return Conversation(spec, prompt, prompt_tokens, message["id"], channel_id, temporary, self)
+                                         "prompt_message_id": message["id"], "account": account,
+                                         "coze_bot_id": coze_bot_id})
+        return Conversation(spec, prompt, prompt_tokens, message["id"], channel_id, temporary, self,
+                            account=account, coze_bot_id=coze_bot_id)
 
-    async def _channel_for(self, spec: ChatSpec) -> tuple[str, bool]:
+    async def _channel_for(self, spec: ChatSpec, bot: BotEntry | None = None) -> tuple[str, bool]:
         if spec.channel_id:
             return spec.channel_id, False
         if self.settings.DEFAULT_CHANNEL_ENABLE:
-            return self.settings.CHANNEL_ID, False
+            # As in the original: a bot_config entry's channelId is that bot's default channel.
+            return (bot.channel_id if bot and bot.channel_id else self.settings.CHANNEL_ID), False
         name = f"{TEMP_CHANNEL_PREFIX}{spec.request_id.removeprefix('req_')}"[:100]
         try:
-            channel = await self.rest.create_channel(self.settings.GUILD_ID, name, type=0)
+            try:
+                channel = await self.rest.create_channel(self.settings.GUILD_ID, name, type=0)
+            except DiscordMaxChannels:
+                if not await self._free_channel_slots():
+                    raise
+                channel = await self.rest.create_channel(self.settings.GUILD_ID, name, type=0)  # once
         except DiscordMaxChannels:
-            raise oe.unavailable("The Discord server has reached its channel limit (500). Delete old "
-                                 "channels or set MAX_CHANNEL_DEL_TYPE.", 60, code="channel_limit") from None
+            hint = ("no cdp-chat-* channel could be deleted (MAX_CHANNEL_DEL_TYPE); delete channels by hand"
+                    if self.settings.MAX_CHANNEL_DEL_TYPE else "delete old channels or set MAX_CHANNEL_DEL_TYPE")
+            raise oe.unavailable(f"The Discord server has reached its channel limit (500): {hint}.", 60,
+                                 code="channel_limit") from None
         except DiscordRateLimited as exc:
             raise oe.unavailable("Discord is rate limiting channel creation; retry shortly.",
                                  int((exc.retry_after or 5) + 1), code="discord_rate_limited") from None
         except DiscordUnauthorized:
+            self._channel_creation_failed()
             raise oe.unavailable("The CDP bot (BOT_TOKEN) was refused by Discord; check BOT_TOKEN.", 300,
                                  code="bot_unauthorized") from None
         except DiscordError as exc:
+            self._channel_creation_failed()
             raise oe.upstream_error(f"Discord refused to create a conversation channel ({exc.status}, "
                                     f"code {exc.code}).") from None
+        self._channel_failures = 0
         await self.channels.add(TempChannel(channel["id"], self.settings.GUILD_ID, self.clock(),
                                             None, spec.request_id))
         return channel["id"], True
 
-    def _pick_account(self, exclude: set[str]) -> str | None:
-        candidates = [t for t in self._tokens if t not in self._dead and t not in exclude]
-        return random.choice(candidates) if candidates else None
+    async def _free_channel_slots(self) -> int:
+        """The guild is full: delete cdp-chat-* channels per MAX_CHANNEL_DEL_TYPE (ALL / OLDEST)."""
+        if not self.settings.MAX_CHANNEL_DEL_TYPE:
+            return 0
+        from cdp.jobs import free_channel_slots
 
-    async def _post_prompt(self, spec: ChatSpec, prompt: str, channel_id: str, coze_bot_id: str) -> dict:
+        try:
+            return await free_channel_slots(self.settings, self.rest, self)
+        except DiscordError as exc:
+            log.warning("could not free channel slots", extra={"status": exc.status, "code": exc.code})
+            return 0
+
+    def _channel_creation_failed(self) -> None:
+        """Count a failed channel creation; alert once they keep failing (risk control suspected)."""
+        self._channel_failures += 1
+        if self._channel_failures >= RISK_ALERT_AFTER_FAILURES and self.alerts is not None:
+            from cdp.alerts import BOT_RISK
+
+            self.alerts.notify(BOT_RISK, f"The CDP bot failed to create a channel {self._channel_failures} "
+                                         "times in a row (errors or timeouts): Discord may be "
+                                         "risk-controlling it. Check the bot in the Developer Portal.")
+
+    async def _post_prompt(self, spec: ChatSpec, prompt: str, channel_id: str,
+                           coze_bot_id: str) -> tuple[dict, str]:
+        """Post as a user account from the pool; (last message, account fingerprint).
+
+        A 401 / "verify your account" before anything was posted marks the account dead and fails
+        over to the next account within this request.
+        """
+        from cdp.pool import NoUsableAccount
+
         parts = split_for_discord(prompt, coze_bot_id)
         tried: set[str] = set()
         while True:
-            token = self._pick_account(tried)
-            if token is None:
-                raise oe.unavailable("No usable Discord user account is left (USER_AUTHORIZATION): every "
-                                     "token was refused by Discord.", 300)
-            tried.add(token)
+            try:
+                token, fp = await self.pool.acquire(tried)
+            except NoUsableAccount as exc:
+                raise oe.unavailable(exc.message, exc.retry_after) from None
+            tried.add(fp)
             i = 0
             try:
                 message: dict = {}
@@ -228,11 +339,11 @@ class ConversationService:
                     nonce = f"{uuid.uuid4().int % 10**18}"
                     message = await self.rest.send_user_message(
                         token, channel_id, part, nonce=nonce, allowed_user_ids=[coze_bot_id])
-                return message
+                return message, fp
             except (DiscordUnauthorized, DiscordVerificationRequired) as exc:
-                log.error("user token refused by Discord; not used again",
-                          extra={"account": fingerprint(token), "status": exc.status})
-                self._dead.add(token)
+                reason = "401 unauthorized" if isinstance(exc, DiscordUnauthorized) else \
+                    "account must be verified"
+                await self.pool.mark_dead(fp, reason)
                 if i > 0:  # part of the prompt is already posted: failing over would post it twice
                     raise oe.upstream_error("A Discord user account was refused mid-prompt.", retry=False)
             except DiscordNotFound:

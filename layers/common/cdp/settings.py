@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     REQUEST_RATE_LIMIT: int = Field(60, ge=0)
     MESSAGE_MAX_TOKEN: int = Field(128000, gt=0)
     MAX_CHANNEL_DEL_TYPE: Literal["ALL", "OLDEST", ""] = ""
+    # Many bots and accounts (cdp.botconfig, cdp.pool)
+    BOT_CONFIG_PATH: str = ""  # empty = data/config/bot_config.json, then config/bot_config.json
+    DAILY_RESET_TIME: str = "00:00"  # HH:MM in TZ when resting accounts/bots (Coze daily limit) come back
+    # Client IP for REQUEST_RATE_LIMIT from X-Forwarded-For; empty = on in AWS Lambda, off elsewhere
+    TRUST_PROXY_HEADERS: bool | None = None
     # Network
     USER_AGENT: str = DEFAULT_USER_AGENT
     PROXY_URL: str = ""
@@ -70,10 +75,30 @@ class Settings(BaseSettings):
     # Alerts and jobs
     NOTIFY_TELEGRAM_BOT_TOKEN: str = ""
     NOTIFY_TELEGRAM_USER_ID: str = ""
+    TELEGRAM_API_BASE: str = "https://api.telegram.org"  # Telegram Bot API base (tests: a local fake)
     TZ: str = "UTC"
+    KEEPALIVE_TIME: str = "09:10"  # daily keepalive (COZE_BOT_STAY_ACTIVE_ENABLE), HH:MM in TZ
+    CLEANUP_INTERVAL: float = Field(5, gt=0)  # seconds between `cdp serve`'s due-channel deletions
+    CHANNEL_SWEEP_AGE: float = Field(3600, ge=0)  # stray cdp-chat-* channels older than this go; 0 = off
+    CHANNEL_SWEEP_INTERVAL: float = Field(600, gt=0)  # seconds between `cdp serve`'s stray sweeps
     # Runtime
     CDP_STORE: Literal["memory", "dynamodb"] = "memory"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Images and files (cdp.domain.images, cdp.media, cdp.blobs)
+    FILES_DIR: str = "./data/files"  # re-hosted images, served under /files/<random>.<ext>
+    PUBLIC_BASE_URL: str = ""  # e.g. https://cdp.example.com; empty = the request's own base URL
+    UPLOAD_MAX_FILE_BYTES: int = Field(10 * 1024 * 1024, gt=0)  # per inline image/file (Discord's default)
+    UPLOAD_MAX_TOTAL_BYTES: int = Field(25 * 1024 * 1024, gt=0)  # all inline images/files of a request
+    IMAGE_MAX_DOWNLOAD_BYTES: int = Field(25 * 1024 * 1024, gt=0)  # per image fetched from Coze's reply
+    IMAGES_MAX_N: int = Field(4, ge=1, le=10)  # largest `n` of /v1/images/generations
+
+    @field_validator("PUBLIC_BASE_URL", mode="after")
+    @classmethod
+    def _public_base(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        if v and not re.match(r"^https?://[^/\s]+(/\S*)?$", v):
+            raise ValueError("must be the proxy's public http(s) URL, such as https://cdp.example.com")
+        return v
 
     @field_validator("GUILD_ID", "CHANNEL_ID", "COZE_BOT_ID", mode="after")
     @classmethod
@@ -87,6 +112,43 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, v: object) -> object:
         return v.strip().upper() if isinstance(v, str) else v
+
+    @field_validator("KEEPALIVE_TIME", mode="after")
+    @classmethod
+    def _time_of_day(cls, v: str) -> str:
+        from cdp.scheduler import parse_time_of_day
+
+        parse_time_of_day(v)
+        return v.strip()
+
+    @field_validator("TZ", mode="after")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from cdp.scheduler import zone
+
+        v = v.strip().removeprefix(":") or "UTC"  # POSIX allows TZ=:Area/City
+        zone(v)
+        return v
+
+    @field_validator("DAILY_RESET_TIME", mode="after")
+    @classmethod
+    def _reset_time(cls, v: str) -> str:
+        from cdp.domain.accounts import parse_reset_time
+
+        return parse_reset_time(v).strftime("%H:%M")
+
+    @field_validator("TELEGRAM_API_BASE", mode="after")
+    @classmethod
+    def _telegram_base(cls, v: str) -> str:
+        v = v.strip().rstrip("/") or "https://api.telegram.org"
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http(s) URL such as https://api.telegram.org")
+        return v
+
+    @field_validator("TRUST_PROXY_HEADERS", mode="before")
+    @classmethod
+    def _auto(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("DISCORD_API_BASE", mode="after")
     @classmethod
@@ -133,6 +195,15 @@ class Settings(BaseSettings):
     @property
     def user_tokens(self) -> list[str]:
         return _split_csv(self.USER_AUTHORIZATION)
+
+    @property
+    def trust_proxy_headers(self) -> bool:
+        """TRUST_PROXY_HEADERS, or by default: on in AWS Lambda (behind API Gateway), off elsewhere."""
+        if self.TRUST_PROXY_HEADERS is not None:
+            return self.TRUST_PROXY_HEADERS
+        import os
+
+        return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
 
     @property
     def api_keys(self) -> list[str]:

@@ -21,6 +21,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cdp.api import ops
+from cdp.api import limits
 from cdp.api.runtime import Runtime
 from cdp.domain.coze import CozeError, CozeErrorKind
 from cdp.domain.stream import DeltaAssembler
@@ -69,15 +71,18 @@ def create_app(runtime: Runtime) -> FastAPI:
         return response
 
     _install_error_handlers(app)
+    limits.install(app, settings, getattr(runtime.service, "ratelimits", None))  # REQUEST_RATE_LIMIT
+    ops.install(app)  # GET /api/status, POST /interactions, requests-in-flight counter
 
     keys = [k.encode() for k in settings.api_keys]
 
     def authenticate(request: Request) -> str | None:
-        """Bearer key against PROXY_SECRET (comma-separated). No keys configured = open API."""
-        if not keys:
-            return None
+        """Bearer key against PROXY_SECRET (comma-separated). No keys configured = open API (the key
+        sent, if any, still selects bot_config.json entries, as in the original)."""
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
+        if not keys:
+            return token.strip() or None if scheme.lower() == "bearer" else None
         if scheme.lower() != "bearer" or not token.strip():
             raise oe.invalid_api_key()
         given = token.strip().encode()
@@ -86,6 +91,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         if not any(matched):
             raise oe.invalid_api_key()
         return token.strip()
+
+    app.state.authenticate = authenticate  # shared with routers (cdp.api.images)
 
     # -- routes -------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
@@ -106,14 +113,17 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.get("/v1/models", tags=["openai"])
     async def list_models(request: Request) -> dict[str, Any]:
-        authenticate(request)
         return {"object": "list", "data": [model_entry(m, MODELS_CREATED, "coze-discord-proxy")
-                                           for m in DEFAULT_MODELS]}
+                                           for m in models_for(authenticate(request))]}
+
+    def models_for(key: str | None) -> list[str]:
+        """With bot_config.json: exactly the models this key may use; else the fixed popular names."""
+        allowed = runtime.service.models_for(key)
+        return list(DEFAULT_MODELS) if allowed is None else allowed
 
     @app.get("/v1/models/{model_id:path}", tags=["openai"])
     async def get_model(model_id: str, request: Request) -> dict[str, Any]:
-        authenticate(request)
-        if model_id not in DEFAULT_MODELS:
+        if model_id not in models_for(authenticate(request)):
             raise oe.model_not_found(model_id)
         return model_entry(model_id, MODELS_CREATED, "coze-discord-proxy")
 
@@ -142,6 +152,16 @@ def create_app(runtime: Runtime) -> FastAPI:
         finally:
             conv.close()
 
+    from cdp.api.images import images_router
+    app.include_router(images_router(runtime))  # POST /v1/images/generations, GET /files/{name}
+    if not settings.ONLY_OPENAI_API:
+        from cdp.api.original import build_router
+
+        app.include_router(build_router(settings))  # the original's /api/channel/*, /api/thread/*
+    if docs:
+        from cdp.api.original import install_swagger
+
+        install_swagger(app)  # GET /swagger/index.html (as the original), next to FastAPI's /docs
     return app
 
 

@@ -128,8 +128,11 @@ def _ext(filename: str | None) -> str:
     return filename.rsplit(".", 1)[1].lower()
 
 
+_CONTROL = bytes(c for c in range(32) if c not in (9, 10, 12, 13, 27)) + b"\x7f"
+
+
 def _is_text(data: bytes) -> bool:
-    if b"\x00" in data[:8192]:
+    if any(c in _CONTROL for c in data[:8192]):
         return False
     try:
         data.decode("utf-8")
@@ -179,12 +182,14 @@ def _guess_text_ext(mime: str) -> str:
 class MediaError(ValueError):
     """Bad inline media in a request; `param` names the request field (for the OpenAI error)."""
 
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.code = code
 
 
+TOO_LARGE = "file_too_large"
 _B64_WS = re.compile(r"\s+")
 
 
@@ -208,7 +213,7 @@ def decode_base64(text: str, max_bytes: int | None = None) -> bytes:
         raise MediaError("the data is not valid base64") from None
 
 
-_DATA_URL = re.compile(r"^data:([^,]*?),", re.I | re.S)
+_DATA_URL = re.compile(r"^data:([^,]*?),", re.IGNORECASE | re.DOTALL)
 
 
 def parse_data_url(url: str, max_bytes: int | None = None) -> tuple[str | None, bytes]:
@@ -319,14 +324,14 @@ def collect_inline_media(messages: list, all_dialog: bool, limits: MediaLimits) 
                                  param)
             if total > limits.max_total_bytes:
                 raise MediaError(f"the inline images and files total {total} bytes, over the limit of "
-                                 f"{limits.max_total_bytes} bytes per request", param)
+                                 f"{limits.max_total_bytes} bytes per request", param, TOO_LARGE)
     return found
 
 
 def _check_size(data: bytes, what: str, param: str, limits: MediaLimits) -> None:
     if len(data) > limits.max_file_bytes:
         raise MediaError(f"{what} is {len(data)} bytes, over the limit of {limits.max_file_bytes} bytes "
-                         "(Discord's upload limit)", param)
+                         "(Discord's upload limit)", param, TOO_LARGE)
 
 
 def _decode(fn, *args, what: str, param: str, limits: MediaLimits) -> tuple[str | None, bytes] | bytes:
@@ -335,7 +340,7 @@ def _decode(fn, *args, what: str, param: str, limits: MediaLimits) -> tuple[str 
     except MediaError as exc:
         if exc.message.startswith("too large"):
             raise MediaError(f"{what} is {exc.message.removeprefix('too large: ')}; the limit is "
-                             f"{limits.max_file_bytes} bytes (Discord's upload limit)", param) from None
+                             f"{limits.max_file_bytes} bytes (Discord's upload limit)", param, TOO_LARGE) from None
         raise MediaError(f"{what}: {exc.message}", param) from None
 
 
@@ -345,7 +350,7 @@ def _image_item(part: dict, mi: int, pi: int, param: str, limits: MediaLimits) -
         raise MediaError("image_url.url must be a non-empty string", f"{param}.image_url.url")
     url = url.strip()
     if url[:5].lower() != "data:":
-        if re.match(r"^https?://\S+$", url, re.I):
+        if re.match(r"^https?://\S+$", url, re.IGNORECASE):
             return None  # passed on as text
         raise MediaError("image_url.url must be an http(s) URL or a data:image/...;base64,... URL",
                          f"{param}.image_url.url")

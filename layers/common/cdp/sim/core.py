@@ -413,6 +413,9 @@ class Sim:
         # threads of a deleted channel go too
         for tid in [c["id"] for c in self.channels.values() if c.get("parent_id") == channel_id and c["type"] in (10, 11, 12)]:
             self.channels.pop(tid, None)
+        # Attachments of a deleted channel stop being served (their signed CDN URLs die with it).
+        for key in [k for k in self.attachments if k[0] == channel_id]:
+            del self.attachments[key]
         return ch
 
     def create_thread(self, channel_id: str, body: dict, author_id: str, message_id: str | None) -> dict:

@@ -4,6 +4,8 @@ Directive in the prompt text (anywhere; the last one wins): ``[[sim:NAME NAME2 a
 Names: no_buttons rewrite duplicates out_of_order partial image_markdown image_embed image_attachment
 silent multi long drop_gateway; args: error=user_limit|bot_limit|other [n=index], slow_first_token seconds=N
 (or slow_first_token=N), text="exact final text", edits=N.
+Without a directive, a drawing prompt (the proxy's /v1/images/generations instruction, DRAW_MARKER)
+is answered like Coze's image plugin: a line of text and a markdown image on the fake CDN.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ OTHER_ERRORS = [
 ]
 SUGGESTIONS = ["Tell me more about this", "Can you give an example?", "Summarize it in one line"]
 
+DRAW_MARKER = "instructions below for the drawing task"  # in cdp.domain.images.DRAW_INSTRUCTION
 DIRECTIVE_RE = re.compile(r"\[\[sim:(.*?)\]\]", re.S)
 MENTION_RE = re.compile(r"<[@#][!&]?\d+>")
 
@@ -136,6 +139,9 @@ def final_parts(prompt: str, cdn_base: str = "http://127.0.0.1:0") -> list[str]:
         text = f"Here is the image you asked for:\n![image]({cdn_base.rstrip('/')}/cdn/img1.png)"
     elif d.has("image_embed") or d.has("image_attachment"):
         text = "Here is the image you asked for."
+    elif DRAW_MARKER in prompt:
+        name = f"draw-{sum(prompt.encode()) % 100000}.png"
+        text = f"I drew {_excerpt(prompt.rsplit(':', 1)[-1])}.\n![image]({cdn_base.rstrip('/')}/cdn/{name})"
     else:
         text = default_text(prompt)
     text = text.strip()

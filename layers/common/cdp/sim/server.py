@@ -40,6 +40,22 @@ def op_post_as_user(sim: Sim, channel_id: str, content: str, user_id: str | None
     return msg
 
 
+def op_add_old_channel(sim: Sim, name: str, age: float = 0.0, type: int = 0, parent_id: str | None = None) -> dict:
+    """A channel that has existed for `age` seconds (its snowflake id says so), e.g. one a crashed
+    proxy left behind; no REST call, no gateway event (it predates this session)."""
+    import random
+    import time
+
+    from .util import DISCORD_EPOCH_MS
+
+    ms = int((time.time() - float(age)) * 1000) - DISCORD_EPOCH_MS
+    while True:
+        cid = str(ms << 22 | 1 << 17 | random.getrandbits(12))
+        if cid not in sim.channels:
+            break
+    return copy.deepcopy(sim._add_channel({"id": cid, "type": int(type), "name": name, "parent_id": parent_id}))
+
+
 OPS: dict[str, Callable[..., Any]] = {
     "info": lambda sim: sim.info(),
     "channels": lambda sim: sim.snapshot("channels"),
@@ -67,12 +83,14 @@ OPS: dict[str, Callable[..., Any]] = {
     "gateway_stop_acks": lambda sim, enabled=True: setattr(sim.gateway, "stop_acks", bool(enabled)),
     "set_identify_close_code": lambda sim, code=None: setattr(sim.gateway, "forced_identify_close", None if code is None else int(code)),
     "post_as_user": op_post_as_user,
+    "add_old_channel": op_add_old_channel,
     "remove_member": lambda sim, user_id: sim.non_members.add(str(user_id)),
     "set_role_permissions": lambda sim, role_id, permissions: sim.set_role_permissions(str(role_id), int(permissions)),
     "bot_role_id": lambda sim: sim.member_roles[sim.cfg.bot_user_id][0],
     "issue_interaction": lambda sim, name, subcommand=None, user_id=None, guild_id=None: sim.issue_interaction(name, subcommand, user_id, guild_id),
     "interaction_responses": lambda sim: copy.deepcopy(sim.interaction_responses),
     "commands": lambda sim, scope="global": copy.deepcopy(sim.commands.get(scope, [])),
+    "add_channels": lambda sim, n, prefix="filler-": len([sim._add_channel({"id": sim.ids.next(), "type": 0, "name": f"{prefix}{i}", "parent_id": None}, record=False) for i in range(int(n))]),
 }
 
 
@@ -322,6 +340,9 @@ class FakeDiscord:
     def gateway_request_heartbeat(self) -> int: return self._call("gateway_request_heartbeat")
     def gateway_stop_acks(self, enabled: bool = True) -> None: self._call("gateway_stop_acks", enabled)
     def set_identify_close_code(self, code: int | None) -> None: self._call("set_identify_close_code", code)
+    def add_old_channel(self, name: str, age: float = 0.0, type: int = 0, parent_id: str | None = None) -> dict:
+        """A channel created `age` seconds ago (by its snowflake id), without REST calls."""
+        return self._call("add_old_channel", name, age, type, parent_id)
     def post_as_user(self, channel_id: str, content: str, user_id: str | None = None, allowed_mentions: dict | None = None) -> dict:
         return self._call("post_as_user", channel_id, content, user_id, allowed_mentions)
 
@@ -334,3 +355,6 @@ class FakeDiscord:
         return self._call("issue_interaction", name, subcommand, user_id, guild_id)
     def interaction_responses(self) -> list[dict]: return self._call("interaction_responses")
     def commands(self, scope: str = "global") -> list[dict]: return self._call("commands", scope)
+    def add_channels(self, n: int, prefix: str = "filler-") -> int:
+        """Fill the guild with `n` text channels (toward the 500-channel limit) without REST calls."""
+        return self._call("add_channels", n, prefix)

@@ -387,12 +387,59 @@ class DynamoChannelRegistry:
         _count("write", resp)
 
 
+# -- ListenerPresence ------------------------------------------------------------------------------
+PRESENCE_PK = "listener"
+PRESENCE_HEARTBEAT_SECONDS = 5.0  # the listener publishes at least this often (and on every change)
+PRESENCE_FRESH_SECONDS = 20.0  # an entry older than this belongs to a listener that is gone
+
+
+class DynamoListenerPresence:
+    """Each listener publishes {ready, since} under pk "listener"; the API asks whether one is connected.
+
+    Read only when a reply has gone quiet for REPLY_IDLE_TIMEOUT (about once per request), so it costs
+    one strongly consistent Query then, never per poll.
+    """
+
+    def __init__(self, cfg: DynamoSettings | None = None, client=None, instance_id: str | None = None) -> None:
+        import os
+        import uuid
+
+        self.cfg = cfg or DynamoSettings()
+        self.table = self.cfg.state_table
+        self._client = client
+        self.instance_id = instance_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = dynamodb_client(self.cfg)
+        return self._client
+
+    async def publish(self, ready: bool, since: float) -> None:
+        now = time.time()
+        item = {"pk": _s(PRESENCE_PK), "sk": _s(self.instance_id), "ready": {"BOOL": bool(ready)},
+                "since": _n(since), "updated_at": _n(now), "expires_at": _n(int(now + 3600))}
+        resp = await _call(self.client.put_item, TableName=self.table, Item=item, ReturnConsumedCapacity="TOTAL")
+        _count("write", resp)
+
+    async def stable_since(self) -> float | None:
+        resp = await _call(self.client.query, TableName=self.table, ConsistentRead=True,
+                           KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": _s(PRESENCE_PK)},
+                           ReturnConsumedCapacity="TOTAL")
+        _count("read", resp)
+        now = time.time()
+        connected = [float(i["since"]["N"]) for i in resp.get("Items", ())
+                     if i.get("ready", {}).get("BOOL") and now - float(i["updated_at"]["N"]) <= PRESENCE_FRESH_SECONDS]
+        # Two listeners during a deploy: either one records every reply, so the longest-connected counts.
+        return min(connected) if connected else None
+
+
 def dynamodb_stores(settings=None, cfg: DynamoSettings | None = None):
     """`cdp.bootstrap.make_stores` calls this when CDP_STORE=dynamodb."""
     from cdp.bootstrap import Stores
 
     cfg = cfg or DynamoSettings()
-    return Stores(DynamoReplyStore(cfg), DynamoChannelRegistry(cfg))
+    return Stores(DynamoReplyStore(cfg), DynamoChannelRegistry(cfg), DynamoListenerPresence(cfg))
 
 
 def table_names(cfg: DynamoSettings | None = None) -> dict[str, str]:
@@ -403,6 +450,7 @@ def table_names(cfg: DynamoSettings | None = None) -> dict[str, str]:
 __all__ = [
     "STATS",
     "DynamoChannelRegistry",
+    "DynamoListenerPresence",
     "DynamoReplyStore",
     "DynamoSettings",
     "DynamoStats",

@@ -1,0 +1,137 @@
+"""MAX_CHANNEL_DEL_TYPE when the guild is full (Discord code 30013), and `cdp cleanup` sweeping
+channels a crashed process left behind, against a real `cdp serve` / `cdp cleanup` + fake Discord."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import httpx
+import openai
+import pytest
+
+from cdp.sim import FakeDiscord
+from tests.e2e.conftest import API_KEY, coze_reply_text, fast_sim_config, start_stack
+from tests.support.proc import CdpProcess, settings_env
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeDiscord(fast_sim_config()) as fd:
+        yield fd
+
+
+@pytest.fixture(scope="module")
+def oldest(fake):
+    s = start_stack("memory", fake, MAX_CHANNEL_DEL_TYPE="OLDEST", CHANNEL_SWEEP_AGE="0")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def all_(fake):
+    s = start_stack("memory", fake, MAX_CHANNEL_DEL_TYPE="all", CHANNEL_SWEEP_AGE="0")
+    yield s
+    s.stop()
+
+
+def create(stack, name: str) -> str:
+    r = httpx.post(stack.url + "/api/channel/create", json={"name": name}, headers={"proxy-secret": API_KEY})
+    assert r.json()["success"], r.text
+    return r.json()["data"]["id"]
+
+
+def fill_guild(fake) -> None:
+    fake.set_max_channels(sum(1 for c in fake.channels() if c["type"] not in (10, 11, 12)))
+
+
+def wait_gone(fake, ids: set[str], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while ids & {c["id"] for c in fake.channels()}:
+        assert time.monotonic() < deadline, "channels not deleted in time"
+        time.sleep(0.1)
+
+
+async def chat(stack, text: str):
+    async with stack.client() as client:
+        return await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": text}])
+
+
+async def test_oldest_deletes_the_oldest_temporary_channel_then_retries(oldest):
+    fake = oldest.fake
+    first, second = create(oldest, "cdp-chat-old-1"), create(oldest, "cdp-chat-old-2")
+    notes = create(oldest, "notes")
+    fill_guild(fake)
+    try:
+        m = uuid.uuid4().hex
+        resp = await chat(oldest, f"full guild {m}")
+        assert resp.choices[0].message.content == coze_reply_text(fake, m)
+        ids = {c["id"] for c in fake.channels()}
+        assert first not in ids and second in ids and notes in ids and fake.config.channel_id in ids
+    finally:
+        fake.set_max_channels(500)
+    httpx.get(oldest.url + "/api/channel/del/all/cdp", headers={"proxy-secret": API_KEY})
+
+
+async def test_nothing_to_free_is_a_clear_503(oldest):
+    fake = oldest.fake
+    wait_gone(fake, {c["id"] for c in fake.channels() if c["name"].startswith("cdp-chat-")})
+    fill_guild(fake)
+    try:
+        with pytest.raises(openai.APIStatusError) as info:
+            await chat(oldest, "no room")
+    finally:
+        fake.set_max_channels(500)
+    err = info.value
+    assert err.status_code == 503 and err.body["code"] == "channel_limit"
+    assert "no cdp-chat-* channel could be deleted" in err.body["message"]
+    assert err.response.headers["retry-after"] == "60"
+
+
+async def test_all_deletes_every_temporary_channel_then_retries(all_):
+    fake = all_.fake
+    temp = {create(all_, f"cdp-chat-all-{i}") for i in range(3)}
+    fill_guild(fake)
+    try:
+        m = uuid.uuid4().hex
+        resp = await chat(all_, f"full guild, all {m}")
+        assert resp.choices[0].message.content == coze_reply_text(fake, m)
+        assert not temp & {c["id"] for c in fake.channels()}
+        assert fake.config.channel_id in {c["id"] for c in fake.channels()}
+    finally:
+        fake.set_max_channels(500)
+
+
+def run_cli(fake, *args: str, **env: str) -> dict:
+    proc = CdpProcess(list(args), settings_env(fake, **env)).start()
+    try:
+        code = proc.wait_exit(60)
+    finally:
+        proc.stop()
+    out = proc.log()
+    for secret in [fake.config.bot_token, *fake.config.user_tokens]:
+        assert secret not in out
+    results = [json.loads(line) for line in out.splitlines()
+               if line.startswith("{") and '"level"' not in line]
+    assert results, out
+    return {"exit": code, **results[-1]}
+
+
+def test_cdp_cleanup_sweeps_channels_a_crash_left(fake):
+    """A process died with its channel registry (memory store): `cdp cleanup` finds the channel by
+    its name and age (CHANNEL_SWEEP_AGE, default 1 hour) in the guild; younger and non-temporary
+    channels stay."""
+    orphan = fake.add_old_channel("cdp-chat-orphan", age=2 * 3600)["id"]
+    old_notes = fake.add_old_channel("notes-from-last-year", age=365 * 86400)["id"]
+    young = fake.add_old_channel("cdp-chat-young", age=1800)["id"]
+    result = run_cli(fake, "cleanup")
+    assert result == {"exit": 0, "deleted": 0, "swept": 1}
+    ids = {c["id"] for c in fake.channels()}
+    assert orphan not in ids and old_notes in ids and young in ids
+    assert orphan in {c["id"] for c in fake.deleted_channels()}
+    assert run_cli(fake, "cleanup", "--no-sweep") == {"exit": 0, "deleted": 0}
+    assert run_cli(fake, "cleanup", CHANNEL_SWEEP_AGE="600") == {"exit": 0, "deleted": 0, "swept": 1}
+    assert young not in {c["id"] for c in fake.channels()}
