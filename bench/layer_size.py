@@ -3,7 +3,8 @@ platform (python3.13, arm64 manylinux wheels) plus the cdp package, as `sam buil
 
     python bench/layer_size.py [--arch arm64|x86_64] [--keep DIR]
 
-boto3/botocore come with the Lambda runtime and must not be in the layer (checked).
+Builds with layers/common/Makefile (what `sam build` runs). boto3/botocore come with the Lambda
+runtime and must not be in the layer (checked).
 Target (issue 4): < 25 MB unzipped. Lambda's hard limit: 250 MB for function + layers.
 """
 
@@ -35,11 +36,9 @@ def main() -> int:
     target = tmp / "python"
     if target.exists():
         shutil.rmtree(target)
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-           "--target", str(target), "--platform", PLATFORMS[args.arch], "--implementation", "cp",
-           "--python-version", "3.13", "--only-binary=:all:", "-r", str(LAYER / "requirements.txt")]
-    subprocess.run(cmd, check=True)
-    shutil.copytree(LAYER / "cdp", target / "cdp", ignore=shutil.ignore_patterns("__pycache__"))
+    # The same Makefile target `sam build` runs (BuildMethod: makefile), so this is the deployed size.
+    subprocess.run(["make", "-s", "-C", str(LAYER), "build-CommonLayer", f"ARTIFACTS_DIR={tmp}",
+                    f"PLATFORM={PLATFORMS[args.arch]}", f"PIP={sys.executable} -m pip"], check=True)
     bundled_boto = [p.name for p in target.iterdir() if p.name.split("-")[0] in ("boto3", "botocore")]
     sizes: dict[str, int] = {}
     for p in target.iterdir():

@@ -20,7 +20,7 @@ MODES = [m for m in os.environ.get("CDP_E2E_MODES", "memory,dynamodb").split(","
 
 
 def fast_sim_config(**kw) -> SimConfig:
-    base = dict(heartbeat_interval_ms=800, coze_edit_interval=0.05, coze_first_token_delay=0.05,
+    base = dict(heartbeat_interval_ms=2500, coze_edit_interval=0.05, coze_first_token_delay=0.05,
                 rate_limits={"POST /channels/{channel_id}/messages": (5, 5.0),
                              "POST /guilds/{guild_id}/channels": (50, 10.0),
                              "DELETE /channels/{channel_id}": (5, 5.0)})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from cdp.settings import Settings, SettingsError, load_settings
@@ -50,7 +51,9 @@ async def _serve(settings: Settings, demo_notice: str | None, with_listener: boo
     status = listener.status if listener else ExternalListener()
     app = create_app(Runtime(settings, service, status, demo_notice))
     server = uvicorn.Server(uvicorn.Config(app, host=settings.HOST, port=settings.PORT, log_config=None,
-                                           access_log=False, timeout_graceful_shutdown=5))
+                                           access_log=False, timeout_graceful_shutdown=5,
+                                           # the client IP is TRUST_PROXY_HEADERS' call (cdp.api.limits)
+                                           proxy_headers=False))
     if listener:
         await listener.start()
     from cdp.jobs import schedule_jobs
@@ -217,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="do not connect to the gateway here (the listener runs as `cdp listener`)")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("listener", help="only the Discord gateway listener, writing replies to the store")
-    p.add_argument("--health-port", type=int, default=None,
-                   help="serve GET /healthz on this port (container health check)")
+    p.add_argument("--health-port", type=int,
+                   default=int(os.environ["CDP_HEALTH_PORT"]) if os.environ.get("CDP_HEALTH_PORT") else None,
+                   help="serve GET /healthz on this port (container health check; env CDP_HEALTH_PORT)")
     p.set_defaults(func=cmd_listener)
     p = sub.add_parser("cleanup", help="delete due temporary channels and stray cdp-chat-* channels once")
     p.add_argument("--no-sweep", action="store_true",

@@ -145,6 +145,15 @@ class Conversation:
         if self.temporary_channel:
             self._service.spawn(self._service.schedule_channel_delete(self.channel_id))
 
+    async def aclose(self) -> None:
+        """`close()` for callers that can await: the deletion is registered in the store before the
+        response leaves (on Lambda the process may freeze right after, before a background task runs)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.temporary_channel:
+            await self._service.schedule_channel_delete(self.channel_id)
+
 
 class ConversationService:
     def __init__(self, settings: Settings, rest, replies: ReplyStore, channels: ChannelRegistry,
@@ -374,7 +383,11 @@ class ConversationService:
 
     async def _delete_later(self, channel_id: str, delay: float) -> None:
         await asyncio.sleep(delay)
-        await self.delete_channel(channel_id)
+        try:
+            await self.delete_channel(channel_id)
+        except Exception:  # the store is unreachable: the registry entry stays, the cleanup job retries
+            log.warning("temporary channel deletion failed; the cleanup job will retry",
+                        extra={"channel_id": channel_id}, exc_info=True)
 
     async def delete_channel(self, channel_id: str) -> bool:
         try:

@@ -150,7 +150,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         try:
             return await _complete(request, conv, completion_id, created, req.model)
         finally:
-            conv.close()
+            await conv.aclose()
 
     from cdp.api.images import images_router
     app.include_router(images_router(runtime))  # POST /v1/images/generations, GET /files/{name}

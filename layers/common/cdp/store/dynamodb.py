@@ -438,8 +438,11 @@ def dynamodb_stores(settings=None, cfg: DynamoSettings | None = None):
     """`cdp.bootstrap.make_stores` calls this when CDP_STORE=dynamodb."""
     from cdp.bootstrap import Stores
 
+    from cdp.store.dynamodb_state import state_stores  # health, rate limits, alerts
+
     cfg = cfg or DynamoSettings()
-    return Stores(DynamoReplyStore(cfg), DynamoChannelRegistry(cfg), DynamoListenerPresence(cfg))
+    return Stores(DynamoReplyStore(cfg), DynamoChannelRegistry(cfg), DynamoListenerPresence(cfg),
+                  **state_stores(cfg))
 
 
 def table_names(cfg: DynamoSettings | None = None) -> dict[str, str]:
