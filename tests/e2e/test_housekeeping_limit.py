@@ -10,8 +10,8 @@ import uuid
 import httpx
 import openai
 import pytest
-
 from cdp.sim import FakeDiscord
+
 from tests.e2e.conftest import API_KEY, coze_reply_text, fast_sim_config, start_stack
 from tests.support.proc import CdpProcess, settings_env
 
@@ -38,8 +38,9 @@ def all_(fake):
     s.stop()
 
 
-def create(stack, name: str) -> str:
-    r = httpx.post(stack.url + "/api/channel/create", json={"name": name}, headers={"proxy-secret": API_KEY})
+async def create(stack, name: str) -> str:
+    async with httpx.AsyncClient(base_url=stack.url, headers={"proxy-secret": API_KEY}) as http:
+        r = await http.post("/api/channel/create", json={"name": name})
     assert r.json()["success"], r.text
     return r.json()["data"]["id"]
 
@@ -62,8 +63,8 @@ async def chat(stack, text: str):
 
 async def test_oldest_deletes_the_oldest_temporary_channel_then_retries(oldest):
     fake = oldest.fake
-    first, second = create(oldest, "cdp-chat-old-1"), create(oldest, "cdp-chat-old-2")
-    notes = create(oldest, "notes")
+    first, second = await create(oldest, "cdp-chat-old-1"), await create(oldest, "cdp-chat-old-2")
+    notes = await create(oldest, "notes")
     fill_guild(fake)
     try:
         m = uuid.uuid4().hex
@@ -73,7 +74,8 @@ async def test_oldest_deletes_the_oldest_temporary_channel_then_retries(oldest):
         assert first not in ids and second in ids and notes in ids and fake.config.channel_id in ids
     finally:
         fake.set_max_channels(500)
-    httpx.get(oldest.url + "/api/channel/del/all/cdp", headers={"proxy-secret": API_KEY})
+    async with httpx.AsyncClient(base_url=oldest.url, headers={"proxy-secret": API_KEY}) as http:
+        assert (await http.get("/api/channel/del/all/cdp")).json()["success"]
 
 
 async def test_nothing_to_free_is_a_clear_503(oldest):
@@ -93,7 +95,7 @@ async def test_nothing_to_free_is_a_clear_503(oldest):
 
 async def test_all_deletes_every_temporary_channel_then_retries(all_):
     fake = all_.fake
-    temp = {create(all_, f"cdp-chat-all-{i}") for i in range(3)}
+    temp = {await create(all_, f"cdp-chat-all-{i}") for i in range(3)}
     fill_guild(fake)
     try:
         m = uuid.uuid4().hex

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from cdp.sim import FakeDiscord
 from cdp.sim.config import make_token
+
 from tests.e2e.conftest import fast_sim_config, start_stack
 from tests.support.proc import CdpProcess, settings_env
 

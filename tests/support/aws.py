@@ -11,6 +11,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 import urllib.error
@@ -134,13 +135,17 @@ def start_moto_server(attempts: int = 5, ready_timeout: float = 20.0) -> MotoSer
     last_error = ""
     for _ in range(attempts):
         port = free_port()
+        # Its access log goes to a file: an unread pipe fills after ~1000 requests (64 KiB) and then
+        # moto blocks on that write and stops answering.
+        log = tempfile.TemporaryFile()
         proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=log,
                                 env={**os.environ, **FAKE_CREDENTIALS})
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                last_error = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace")[-2000:]
+                log.seek(0)
+                last_error = log.read().decode(errors="replace")[-2000:]
                 break  # port taken between free_port() and bind: try another one
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1):

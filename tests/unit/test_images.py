@@ -104,3 +104,10 @@ def test_safe_filename():
     assert safe_filename("my report (final).docx", "file", "docx") == "my_report_final_.docx"
     assert safe_filename(None, "image-0-1", "png") == "image-0-1.png"
     assert safe_filename("photo.exe", "f", "png") == "photo.png"  # the sniffed extension wins
+
+
+def test_the_fake_coze_recognises_our_drawing_instruction():
+    from cdp.sim.coze import DRAW_MARKER, final_text
+
+    assert DRAW_MARKER in DRAW_INSTRUCTION
+    assert "![image](" in final_text(drawing_prompt("a boat"), "http://cdn")

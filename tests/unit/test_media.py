@@ -107,3 +107,32 @@ def test_local_blob_store(tmp_path):
     assert not [p for p in (tmp_path / "files").iterdir() if p.name.startswith(".tmp")]
     with pytest.raises(ValueError):
         asyncio.run(store.put(b"<html>", "text/html"))
+
+
+def _client(handler):
+    import httpx
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+@pytest.mark.parametrize("status,ctype,body,problem", [
+    (200, "image/png", PNG, None),
+    (200, "application/octet-stream", PNG, None),
+    (404, "text/plain", b"gone", "HTTP 404"),
+    (200, "text/html", b"<html>", "not an image"),
+    (200, "image/png", b"<html>not really</html>", "not a PNG"),
+    (200, "image/png", PNG + b"\x00" * 5000, "too large"),
+])
+def test_fetch_image(status, ctype, body, problem):
+    import httpx
+    from cdp.media import ImageFetchError, fetch_image
+
+    async def run():
+        async with _client(lambda req: httpx.Response(status, headers={"content-type": ctype}, content=body)) as c:
+            return await fetch_image(c, "https://cdn.example/x.png", max_bytes=4096)
+
+    if problem is None:
+        assert asyncio.run(run()) == (body, "image/png")
+    else:
+        with pytest.raises(ImageFetchError, match=problem):
+            asyncio.run(run())

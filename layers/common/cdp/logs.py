@@ -66,5 +66,6 @@ def configure(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
         root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("hikari", "aiohttp", "httpx", "httpcore", "uvicorn.access"):
+    for noisy in ("hikari", "aiohttp", "httpx", "httpcore", "uvicorn.access", "botocore", "boto3", "urllib3",
+                  "s3transfer"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

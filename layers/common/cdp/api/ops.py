@@ -178,11 +178,16 @@ async def collect_status(runtime) -> dict[str, Any]:
     bots: list[dict[str, Any]] = []
     bot_config = None
     own = getattr(service, "status", None)
+    facts = None
     if callable(own):  # the account pool reports health itself
-        facts = own()
-        if hasattr(facts, "__await__"):
-            facts = await facts
-        facts = facts or {}
+        try:
+            facts = own()
+            if hasattr(facts, "__await__"):
+                facts = await facts
+        except Exception as exc:  # the health store unreachable: still answer, with "unknown" health
+            log.warning("status: could not read account health", extra={"error": type(exc).__name__})
+            facts = None
+    if facts is not None:
         accounts, bots = _listed(facts.get("accounts"), "accounts"), _listed(facts.get("bots"), "bots")
         bot_config = facts.get("bot_config")
     else:
