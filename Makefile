@@ -1,5 +1,6 @@
-# Python 3.13 is the Lambda runtime; fall back to 3.12 where 3.13 is absent.
-PYTHON ?= $(shell command -v python3.13 || ls -d $(HOME)/.pyenv/versions/3.13*/bin/python 2>/dev/null | tail -n 1 || command -v python3.12 || ls -d $(HOME)/.pyenv/versions/3.12*/bin/python 2>/dev/null | tail -n 1)
+# Python 3.13 is the Lambda runtime; fall back to 3.12 where 3.13 is absent. Each candidate must
+# really run (a pyenv shim for a version that is not selected exists but fails).
+PYTHON ?= $(shell for p in $(HOME)/.pyenv/versions/3.13*/bin/python python3.13 $(HOME)/.pyenv/versions/3.12*/bin/python python3.12; do $$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
