@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     # Images and files (cdp.domain.images, cdp.media, cdp.blobs)
     FILES_DIR: str = "./data/files"  # re-hosted images, served under /files/<random>.<ext>
     PUBLIC_BASE_URL: str = ""  # e.g. https://cdp.example.com; empty = the request's own base URL
+    BLOB_BUCKET: str = ""  # S3 bucket for re-hosted images (AWS); empty = the FILES_DIR folder
     UPLOAD_MAX_FILE_BYTES: int = Field(10 * 1024 * 1024, gt=0)  # per inline image/file (Discord's default)
     UPLOAD_MAX_TOTAL_BYTES: int = Field(25 * 1024 * 1024, gt=0)  # all inline images/files of a request
     IMAGE_MAX_DOWNLOAD_BYTES: int = Field(25 * 1024 * 1024, gt=0)  # per image fetched from Coze's reply

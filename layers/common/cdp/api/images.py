@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cdp.api.runtime import Runtime
-from cdp.blobs import BlobStore, LocalBlobStore, make_blob_store
+from cdp.blobs import BlobStore, BlobStoreError, LocalBlobStore, make_blob_store
 from cdp.domain.images import drawing_prompt, extract_image_urls, revised_prompt
 from cdp.media import ImageFetchError, fetch_image, http_client
 from cdp.openai import errors as oe
@@ -144,19 +144,32 @@ def images_router(runtime: Runtime) -> APIRouter:
             if req.response_format == "b64_json":
                 data.append({"b64_json": base64.b64encode(drawn.data).decode("ascii"), "revised_prompt": revised})
             else:
-                url = await store.put(drawn.data, drawn.mime)
+                try:
+                    url = await store.put(drawn.data, drawn.mime)
+                except BlobStoreError as exc:
+                    raise oe.upstream_error(f"The image was drawn but could not be stored: {exc}.",
+                                            code="image_store_failed", status=503, retry=False) from None
                 data.append({"url": _absolute(url, request, settings.PUBLIC_BASE_URL), "revised_prompt": revised})
         return JSONResponse({"created": int(time.time()), "data": data}, headers={"x-should-retry": "false"})
 
     @router.get("/files/{name}", tags=["files"], summary="An image re-hosted by /v1/images/generations")
     async def get_file(name: str) -> Response:
-        hit = store.locate(name) if isinstance(store, LocalBlobStore) else None
-        if hit is None:
+        headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff",
+                   "Content-Security-Policy": "default-src 'none'; sandbox"}
+        if isinstance(store, LocalBlobStore):
+            hit = store.locate(name)
+            if hit is None:
+                raise oe.OpenAIError(404, "No such file.", code="file_not_found")
+            path, mime = hit
+            return FileResponse(path, media_type=mime, headers=headers)
+        try:  # S3 (cdp.blobs.S3BlobStore): read the object; the bucket stays private
+            blob = await store.get(name)
+        except BlobStoreError as exc:
+            raise oe.upstream_error(f"The file store is unavailable: {exc}.", code="file_store_unavailable",
+                                    status=503) from None
+        if blob is None:
             raise oe.OpenAIError(404, "No such file.", code="file_not_found")
-        path, mime = hit
-        return FileResponse(path, media_type=mime, headers={
-            "Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "default-src 'none'; sandbox"})
+        return Response(blob[0], media_type=blob[1], headers=headers)
 
     return router
 
