@@ -5,14 +5,14 @@ temporary channel (and Discord's attachment) is gone."""
 from __future__ import annotations
 
 import asyncio
-import time
+import json
 import uuid
 
 import httpx
 import pytest
-
 from cdp.blobs import BLOB_NAME, BlobStoreError, LocalBlobStore, S3BlobStore, make_blob_store
 from cdp.settings import Settings, SettingsError
+
 from tests.support import aws as support
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * 64
@@ -99,10 +99,64 @@ def test_selection_by_blob_bucket(tmp_path):
             make_blob_store(Settings(BLOB_BUCKET=bad))
 
 
+def test_api_function_returns_the_image_base64_for_api_gateway(store, bucket, monkeypatch):
+    """GET /files/<name> through Mangum (ApiFunction): a base64 body API Gateway decodes (BinaryMediaTypes)."""
+    import base64
+
+    from cdp.aws import runtime
+    from mangum import Mangum
+
+    name = asyncio.run(store.put(PNG, "image/png")).removeprefix("/files/")
+    monkeypatch.setenv("BLOB_BUCKET", bucket)
+    runtime.reset()
+    try:
+        app = runtime.build_app(Settings(_env_file=None))
+        runtime.event_loop()
+        handler = Mangum(app, lifespan="off")
+        event = support.load_event("api_models.json")
+        event["path"] = event["requestContext"]["path"] = f"/files/{name}"
+        event["pathParameters"] = {"proxy": f"files/{name}"}
+        resp = handler(event, support.LambdaContext(function_name="api"))
+        assert resp["statusCode"] == 200 and resp["isBase64Encoded"] is True
+        assert base64.b64decode(resp["body"]) == PNG
+        headers = {k.lower(): v for k, v in resp["headers"].items()}
+        assert headers["content-type"] == "image/png" and headers["x-content-type-options"] == "nosniff"
+        event["path"] = event["requestContext"]["path"] = "/files/" + "0" * 32 + ".png"
+        resp = handler(event, support.LambdaContext(function_name="api"))
+        assert resp["statusCode"] == 404 and json.loads(resp["body"])["error"]["code"] == "file_not_found"
+    finally:
+        runtime.reset()
+
+
+def test_template_bucket_is_private_expiring_and_least_privilege():
+    t = support.load_template()
+    res = t["Resources"]
+    props = res["ImagesBucket"]["Properties"]
+    assert all(props["PublicAccessBlockConfiguration"].values()) and len(props["PublicAccessBlockConfiguration"]) == 4
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    rule = props["LifecycleConfiguration"]["Rules"][0]
+    assert rule["Status"] == "Enabled" and rule["ExpirationInDays"] == {"Ref": "ImageRetentionDays"}
+    assert t["Parameters"]["ImageRetentionDays"]["Default"] == 30
+    assert res["RestApi"]["Properties"]["BinaryMediaTypes"] == ["*~1*"]
+    s3_actions = {}
+    for lid, r in res.items():
+        if r.get("Type") != "AWS::Serverless::Function":
+            continue
+        for pol in r["Properties"].get("Policies", []):
+            for st in pol.get("Statement", []) if isinstance(pol, dict) else []:
+                if str(st.get("Action", "")).startswith("s3:"):
+                    assert st["Resource"] == {"Fn::Sub": "${ImagesBucket.Arn}/*"}
+                    s3_actions.setdefault(lid, set()).add(st["Action"])
+        env = r["Properties"].get("Environment", {}).get("Variables", {})
+        assert ("BLOB_BUCKET" in env) == (lid in ("ApiFunction", "StreamFunction")), lid
+    assert s3_actions == {"ApiFunction": {"s3:GetObject"}, "StreamFunction": {"s3:PutObject"}}
+
+
 # -- end to end: `cdp serve` with BLOB_BUCKET -------------------------------------------------------
 @pytest.fixture(scope="module")
 def s3_stack(moto):
     from cdp.sim import FakeDiscord
+
     from tests.e2e.conftest import fast_sim_config, start_stack
 
     bucket = new_bucket(moto)

@@ -6,7 +6,8 @@ line seen in the tunnel). `hosts` maps names to addresses *inside the proxy only
 a URL with a name that does not resolve anywhere else can only reach it through the proxy.
 
 * HttpProxy: CONNECT tunnels, and plain forwarding of absolute-form requests (`GET http://h:p/x`,
-  what httpx and aiohttp send for http:// URLs), websocket upgrades included. A forwarded request
+  what httpx and aiohttp send for http:// URLs; aiohttp sends `GET ws://h:p/x` for a plain ws:// URL,
+  wss:// goes through CONNECT), websocket upgrades included. A forwarded request
   that is not an upgrade gets `Connection: close`, so one connection carries one request.
 * Socks5Proxy: RFC 1928 CONNECT with IPv4, IPv6 or domain-name targets; no auth, or RFC 1929
   username/password when `auth=(user, password)` is given.
@@ -200,7 +201,7 @@ class HttpProxy(_Proxy):
             await self._relay("connect", host, int(port), (reader, writer), upstream)
             return
         url = urlsplit(target)
-        if url.scheme != "http" or not url.hostname:
+        if url.scheme not in ("http", "ws") or not url.hostname:  # aiohttp: `GET ws://h/x` for ws://
             self.refused += 1
             writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             await writer.drain()

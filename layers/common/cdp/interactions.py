@@ -28,12 +28,22 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from discord_interactions import (
-    InteractionResponseFlags,
-    InteractionResponseType,
-    InteractionType,
-    verify_key,
-)
+
+
+class InteractionType:  # Discord's documented values (discord-interactions has the same enums)
+    PING = 1
+    APPLICATION_COMMAND = 2
+
+
+class InteractionResponseType:
+    PONG = 1
+    CHANNEL_MESSAGE_WITH_SOURCE = 4
+    DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE = 5
+
+
+class InteractionResponseFlags:
+    EPHEMERAL = 1 << 6
+
 
 log = logging.getLogger("cdp.interactions")
 
@@ -80,6 +90,10 @@ def verify_request(public_key: str, signature: str | None, timestamp: str | None
         raise Rejected(401, "missing request signature (X-Signature-Ed25519, X-Signature-Timestamp)")
     if not _SIGNATURE.match(signature) or not timestamp.strip().isdigit():
         raise Rejected(401, "invalid request signature")
+    # Imported here: PyNaCl ships with the interactions function (its requirements.txt), not in
+    # the common layer, and the API only needs it when /interactions is served locally.
+    from discord_interactions import verify_key
+
     with contextlib.redirect_stdout(io.StringIO()):  # verify_key prints the nacl exception
         valid = verify_key(body, signature, timestamp, public_key)
     if not valid:

@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -85,7 +86,8 @@ class DiscordRest:
             raise RuntimeError(
                 "PROXY_URL uses SOCKS: install the SOCKS extra (pip install 'httpx[socks]')"
             ) from exc
-        self._secrets: tuple[str, ...] = (self._bot_token,)
+        proxy_password = urlsplit(proxy_url).password if proxy_url and transport is None else None
+        self._secrets: tuple[str, ...] = (self._bot_token, *([proxy_password] if proxy_password else []))
 
     async def aclose(self) -> None:
         await self._client.aclose()
