@@ -322,8 +322,9 @@ class DynamoReplyStore:
             await asyncio.sleep(min(self.poll_interval(prompt_id, now), remaining))
 
 
-# -- ChannelRegistry -------------------------------------------------------------------------------
-class DynamoChannelRegistry:
+class StateTableAdapter:
+    """Base of the adapters whose items live in the generic pk/sk state table."""
+
     def __init__(self, cfg: DynamoSettings | None = None, client=None) -> None:
         self.cfg = cfg or DynamoSettings()
         self.table = self.cfg.state_table
@@ -334,6 +335,10 @@ class DynamoChannelRegistry:
         if self._client is None:
             self._client = dynamodb_client(self.cfg)
         return self._client
+
+
+# -- ChannelRegistry -------------------------------------------------------------------------------
+class DynamoChannelRegistry(StateTableAdapter):
 
     async def add(self, channel: TempChannel) -> None:
         resp = await _call(self.client.put_item, TableName=self.table, Item=channel_item(channel),
@@ -393,7 +398,7 @@ PRESENCE_HEARTBEAT_SECONDS = 5.0  # the listener publishes at least this often (
 PRESENCE_FRESH_SECONDS = 20.0  # an entry older than this belongs to a listener that is gone
 
 
-class DynamoListenerPresence:
+class DynamoListenerPresence(StateTableAdapter):
     """Each listener publishes {ready, since} under pk "listener"; the API asks whether one is connected.
 
     Read only when a reply has gone quiet for REPLY_IDLE_TIMEOUT (about once per request), so it costs
@@ -404,16 +409,8 @@ class DynamoListenerPresence:
         import os
         import uuid
 
-        self.cfg = cfg or DynamoSettings()
-        self.table = self.cfg.state_table
-        self._client = client
+        super().__init__(cfg, client)
         self.instance_id = instance_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-    @property
-    def client(self):
-        if self._client is None:
-            self._client = dynamodb_client(self.cfg)
-        return self._client
 
     async def publish(self, ready: bool, since: float) -> None:
         now = time.time()

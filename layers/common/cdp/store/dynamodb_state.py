@@ -18,7 +18,7 @@ from typing import Any
 
 from cdp.domain.accounts import Health, HealthRecord
 from cdp.store.dynamodb import (
-    DynamoSettings, _call, _count, _is_condition_failure, _n, _s, dynamodb_client,
+    DynamoSettings, StateTableAdapter, _call, _count, _is_condition_failure, _n, _s,
 )
 
 HEALTH_TTL_SECONDS = 400 * 24 * 3600  # refreshed on every write; a forgotten token's record fades out
@@ -27,18 +27,7 @@ ATTR_NAMES = {"#h": "health", "#lu": "last_used", "#ru": "resting_until", "#ds":
               "#r": "reason", "#x": "expires_at"}
 
 
-class _StateTable:
-    def __init__(self, cfg: DynamoSettings | None = None, client=None) -> None:
-        self.cfg = cfg or DynamoSettings()
-        self.table = self.cfg.state_table
-        self._client = client
-
-    @property
-    def client(self):
-        if self._client is None:
-            self._client = dynamodb_client(self.cfg)
-        return self._client
-
+class _StateTable(StateTableAdapter):
     async def _write(self, fn, **kw) -> dict | None:
         """A conditional write; None when its condition failed."""
         try:
