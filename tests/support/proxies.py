@@ -23,6 +23,7 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass
+from typing import Self
 from urllib.parse import urlsplit
 
 
@@ -50,7 +51,7 @@ class _Proxy:
         self._tasks: set[asyncio.Task] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> _Proxy:
+    def start(self) -> Self:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(128)
@@ -94,7 +95,7 @@ class _Proxy:
         self._thread.join(10)
         self._thread = None
 
-    def __enter__(self) -> _Proxy:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -150,7 +151,7 @@ class _Proxy:
         creader, cwriter = client
         ureader, uwriter = upstream
         if not first:
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 first = await asyncio.wait_for(creader.read(65536), 10)
         line = first.split(b"\r\n", 1)[0].decode("latin-1") if first else ""
         with self._lock:
@@ -263,7 +264,7 @@ class Socks5Proxy(_Proxy):
             return
         try:
             upstream = await self._open(host, port)
-        except (OSError, asyncio.TimeoutError):
+        except (OSError, TimeoutError):
             writer.write(b"\x05\x05\x00\x01\x00\x00\x00\x00\x00\x00")  # connection refused
             await writer.drain()
             return
