@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import openai  # noqa: E402
-
 from cdp.sim import FakeDiscord, SimConfig  # noqa: E402
+
 from tests.support.proc import CdpProcess, free_port, settings_env  # noqa: E402
 
 N_SEQUENTIAL = 30

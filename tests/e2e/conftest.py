@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import openai
 import pytest
-
 from cdp.sim import FakeDiscord, SimConfig
+
 from tests.support.proc import CdpProcess, free_port, settings_env
 
 API_KEY = "sk-test-key-1"

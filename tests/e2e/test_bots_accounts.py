@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 import httpx
 import openai
 import pytest
-
 from cdp.sim import FakeDiscord
 from cdp.sim.config import make_token
+
 from tests.e2e.conftest import MODES, fast_sim_config, start_stack
 from tests.support.proc import CdpProcess, free_port, settings_env
 from tests.support.telegram import FakeTelegram

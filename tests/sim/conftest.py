@@ -7,7 +7,6 @@ import zlib
 import httpx
 import pytest
 import websockets
-
 from cdp.sim import FakeDiscord, SimConfig
 
 INTENTS = 1 | (1 << 9) | (1 << 15)  # GUILDS | GUILD_MESSAGES | MESSAGE_CONTENT = 33281
@@ -60,7 +59,7 @@ class RawGateway:
         self.frames_binary = 0
 
     @classmethod
-    async def connect(cls, url: str, compress: bool = False, **params) -> "RawGateway":
+    async def connect(cls, url: str, compress: bool = False, **params) -> RawGateway:
         q = "v=10&encoding=json" + ("&compress=zlib-stream" if compress else "")
         for k, v in params.items():
             q += f"&{k}={v}"

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import httpx
-
 from cdp.sim import USER_LIMIT_ERRORS, final_parts, final_text
 
 from .conftest import ready_gateway, user_client

@@ -6,7 +6,6 @@ import asyncio
 import logging
 
 import hikari
-
 from cdp.sim import final_text
 
 

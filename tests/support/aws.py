@@ -11,8 +11,8 @@ import contextlib
 import os
 import socket
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request

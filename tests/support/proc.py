@@ -36,7 +36,7 @@ class CdpProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "CdpProcess":
+    def start(self) -> CdpProcess:
         keep = {k: v for k, v in os.environ.items()
                 if k in ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "SYSTEMROOT", "TMPDIR")}
         env = {**keep, **self.env}

@@ -57,7 +57,7 @@ class FakeTelegram:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self) -> "FakeTelegram":
+    def start(self) -> FakeTelegram:
         self._thread.start()
         return self
 
@@ -65,7 +65,7 @@ class FakeTelegram:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "FakeTelegram":
+    def __enter__(self) -> FakeTelegram:
         return self.start()
 
     def __exit__(self, *exc) -> None:

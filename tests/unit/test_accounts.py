@@ -6,10 +6,15 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from cdp.discord.errors import fingerprint
 from cdp.domain.accounts import (
-    Health, HealthRecord, choose_least_recently_used, counts, earliest_rest_end, next_reset, parse_reset_time,
+    Health,
+    HealthRecord,
+    choose_least_recently_used,
+    counts,
+    earliest_rest_end,
+    next_reset,
+    parse_reset_time,
     retry_after_seconds,
 )
 from cdp.pool import AccountPool, BotHealth, NoUsableAccount

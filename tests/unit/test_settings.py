@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from cdp.settings import DEFAULT_USER_AGENT, SettingsError, load_settings
 
 DISCORD = {"USER_AUTHORIZATION": "u1.token.aaaaaa,u2.token.bbbbbb", "BOT_TOKEN": "bot.token.cccccc",

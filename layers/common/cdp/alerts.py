@@ -46,7 +46,7 @@ class Alerts:
         self._tasks: set[asyncio.Task] = set()
 
     @classmethod
-    def from_settings(cls, settings, store: AlertStore) -> "Alerts":
+    def from_settings(cls, settings, store: AlertStore) -> Alerts:
         return cls(bot_token=settings.NOTIFY_TELEGRAM_BOT_TOKEN, user_id=settings.NOTIFY_TELEGRAM_USER_ID,
                    api_base=getattr(settings, "TELEGRAM_API_BASE", "") or "https://api.telegram.org",
                    store=store, tz=settings.TZ, proxy_url=settings.PROXY_URL or None)
@@ -98,7 +98,7 @@ class Alerts:
                     client.post(url, json={"chat_id": self.user_id, "text": text,
                                            "disable_web_page_preview": True}),
                     self.timeout)
-        except (Exception, asyncio.TimeoutError) as exc:  # the message may contain the URL (token)
+        except (TimeoutError, Exception) as exc:  # the message may contain the URL (token)
             log.warning("telegram alert failed", extra={"alert": key, "error": type(exc).__name__,
                                                          "telegram_bot": fingerprint(self._token)})
             return False

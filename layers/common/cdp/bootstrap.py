@@ -6,7 +6,12 @@ from dataclasses import dataclass
 
 from cdp.settings import Settings
 from cdp.store.ports import (
-    AlertStore, ChannelRegistry, HealthStore, ListenerPresence, RateLimitStore, ReplyStore,
+    AlertStore,
+    ChannelRegistry,
+    HealthStore,
+    ListenerPresence,
+    RateLimitStore,
+    ReplyStore,
 )
 
 
@@ -26,7 +31,11 @@ def make_stores(settings: Settings) -> Stores:
 
         return dynamodb_stores(settings)
     from cdp.store.memory import (
-        MemoryAlertStore, MemoryChannelRegistry, MemoryHealthStore, MemoryRateLimitStore, MemoryReplyStore,
+        MemoryAlertStore,
+        MemoryChannelRegistry,
+        MemoryHealthStore,
+        MemoryRateLimitStore,
+        MemoryReplyStore,
     )
 
     return Stores(MemoryReplyStore(), MemoryChannelRegistry(), health=MemoryHealthStore(),

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 
-
 class InteractionType:  # Discord's documented values (discord-interactions has the same enums)
     PING = 1
     APPLICATION_COMMAND = 2

@@ -78,7 +78,7 @@ class Uploads:
             raise oe.upstream_error("Discord accepted the upload but returned no attachment URLs.")
         log.info("inline media uploaded", extra={"channel_id": channel_id, "files": len(urls),
                                                  "bytes": sum(len(i.data) for i in self.items)})
-        return replace_media(messages, {(i.message_index, i.part_index): u for i, u in zip(self.items, urls)})
+        return replace_media(messages, {(i.message_index, i.part_index): u for i, u in zip(self.items, urls, strict=True)})
 
 
 def prepare_uploads(messages: list, settings: Settings) -> Uploads | None:

@@ -17,8 +17,15 @@ from zoneinfo import ZoneInfo
 from cdp.alerts import ACCOUNT_DEAD, NO_ACCOUNT, Alerts
 from cdp.discord.errors import fingerprint
 from cdp.domain.accounts import (
-    KIND_ACCOUNT, KIND_BOT, Health, HealthRecord, choose_least_recently_used, counts, earliest_rest_end,
-    next_reset, retry_after_seconds,
+    KIND_ACCOUNT,
+    KIND_BOT,
+    Health,
+    HealthRecord,
+    choose_least_recently_used,
+    counts,
+    earliest_rest_end,
+    next_reset,
+    retry_after_seconds,
 )
 from cdp.store.ports import HealthStore
 

@@ -16,7 +16,11 @@ from typing import TYPE_CHECKING
 
 from cdp import media
 from cdp.discord.errors import (
-    DiscordError, DiscordMaxChannels, DiscordNotFound, DiscordRateLimited, DiscordUnauthorized,
+    DiscordError,
+    DiscordMaxChannels,
+    DiscordNotFound,
+    DiscordRateLimited,
+    DiscordUnauthorized,
     DiscordVerificationRequired,
 )
 from cdp.domain.completion import Decision, decide, next_wakeup
@@ -78,7 +82,7 @@ class Conversation:
     prompt_message_id: str
     channel_id: str
     temporary_channel: bool
-    _service: "ConversationService" = field(repr=False)
+    _service: ConversationService = field(repr=False)
     _closed: bool = False
     account: str = ""  # fingerprint of the user account that posted the prompt
     coze_bot_id: str = ""
@@ -158,8 +162,8 @@ class Conversation:
 class ConversationService:
     def __init__(self, settings: Settings, rest, replies: ReplyStore, channels: ChannelRegistry,
                  clock: Callable[[], float] = time.time, presence: ListenerPresence | None = None, *,
-                 router: Router | None = None, pool: "AccountPool | None" = None,
-                 bots: "BotHealth | None" = None, alerts: "Alerts | None" = None,
+                 router: Router | None = None, pool: AccountPool | None = None,
+                 bots: BotHealth | None = None, alerts: Alerts | None = None,
                  ratelimits=None) -> None:
         from cdp.pool import AccountPool, BotHealth
         from cdp.store.memory import MemoryHealthStore
@@ -213,7 +217,7 @@ class ConversationService:
                                  f"developer's daily usage limit was reached; retry in {wait} s or use "
                                  "another model.", wait, code="coze_bot_limited") from None
 
-    async def note_coze_error(self, conv: "Conversation", error) -> None:
+    async def note_coze_error(self, conv: Conversation, error) -> None:
         """Coze answered with a limit text: rest the account (user limit) or the bot (bot limit)."""
         try:
             if error.kind == CozeErrorKind.USER_LIMIT and conv.account:
@@ -340,21 +344,23 @@ class ConversationService:
             except NoUsableAccount as exc:
                 raise oe.unavailable(exc.message, exc.retry_after) from None
             tried.add(fp)
-            i = 0
+            posted = 0
             try:
                 message: dict = {}
-                for i, part in enumerate(parts):
+                for part in parts:
                     # A nonce per part: a retried send (timeout, 429, 5xx) returns the same message.
                     nonce = f"{uuid.uuid4().int % 10**18}"
                     message = await self.rest.send_user_message(
                         token, channel_id, part, nonce=nonce, allowed_user_ids=[coze_bot_id])
+                    posted += 1
                 return message, fp
             except (DiscordUnauthorized, DiscordVerificationRequired) as exc:
                 reason = "401 unauthorized" if isinstance(exc, DiscordUnauthorized) else \
                     "account must be verified"
                 await self.pool.mark_dead(fp, reason)
-                if i > 0:  # part of the prompt is already posted: failing over would post it twice
-                    raise oe.upstream_error("A Discord user account was refused mid-prompt.", retry=False)
+                if posted:  # part of the prompt is already posted: failing over would post it twice
+                    raise oe.upstream_error("A Discord user account was refused mid-prompt.",
+                                            retry=False) from None
             except DiscordNotFound:
                 raise oe.invalid_request(f"Channel {channel_id} does not exist or is not visible.",
                                          param="channelId") from None

@@ -6,7 +6,6 @@ progress into OpenAI responses. Errors always leave in the OpenAI shape with the
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
@@ -21,16 +20,22 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cdp.api import ops
-from cdp.api import limits
+from cdp.api import limits, ops
 from cdp.api.runtime import Runtime
 from cdp.domain.coze import CozeError, CozeErrorKind
 from cdp.domain.stream import DeltaAssembler
 from cdp.domain.tokens import count_tokens
 from cdp.openai import errors as oe
 from cdp.openai.wire import (
-    SSE_DONE, SSE_PING, ChatCompletionRequest, chunk_body, completion_body, model_entry, sse,
-    usage, usage_chunk_body,
+    SSE_DONE,
+    SSE_PING,
+    ChatCompletionRequest,
+    chunk_body,
+    completion_body,
+    model_entry,
+    sse,
+    usage,
+    usage_chunk_body,
 )
 from cdp.service import ChatSpec, Conversation
 

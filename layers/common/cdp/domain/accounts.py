@@ -46,12 +46,12 @@ class HealthRecord:
             return Health.HEALTHY
         return self.health
 
-    def resting(self, until: float, reason: str) -> "HealthRecord":
+    def resting(self, until: float, reason: str) -> HealthRecord:
         if self.health == Health.DEAD:
             return self
         return replace(self, health=Health.RESTING, resting_until=until, reason=reason)
 
-    def dead(self, since: float, reason: str) -> "HealthRecord":
+    def dead(self, since: float, reason: str) -> HealthRecord:
         if self.health == Health.DEAD:
             return self
         return replace(self, health=Health.DEAD, dead_since=since, resting_until=None, reason=reason)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -32,7 +32,7 @@ class ReplyMessage:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ReplyMessage":
+    def from_dict(cls, d: dict[str, Any]) -> ReplyMessage:
         return cls(
             message_id=str(d["message_id"]),
             prompt_id=str(d["prompt_id"]),
@@ -59,7 +59,7 @@ class ReplySnapshot:
         return tuple((m.message_id, m.version) for m in self.messages)
 
     @staticmethod
-    def of(prompt_id: str, messages: list[ReplyMessage] | tuple[ReplyMessage, ...]) -> "ReplySnapshot":
+    def of(prompt_id: str, messages: list[ReplyMessage] | tuple[ReplyMessage, ...]) -> ReplySnapshot:
         ordered = sorted(messages, key=lambda m: int(m.message_id))
         return ReplySnapshot(prompt_id, tuple(ordered))
 

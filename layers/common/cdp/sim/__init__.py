@@ -5,8 +5,8 @@
 """
 
 from .config import GATEWAY_MESSAGE_CONTENT, GATEWAY_MESSAGE_CONTENT_LIMITED, SimConfig
-from .coze import BOT_LIMIT_ERRORS, OTHER_ERRORS, USER_LIMIT_ERRORS, final_parts, final_text, parse_directive
 from .core import Sim
+from .coze import BOT_LIMIT_ERRORS, OTHER_ERRORS, USER_LIMIT_ERRORS, final_parts, final_text, parse_directive
 from .server import FakeDiscord, build_app, serve
 
 __all__ = [

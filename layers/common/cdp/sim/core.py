@@ -372,7 +372,7 @@ class Sim:
             raise form_error(["name"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
         ctype = body.get("type", 0)
         if ctype not in (0, 2, 4, 5, 13, 15, 16):
-            raise form_error(["type"], "BASE_TYPE_CHOICES", f"Value must be one of {{0, 2, 4, 5, 13, 15, 16}}.")
+            raise form_error(["type"], "BASE_TYPE_CHOICES", "Value must be one of {0, 2, 4, 5, 13, 15, 16}.")
         parent = body.get("parent_id")
         if parent is not None:
             p = self.channels.get(str(parent))

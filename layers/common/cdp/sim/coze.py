@@ -163,7 +163,7 @@ def _misspell(word: str) -> str:
 
 
 class CozeSim:
-    def __init__(self, sim: "Sim") -> None:
+    def __init__(self, sim: Sim) -> None:
         self.sim = sim
         self.tasks: set[asyncio.Task] = set()
         self.replies_started = 0

@@ -55,7 +55,7 @@ class Session:
 
 
 class Conn:
-    def __init__(self, hub: "GatewayHub", send: Any, compress: bool, path: str) -> None:
+    def __init__(self, hub: GatewayHub, send: Any, compress: bool, path: str) -> None:
         self.hub = hub
         self.raw_send = send
         self.z = zlib.compressobj() if compress else None
@@ -111,7 +111,7 @@ class Conn:
 
 
 class GatewayHub:
-    def __init__(self, sim: "Sim") -> None:
+    def __init__(self, sim: Sim) -> None:
         self.sim = sim
         self.sessions: dict[str, Session] = {}
         self.conns: list[Conn] = []
@@ -266,7 +266,7 @@ class GatewayHub:
                 # wait for the client side to finish (or drop), briefly
                 try:
                     m = await asyncio.wait_for(receive(), 5.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return
                 if m["type"] == "websocket.disconnect":
                     return
@@ -277,7 +277,7 @@ class GatewayHub:
                 timeout = conn.last_heartbeat + hb_grace - time.monotonic()
             try:
                 m = await asyncio.wait_for(receive(), max(0.01, timeout))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 conn.close(4003 if conn.session is None else 4009, "Not authenticated." if conn.session is None else "Session timed out.")
                 continue
             if m["type"] == "websocket.disconnect":

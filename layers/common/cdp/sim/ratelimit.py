@@ -34,7 +34,7 @@ class RateLimited(Exception):
 
 
 class RateLimiter:
-    def __init__(self, sim: "Sim") -> None:
+    def __init__(self, sim: Sim) -> None:
         self.sim = sim
         self.windows: dict[tuple[str, str], list[float]] = {}  # (bucket hash, major) -> [start, count]
         self.global_windows: dict[str, list[float]] = {}

@@ -8,7 +8,8 @@ import email.policy
 import json
 import re
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 
 class Ctx:
-    def __init__(self, sim: "Sim", request: Request, kind: str | None, user_id: str | None, token: str | None, version: int) -> None:
+    def __init__(self, sim: Sim, request: Request, kind: str | None, user_id: str | None, token: str | None, version: int) -> None:
         self.sim = sim
         self.request = request
         self.kind = kind
@@ -340,7 +341,7 @@ def parse_multipart(content_type: str, data: bytes) -> tuple[dict, list[tuple[in
     return body, files
 
 
-def _log(sim: "Sim", request: Request, status: int, body: Any, kind: str | None) -> None:
+def _log(sim: Sim, request: Request, status: int, body: Any, kind: str | None) -> None:
     headers = {}
     for k, v in request.headers.items():
         if k.lower() == "authorization":
@@ -371,7 +372,7 @@ def _match_fault(rules: list[dict], method: str, path: str) -> dict | None:
     return None
 
 
-async def handle_api(sim: "Sim", request: Request) -> Response:
+async def handle_api(sim: Sim, request: Request) -> Response:
     full = request.url.path
     m = re.match(r"^/api/v(\d+)(/.*)$", full)
     if not m or m.group(1) not in ("9", "10"):
@@ -442,7 +443,7 @@ async def handle_api(sim: "Sim", request: Request) -> Response:
         return JSONResponse(e.body(), status_code=e.status, headers=headers)
 
 
-async def handle_attachment(sim: "Sim", request: Request) -> Response:
+async def handle_attachment(sim: Sim, request: Request) -> Response:
     p = request.path_params
     hit = sim.attachments.get((p["channel_id"], p["attachment_id"], p["filename"]))
     if hit is None:
@@ -450,7 +451,7 @@ async def handle_attachment(sim: "Sim", request: Request) -> Response:
     return Response(hit[0], media_type=hit[1])
 
 
-async def handle_cdn(sim: "Sim", request: Request) -> Response:
+async def handle_cdn(sim: Sim, request: Request) -> Response:
     name = request.path_params["name"]
     if not name.endswith(".png"):
         return Response("Not Found", status_code=404, media_type="text/plain")

@@ -7,7 +7,8 @@ import copy
 import json
 import socket
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -214,7 +215,7 @@ class FakeDiscord:
         self._sock: socket.socket | None = None
 
     # lifecycle
-    def start(self) -> "FakeDiscord":
+    def start(self) -> FakeDiscord:
         if self._thread is not None:
             return self
         self.sim = Sim(self.config)
@@ -231,7 +232,7 @@ class FakeDiscord:
 
             async def main() -> None:
                 task = asyncio.ensure_future(self._server.serve(sockets=[self._sock]))
-                while not self._server.started and not task.done():
+                while not self._server.started and not task.done():  # noqa: ASYNC110 - uvicorn exposes only a `started` flag
                     await asyncio.sleep(0.01)
                 ready.set()
                 await task
@@ -268,7 +269,7 @@ class FakeDiscord:
             self._sock.close()
         self._thread = None
 
-    def __enter__(self) -> "FakeDiscord":
+    def __enter__(self) -> FakeDiscord:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -434,7 +434,6 @@ class DynamoListenerPresence(StateTableAdapter):
 def dynamodb_stores(settings=None, cfg: DynamoSettings | None = None):
     """`cdp.bootstrap.make_stores` calls this when CDP_STORE=dynamodb."""
     from cdp.bootstrap import Stores
-
     from cdp.store.dynamodb_state import state_stores  # health, rate limits, alerts
 
     cfg = cfg or DynamoSettings()

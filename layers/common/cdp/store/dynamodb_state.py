@@ -18,7 +18,13 @@ from typing import Any
 
 from cdp.domain.accounts import Health, HealthRecord
 from cdp.store.dynamodb import (
-    DynamoSettings, StateTableAdapter, _call, _count, _is_condition_failure, _n, _s,
+    DynamoSettings,
+    StateTableAdapter,
+    _call,
+    _count,
+    _is_condition_failure,
+    _n,
+    _s,
 )
 
 HEALTH_TTL_SECONDS = 400 * 24 * 3600  # refreshed on every write; a forgotten token's record fades out
