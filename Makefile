@@ -4,8 +4,11 @@ PYTHON ?= $(shell for p in $(HOME)/.pyenv/versions/3.13*/bin/python python3.13 $
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# AWS SAM CLI in its own venv: in the project venv it would downgrade boto3, pydantic and click.
+SAM_VENV := .sam-venv
+SAM_STAMP := $(SAM_VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install sam run test lint bench clean
 
 install: $(STAMP)
 
@@ -19,7 +22,15 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/cdp serve
 
-test: install
+$(SAM_STAMP):
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet 'aws-sam-cli>=1.120'
+	touch $(SAM_STAMP)
+
+sam: $(SAM_STAMP)
+
+test: install sam
 	$(BIN)/python -m pytest -n 2 -q -p no:cacheprovider
 
 lint: install
@@ -29,4 +40,4 @@ bench: install
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache
