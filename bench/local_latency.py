@@ -43,7 +43,8 @@ async def main() -> None:
                     coze_edits=1, rate_limits={}, default_rate_limit=(10_000, 1.0), global_rate_limit=10_000)
     with FakeDiscord(cfg) as fake:
         port = free_port()
-        env = settings_env(fake, PORT=str(port), HOST="127.0.0.1", LOG_LEVEL="WARNING", CHANNEL_AUTO_DEL_TIME="1")
+        env = settings_env(fake, PORT=str(port), HOST="127.0.0.1", LOG_LEVEL="WARNING", CHANNEL_AUTO_DEL_TIME="1",
+                           REQUEST_RATE_LIMIT="0")  # measure the proxy, not the per-IP limit
         proc = CdpProcess(["serve"], env, port).start()
         try:
             proc.wait_healthy()
