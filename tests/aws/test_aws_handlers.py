@@ -13,6 +13,7 @@ from cdp.aws import runtime
 from cdp.domain.model import TempChannel
 from cdp.sim import FakeDiscord, SimConfig
 from cdp.store.dynamodb import DynamoChannelRegistry, DynamoSettings
+from cdp.store.dynamodb_state import DynamoPromptLedger
 
 from tests.support import aws as support
 
@@ -99,8 +100,9 @@ def test_api_chat_non_stream_end_to_end(stack):
     assert resp["statusCode"] == 200, resp["body"]
     used = {k: STATS.snapshot()[k] - before[k] for k in before}
     print("dynamodb per chat request (answering side):", used)
-    # writes: rate-limit counter, account claim (LRU), registry add, delete schedule; reads: health + polls
-    assert used["writes"] <= 4 and used["reads"] <= 60
+    # writes: rate-limit counter, account claim (LRU), registry add, prompt ledger, delete schedule;
+    # reads: health + polls
+    assert used["writes"] <= 5 and used["reads"] <= 60
     body = body_of(resp)
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"]["content"]
@@ -109,6 +111,16 @@ def test_api_chat_non_stream_end_to_end(stack):
     # or the cleanup schedule)
     channels = asyncio.run(stack["registry"].all())
     assert any(c.channel_id in {ch["id"] for ch in stack["fake"].created_channels()} for c in channels)
+    # who posted the prompt is in the ledger (for the replies-stream cooldowns): a fingerprint, no token
+    from cdp.discord.errors import fingerprint
+
+    fake = stack["fake"]
+    prompts = [m for ch in fake.created_channels() for m in fake.messages(ch["id"])
+               if m["author"]["id"] in fake.config.user_tokens.values()]
+    ledger = DynamoPromptLedger(DynamoSettings(_env_file=None))
+    entries = [e for m in prompts if (e := asyncio.run(ledger.lookup(m["id"])))]
+    assert entries and entries[-1]["account"] in {fingerprint(t) for t in fake.config.user_tokens}
+    assert entries[-1]["coze_bot_id"] == fake.config.coze_bot_ids[0]
 
 
 def test_api_not_configured_answers_503(stack, monkeypatch):

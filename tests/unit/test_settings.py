@@ -88,3 +88,12 @@ def test_default_channel_mode_needs_channel_id(monkeypatch):
 def test_max_channel_del_type_is_case_insensitive(monkeypatch):
     monkeypatch.setenv("MAX_CHANNEL_DEL_TYPE", "oldest")
     assert load_settings().MAX_CHANNEL_DEL_TYPE == "OLDEST"
+
+
+def test_cdp_tz_wins_over_tz_which_lambda_reserves(monkeypatch):
+    monkeypatch.setenv("TZ", ":UTC")  # what Lambda sets
+    assert load_settings().TZ == "UTC"
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    assert load_settings().TZ == "Asia/Shanghai"
+    monkeypatch.setenv("CDP_TZ", "Europe/Berlin")
+    assert load_settings().TZ == "Europe/Berlin"

@@ -10,6 +10,7 @@ from cdp.store.ports import (
     ChannelRegistry,
     HealthStore,
     ListenerPresence,
+    PromptLedger,
     RateLimitStore,
     ReplyStore,
 )
@@ -23,6 +24,7 @@ class Stores:
     health: HealthStore | None = None  # account and bot health (cdp.pool); None = in-memory
     ratelimits: RateLimitStore | None = None  # REQUEST_RATE_LIMIT counters; None = in-memory
     alerts: AlertStore | None = None  # alert dedupe; None = in-memory
+    ledger: PromptLedger | None = None  # prompt id -> account fingerprint/bot (replies-stream cooldowns)
 
 
 def make_stores(settings: Settings) -> Stores:
@@ -34,12 +36,13 @@ def make_stores(settings: Settings) -> Stores:
         MemoryAlertStore,
         MemoryChannelRegistry,
         MemoryHealthStore,
+        MemoryPromptLedger,
         MemoryRateLimitStore,
         MemoryReplyStore,
     )
 
     return Stores(MemoryReplyStore(), MemoryChannelRegistry(), health=MemoryHealthStore(),
-                  ratelimits=MemoryRateLimitStore(), alerts=MemoryAlertStore())
+                  ratelimits=MemoryRateLimitStore(), alerts=MemoryAlertStore(), ledger=MemoryPromptLedger())
 
 
 def make_rest(settings: Settings):
@@ -94,4 +97,4 @@ def make_service(settings: Settings, stores: Stores, rest=None, presence: Listen
                                presence=presence or stores.presence, router=make_router(settings),
                                pool=AccountPool(settings.user_tokens, stores.health, **kw),
                                bots=BotHealth(stores.health, **kw), alerts=alerts,
-                               ratelimits=stores.ratelimits)
+                               ratelimits=stores.ratelimits, ledger=stores.ledger)

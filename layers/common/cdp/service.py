@@ -164,7 +164,7 @@ class ConversationService:
                  clock: Callable[[], float] = time.time, presence: ListenerPresence | None = None, *,
                  router: Router | None = None, pool: AccountPool | None = None,
                  bots: BotHealth | None = None, alerts: Alerts | None = None,
-                 ratelimits=None) -> None:
+                 ratelimits=None, ledger=None) -> None:
         from cdp.pool import AccountPool, BotHealth
         from cdp.store.memory import MemoryHealthStore
 
@@ -180,6 +180,7 @@ class ConversationService:
         self.bots = bots or BotHealth(self.pool.store, **health_kw)
         self.alerts = alerts
         self.ratelimits = ratelimits  # RateLimitStore for the API's REQUEST_RATE_LIMIT (cdp.api.limits)
+        self.ledger = ledger  # PromptLedger: who posted each prompt (replies-stream cooldowns), or None
         self._channel_failures = 0  # consecutive channel-creation failures (risk-control alert)
         self._tasks: set[asyncio.Task] = set()
 
@@ -267,8 +268,20 @@ class ConversationService:
         log.info("prompt posted", extra={"request_id": spec.request_id, "channel_id": channel_id,
                                          "prompt_message_id": message["id"], "account": account,
                                          "coze_bot_id": coze_bot_id})
+        await self._record_prompt(message["id"], account, coze_bot_id, channel_id)
         return Conversation(spec, prompt, prompt_tokens, message["id"], channel_id, temporary, self,
                             account=account, coze_bot_id=coze_bot_id)
+
+    async def _record_prompt(self, prompt_id: str, account: str, coze_bot_id: str, channel_id: str) -> None:
+        """Who posted the prompt (fingerprint only), so the replies-stream consumer can rest the right
+        account/bot on a limit text even if the client has gone. Never fails the request."""
+        if self.ledger is None:
+            return
+        try:
+            await self.ledger.record(prompt_id, account, coze_bot_id, channel_id)
+        except Exception:
+            log.warning("could not record who posted the prompt", exc_info=True,
+                        extra={"prompt_message_id": prompt_id, "account": account})
 
     async def _channel_for(self, spec: ChatSpec, bot: BotEntry | None = None) -> tuple[str, bool]:
         if spec.channel_id:

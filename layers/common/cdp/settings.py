@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_USER_AGENT = (
@@ -76,7 +76,8 @@ class Settings(BaseSettings):
     NOTIFY_TELEGRAM_BOT_TOKEN: str = ""
     NOTIFY_TELEGRAM_USER_ID: str = ""
     TELEGRAM_API_BASE: str = "https://api.telegram.org"  # Telegram Bot API base (tests: a local fake)
-    TZ: str = "UTC"
+    # CDP_TZ wins over TZ: Lambda reserves TZ (it is always ":UTC" there), so the template sets CDP_TZ.
+    TZ: str = Field("UTC", validation_alias=AliasChoices("CDP_TZ", "TZ"))
     KEEPALIVE_TIME: str = "09:10"  # daily keepalive (COZE_BOT_STAY_ACTIVE_ENABLE), HH:MM in TZ
     CLEANUP_INTERVAL: float = Field(5, gt=0)  # seconds between `cdp serve`'s due-channel deletions
     CHANNEL_SWEEP_AGE: float = Field(3600, ge=0)  # stray cdp-chat-* channels older than this go; 0 = off

@@ -6,6 +6,8 @@ pk = "health#account" | "health#bot", sk = fingerprint | bot id   health, last_u
                                                                     dead_since, reason
 pk = "ratelimit#<client key>",        sk = window number            hits (atomic ADD), short TTL
 pk = "alert",                         sk = alert key                day (the last day it was sent)
+pk = "prompt#<prompt message id>",    sk = "ledger"                 account (token fingerprint), coze_bot_id,
+                                                                    channel_id; TTL ~2 days (PromptLedger)
 
 Every decision that two processes could race on is a conditional write: claiming an account
 (last_used must be unchanged), reviving a dead account (refused), sending an alert twice a day.
@@ -29,6 +31,8 @@ from cdp.store.dynamodb import (
 
 HEALTH_TTL_SECONDS = 400 * 24 * 3600  # refreshed on every write; a forgotten token's record fades out
 ALERT_TTL_SECONDS = 3 * 24 * 3600
+PROMPT_TTL_SECONDS = 2 * 24 * 3600  # replies live ~1 day; a stream record is retried for at most a day
+PROMPT_SK = "ledger"
 ATTR_NAMES = {"#h": "health", "#lu": "last_used", "#ru": "resting_until", "#ds": "dead_since",
               "#r": "reason", "#x": "expires_at"}
 
@@ -138,8 +142,29 @@ class DynamoAlertStore(_StateTable):
                           ExpressionAttributeValues={":d": _s(day)})
 
 
+class DynamoPromptLedger(_StateTable):
+    """Who posted each prompt (one PutItem per chat; read by the replies-stream consumer)."""
+
+    async def record(self, prompt_id: str, account_fp: str, coze_bot_id: str, channel_id: str) -> None:
+        await self._write(
+            self.client.put_item,
+            Item={"pk": _s(f"prompt#{prompt_id}"), "sk": _s(PROMPT_SK), "account": _s(account_fp),
+                  "coze_bot_id": _s(coze_bot_id), "channel_id": _s(channel_id),
+                  "expires_at": _n(int(time.time()) + PROMPT_TTL_SECONDS)})
+
+    async def lookup(self, prompt_id: str) -> dict | None:
+        resp = await _call(self.client.get_item, TableName=self.table, ConsistentRead=True,
+                           Key={"pk": _s(f"prompt#{prompt_id}"), "sk": _s(PROMPT_SK)},
+                           ReturnConsumedCapacity="TOTAL")
+        _count("read", resp)
+        item = resp.get("Item")
+        if not item:
+            return None
+        return {k: item.get(k, {}).get("S", "") for k in ("account", "coze_bot_id", "channel_id")}
+
+
 def state_stores(cfg: DynamoSettings | None = None) -> dict[str, Any]:
-    """Keyword arguments for bootstrap.Stores: health, ratelimits, alerts."""
+    """Keyword arguments for bootstrap.Stores: health, ratelimits, alerts, ledger."""
     cfg = cfg or DynamoSettings()
     return {"health": DynamoHealthStore(cfg), "ratelimits": DynamoRateLimitStore(cfg),
-            "alerts": DynamoAlertStore(cfg)}
+            "alerts": DynamoAlertStore(cfg), "ledger": DynamoPromptLedger(cfg)}

@@ -138,3 +138,21 @@ class MemoryAlertStore:
     async def release(self, key: str, day: str) -> None:
         if self._sent.get(key) == day:
             del self._sent[key]
+
+
+class MemoryPromptLedger:
+    """Prompt message id -> who posted it (bounded: the oldest entries are forgotten)."""
+
+    def __init__(self, max_prompts: int = MAX_PROMPTS) -> None:
+        self._entries: OrderedDict[str, dict] = OrderedDict()
+        self._max = max_prompts
+
+    async def record(self, prompt_id: str, account_fp: str, coze_bot_id: str, channel_id: str) -> None:
+        self._entries[prompt_id] = {"account": account_fp, "coze_bot_id": coze_bot_id, "channel_id": channel_id}
+        self._entries.move_to_end(prompt_id)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    async def lookup(self, prompt_id: str) -> dict | None:
+        entry = self._entries.get(prompt_id)
+        return dict(entry) if entry is not None else None

@@ -98,3 +98,17 @@ class AlertStore(Protocol):
     async def release(self, key: str, day: str) -> None:
         """Undo a claim whose alert could not be sent, so a later one may try again."""
         ...
+
+
+class PromptLedger(Protocol):
+    """Who posted each prompt: prompt message id -> account fingerprint, Coze bot id, channel id.
+
+    Written by the answering side right after posting; read by the replies-stream consumer so it can
+    rest the right account/bot on a limit text even after the client has gone. Never holds a token.
+    """
+
+    async def record(self, prompt_id: str, account_fp: str, coze_bot_id: str, channel_id: str) -> None: ...
+
+    async def lookup(self, prompt_id: str) -> dict | None:
+        """{"account": fingerprint, "coze_bot_id": ..., "channel_id": ...} or None if unknown/expired."""
+        ...
