@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 
@@ -126,21 +125,16 @@ async def cleanup(settings, stores, rest, service, *, sweep: bool = True) -> dic
     return result
 
 
-def _usable_tokens(settings, service) -> list[str]:
-    dead = getattr(service, "_dead", set())
-    return [t for t in settings.user_tokens if t not in dead]
-
-
 async def keepalive(settings, stores, rest, service, *, force: bool = False) -> dict:
     """Post one message mentioning each configured Coze bot, as a Discord user
     (COZE_BOT_STAY_ACTIVE_ENABLE; the original did this daily at 09:10 TZ): in the bot's channelId
     or CHANNEL_ID, else in a temporary channel deleted afterwards."""
-    from cdp.discord.errors import DiscordError, fingerprint
+    from cdp.discord.errors import DiscordError, DiscordUnauthorized, DiscordVerificationRequired
+    from cdp.pool import NoUsableAccount
 
     if not settings.COZE_BOT_STAY_ACTIVE_ENABLE and not force:
         return {"sent": 0, "skipped": "COZE_BOT_STAY_ACTIVE_ENABLE=0"}
-    tokens = _usable_tokens(settings, service)
-    if not tokens:
+    if not settings.user_tokens:
         return {"sent": 0, "skipped": "no USER_AUTHORIZATION"}
     targets = keepalive_targets(settings)
     temp_channel: str | None = None
@@ -154,21 +148,27 @@ async def keepalive(settings, stores, rest, service, *, force: bool = False) -> 
             if channel_id is None:
                 failed.append(bot_id)
                 continue
-            random.shuffle(tokens)
-            for token in tokens:  # another account if one is refused
+            tried: set[str] = set()
+            while True:  # the pool's healthy accounts, least recently used first; another if refused
+                try:
+                    token, account = await service.pool.acquire(tried)
+                except NoUsableAccount:
+                    failed.append(bot_id)
+                    break
+                tried.add(account)
                 try:
                     await rest.send_user_message(token, channel_id, f"<@{bot_id}> {KEEPALIVE_TEXT}",
                                                  nonce=str(uuid.uuid4().int % 10**18),
                                                  allowed_user_ids=[bot_id])
                     sent += 1
                     log.info("keepalive sent", extra={"coze_bot_id": bot_id, "channel_id": channel_id,
-                                                      "account": fingerprint(token)})
+                                                      "account": account})
                     break
                 except DiscordError as exc:
-                    log.warning("keepalive message refused", extra={"account": fingerprint(token),
+                    log.warning("keepalive message refused", extra={"account": account,
                                                                     "coze_bot_id": bot_id, "status": exc.status})
-            else:
-                failed.append(bot_id)
+                    if isinstance(exc, (DiscordUnauthorized, DiscordVerificationRequired)):
+                        await service.pool.mark_dead(account, "refused by Discord during keepalive")
     finally:
         if temp_channel is not None:
             if sent:  # let the Coze bot see the mention before its channel goes
