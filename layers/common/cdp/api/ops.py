@@ -191,9 +191,7 @@ async def collect_status(runtime) -> dict[str, Any]:
         accounts, bots = _listed(facts.get("accounts"), "accounts"), _listed(facts.get("bots"), "bots")
         bot_config = facts.get("bot_config")
     else:
-        dead = getattr(service, "_dead", set())
-        accounts = [{"account": fingerprint(t), "health": "dead" if t in dead else "unknown"}
-                    for t in settings.user_tokens]
+        accounts = [{"account": fingerprint(t), "health": "unknown"} for t in settings.user_tokens]
         bots = [{"coze_bot_id": b, "health": "unknown"} for b in settings.coze_bot_ids]
     by_health, bots_by_health = _count(accounts), _count(bots)
     try:
