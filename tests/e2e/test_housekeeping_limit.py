@@ -130,10 +130,27 @@ def test_cdp_cleanup_sweeps_channels_a_crash_left(fake):
     old_notes = fake.add_old_channel("notes-from-last-year", age=365 * 86400)["id"]
     young = fake.add_old_channel("cdp-chat-young", age=1800)["id"]
     result = run_cli(fake, "cleanup")
-    assert result == {"exit": 0, "deleted": 0, "swept": 1}
+    assert result == {"exit": 0, "deleted": 0, "swept": 1, "files_pruned": 0}
     ids = {c["id"] for c in fake.channels()}
     assert orphan not in ids and old_notes in ids and young in ids
     assert orphan in {c["id"] for c in fake.deleted_channels()}
-    assert run_cli(fake, "cleanup", "--no-sweep") == {"exit": 0, "deleted": 0}
-    assert run_cli(fake, "cleanup", CHANNEL_SWEEP_AGE="600") == {"exit": 0, "deleted": 0, "swept": 1}
+    assert run_cli(fake, "cleanup", "--no-sweep") == {"exit": 0, "deleted": 0, "files_pruned": 0}
+    assert run_cli(fake, "cleanup", CHANNEL_SWEEP_AGE="600") == \
+        {"exit": 0, "deleted": 0, "swept": 1, "files_pruned": 0}
     assert young not in {c["id"] for c in fake.channels()}
+
+
+def test_cdp_cleanup_prunes_old_rehosted_images(fake, tmp_path):
+    """Re-hosted images in FILES_DIR older than FILES_RETENTION_DAYS go; newer ones and other files stay."""
+    import os
+    import time
+
+    old, new, other = tmp_path / ("a" * 32 + ".png"), tmp_path / ("b" * 32 + ".png"), tmp_path / "keep.txt"
+    for path in (old, new, other):
+        path.write_bytes(b"x")
+    long_ago = time.time() - 40 * 86400
+    os.utime(old, (long_ago, long_ago))
+    os.utime(other, (long_ago, long_ago))
+    result = run_cli(fake, "cleanup", "--no-sweep", FILES_DIR=str(tmp_path), FILES_RETENTION_DAYS="30")
+    assert result["files_pruned"] == 1
+    assert not old.exists() and new.exists() and other.exists()

@@ -136,3 +136,23 @@ def test_fetch_image(status, ctype, body, problem):
     else:
         with pytest.raises(ImageFetchError, match=problem):
             asyncio.run(run())
+
+
+async def test_local_blob_store_prunes_only_its_own_old_files(tmp_path):
+    import os
+    import time as _time
+
+    from cdp.blobs import LocalBlobStore
+
+    store = LocalBlobStore(tmp_path)
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+    old_url, new_url = await store.put(png, "image/png"), await store.put(png, "image/png")
+    old = tmp_path / old_url.rsplit("/", 1)[1]
+    stranger = tmp_path / "notes.txt"
+    stranger.write_text("not ours")
+    week_ago = _time.time() - 7 * 86400
+    os.utime(old, (week_ago, week_ago))
+    os.utime(stranger, (week_ago, week_ago))
+    assert await store.prune(_time.time() - 86400) == 1
+    assert not old.exists() and stranger.exists()
+    assert await store.get(new_url.rsplit("/", 1)[1]) is not None

@@ -94,6 +94,24 @@ class LocalBlobStore:
                 pass
             raise
 
+    async def prune(self, older_than: float) -> int:
+        """Delete stored blobs last written before `older_than` (epoch s); the S3 adapter has a
+        lifecycle rule instead. Only names this store makes are touched."""
+        return await asyncio.to_thread(self._prune, older_than)
+
+    def _prune(self, older_than: float) -> int:
+        removed = 0
+        if not self.directory.is_dir():
+            return 0
+        for path in self.directory.iterdir():
+            try:
+                if BLOB_NAME.match(path.name) and path.stat().st_mtime < older_than:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass  # deleted meanwhile
+        return removed
+
     def locate(self, name: str) -> tuple[Path, str] | None:
         """(path, content type) of a stored blob, or None (also for any name we never make)."""
         if not BLOB_NAME.match(name):

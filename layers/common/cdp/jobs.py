@@ -122,7 +122,18 @@ async def cleanup(settings, stores, rest, service, *, sweep: bool = True) -> dic
     result = {"deleted": deleted}
     if sweep:
         result["swept"] = await sweep_stray_channels(settings, rest, service)
+    result["files_pruned"] = await prune_rehosted_images(settings)
     return result
+
+
+async def prune_rehosted_images(settings) -> int:
+    """Re-hosted images in the local FILES_DIR older than FILES_RETENTION_DAYS (S3: lifecycle rule)."""
+    days = getattr(settings, "FILES_RETENTION_DAYS", 0)
+    if not days or getattr(settings, "BLOB_BUCKET", ""):
+        return 0
+    from cdp.blobs import LocalBlobStore
+
+    return await LocalBlobStore(settings.FILES_DIR).prune(time.time() - days * 86400)
 
 
 async def keepalive(settings, stores, rest, service, *, force: bool = False) -> dict:

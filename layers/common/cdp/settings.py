@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Images and files (cdp.domain.images, cdp.media, cdp.blobs)
     FILES_DIR: str = "./data/files"  # re-hosted images, served under /files/<random>.<ext>
+    FILES_RETENTION_DAYS: float = Field(30, ge=0)  # re-hosted images older than this are deleted; 0 = keep
     PUBLIC_BASE_URL: str = ""  # e.g. https://cdp.example.com; empty = the request's own base URL
     BLOB_BUCKET: str = ""  # S3 bucket for re-hosted images (AWS); empty = the FILES_DIR folder
     UPLOAD_MAX_FILE_BYTES: int = Field(10 * 1024 * 1024, gt=0)  # per inline image/file (Discord's default)
