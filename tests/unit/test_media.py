@@ -156,3 +156,27 @@ async def test_local_blob_store_prunes_only_its_own_old_files(tmp_path):
     assert await store.prune(_time.time() - 86400) == 1
     assert not old.exists() and stranger.exists()
     assert await store.get(new_url.rsplit("/", 1)[1]) is not None
+
+
+async def test_image_downloads_refuse_non_public_addresses_but_trust_the_discord_host():
+    import pytest as _pytest
+
+    from cdp.media import ImageFetchError, fetch_image, http_client
+    from cdp.settings import load_settings
+
+    settings = load_settings(DISCORD_API_BASE="http://discord.example.invalid/api/v10")
+    async with http_client(settings) as client:
+        for url in ("http://127.0.0.1:9/a.png", "http://169.254.169.254/latest/meta-data",
+                    "http://[::1]:9/a.png", "http://10.1.2.3/a.png"):
+            with _pytest.raises(ImageFetchError, match="non-public address"):
+                await fetch_image(client, url, 1024)
+    # The Discord API host (a local mirror, or the test fake) is trusted: the request is attempted.
+    trusted = load_settings(DISCORD_API_BASE="http://127.0.0.1:9/api/v10")
+    async with http_client(trusted) as client:
+        with _pytest.raises(ImageFetchError, match="download failed"):
+            await fetch_image(client, "http://127.0.0.1:9/a.png", 1024)
+    # Through a proxy the proxy resolves names: no local check.
+    proxied = load_settings(PROXY_URL="http://127.0.0.1:9")
+    async with http_client(proxied) as client:
+        with _pytest.raises(ImageFetchError, match="download failed"):
+            await fetch_image(client, "http://10.1.2.3/a.png", 1024)

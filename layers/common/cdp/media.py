@@ -12,8 +12,11 @@ Chat flow (called by ConversationService.start):
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -100,9 +103,34 @@ class ImageFetchError(Exception):
 
 
 def http_client(settings: Settings) -> httpx.AsyncClient:
+    hooks = {}
+    if not settings.PROXY_URL:  # through a proxy, the proxy resolves names and decides
+        trusted = {urlsplit(settings.DISCORD_API_BASE).hostname or ""}
+        hooks = {"request": [_refuse_private_addresses(trusted)]}
     return httpx.AsyncClient(timeout=DOWNLOAD_TIMEOUT, follow_redirects=True, max_redirects=3,
-                             proxy=settings.PROXY_URL or None,
+                             proxy=settings.PROXY_URL or None, event_hooks=hooks,
                              headers={"User-Agent": settings.USER_AGENT})
+
+
+def _refuse_private_addresses(trusted_hosts: set[str]):
+    """An httpx request hook (so redirects are checked too): image URLs come from Coze's reply text,
+    so they must not make this server fetch from its own network (loopback, private, link-local,
+    metadata addresses). The Discord API host is trusted (a mirror or the test fake may be local)."""
+
+    async def guard(request: httpx.Request) -> None:
+        host = request.url.host
+        if host in trusted_hosts:
+            return
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, request.url.port or 443)
+        except OSError:
+            return  # unresolvable: the request itself fails with a clear error
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0].split("%")[0])
+            if not address.is_global or address.is_multicast:
+                raise ImageFetchError(f"refusing to download from a non-public address ({host})")
+
+    return guard
 
 
 async def fetch_image(client: httpx.AsyncClient, url: str, max_bytes: int) -> tuple[bytes, str]:
