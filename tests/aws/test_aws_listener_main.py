@@ -4,21 +4,19 @@ recording into DynamoDB, recovery of replies that arrived while it was down, SIG
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from cdp.domain.model import TempChannel
 from cdp.sim import FakeDiscord, SimConfig
 from cdp.store.dynamodb import DynamoChannelRegistry, DynamoReplyStore, DynamoSettings
 
-from tests.support.aws import aws_env, free_port
+from tests.support.aws import aws_env, free_port, wait_until
+from tests.support.aws import healthz as health
 
 
 @pytest.fixture(scope="module")
@@ -44,25 +42,6 @@ def start_listener(env, tmp_path, port):
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def health(port) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def wait_until(pred, timeout=20.0, every=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = pred()
-            if value:
-                return value
-        except (OSError, urllib.error.URLError):
-            pass
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 def coze_done(fake, channel_id) -> bool:

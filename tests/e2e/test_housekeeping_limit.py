@@ -3,7 +3,6 @@ channels a crashed process left behind, against a real `cdp serve` / `cdp cleanu
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
@@ -13,7 +12,7 @@ import pytest
 from cdp.sim import FakeDiscord
 
 from tests.e2e.conftest import API_KEY, coze_reply_text, fast_sim_config, start_stack
-from tests.support.proc import CdpProcess, settings_env
+from tests.support.proc import run_cli_json as run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -105,21 +104,6 @@ async def test_all_deletes_every_temporary_channel_then_retries(all_):
         assert fake.config.channel_id in {c["id"] for c in fake.channels()}
     finally:
         fake.set_max_channels(500)
-
-
-def run_cli(fake, *args: str, **env: str) -> dict:
-    proc = CdpProcess(list(args), settings_env(fake, **env)).start()
-    try:
-        code = proc.wait_exit(60)
-    finally:
-        proc.stop()
-    out = proc.log()
-    for secret in [fake.config.bot_token, *fake.config.user_tokens]:
-        assert secret not in out
-    results = [json.loads(line) for line in out.splitlines()
-               if line.startswith("{") and '"level"' not in line]
-    assert results, out
-    return {"exit": code, **results[-1]}
 
 
 def test_cdp_cleanup_sweeps_channels_a_crash_left(fake):

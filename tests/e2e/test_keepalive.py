@@ -14,7 +14,7 @@ from cdp.sim import FakeDiscord
 from cdp.sim.config import make_token
 
 from tests.e2e.conftest import fast_sim_config, start_stack
-from tests.support.proc import CdpProcess, settings_env
+from tests.support.proc import run_cli_json as run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -37,20 +37,6 @@ def bot_config(fake, tmp_path_factory) -> str:
     path.write_text(json.dumps([{"proxySecret": "sk-test-key-1", "cozeBotId": BOT_2, "model": ["gpt-4o"],
                                  "channelId": fake.config.channel_id}]))
     return str(path)
-
-
-def run_cli(fake, *args: str, **env: str) -> dict:
-    proc = CdpProcess(list(args), settings_env(fake, **env)).start()
-    try:
-        code = proc.wait_exit(60)
-    finally:
-        proc.stop()
-    out = proc.log()
-    for secret in [fake.config.bot_token, *fake.config.user_tokens]:
-        assert secret not in out, "a secret leaked into the output"
-    results = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"level"' not in line]
-    assert results, out
-    return {"exit": code, **results[-1]}
 
 
 def keepalives(fake, channel_id: str, bot: str) -> list[dict]:

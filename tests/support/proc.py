@@ -105,3 +105,21 @@ def settings_env(sim, **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+def run_cli_json(fake, *args: str, **env: str) -> dict:
+    """Run `cdp <args>` once against `fake`; its last JSON result line plus {"exit": code}.
+    Also checks that no secret reached its output."""
+    import json
+
+    proc = CdpProcess(list(args), settings_env(fake, **env)).start()
+    try:
+        code = proc.wait_exit(60)
+    finally:
+        proc.stop()
+    out = proc.log()
+    for secret in [fake.config.bot_token, *fake.config.user_tokens]:
+        assert secret not in out, "a secret leaked into the output"
+    results = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"level"' not in line]
+    assert results, out
+    return {"exit": code, **results[-1]}

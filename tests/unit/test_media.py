@@ -160,7 +160,6 @@ async def test_local_blob_store_prunes_only_its_own_old_files(tmp_path):
 
 async def test_image_downloads_refuse_non_public_addresses_but_trust_the_discord_host():
     import pytest as _pytest
-
     from cdp.media import ImageFetchError, fetch_image, http_client
     from cdp.settings import load_settings
 
