@@ -38,7 +38,7 @@ mod = importlib.util.module_from_spec(spec)
 sys.modules["app"] = mod
 spec.loader.exec_module(mod)
 t1 = time.perf_counter()
-from cdp.aws import runtime
+from cdp.entry.aws import runtime
 name = {name!r}
 if name == "api":
     runtime.build_app()
@@ -46,7 +46,7 @@ elif name in ("cleanup", "keepalive"):
     runtime.objects()
 elif name == "replies_stream":
     from cdp.settings import Settings
-    from cdp.store.dynamodb import DynamoChannelRegistry, dynamodb_client
+    from cdp.adapters.store.dynamodb import DynamoChannelRegistry, dynamodb_client
     Settings(); DynamoChannelRegistry(); dynamodb_client()
 t2 = time.perf_counter()
 print(json.dumps({{"import": (t1 - t0) * 1000, "build": (t2 - t0) * 1000}}))

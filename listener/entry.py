@@ -13,8 +13,8 @@ import os
 import sys
 import time
 
-from cdp import logs
-from cdp.listener_main import EXIT_FAILED, run_listener
+from cdp.entry import logs
+from cdp.entry.listener import EXIT_FAILED, run_listener
 from cdp.settings import SettingsError, load_settings
 
 

@@ -3,8 +3,8 @@
 
 # Imported at init (boosted CPU, not billed per request): the app itself is built on the first
 # invocation, once the secret is readable.
-import cdp.api.app  # noqa: F401
+import cdp.entry.api.app  # noqa: F401
 import mangum  # noqa: F401
-from cdp.aws.runtime import api_handler
+from cdp.entry.aws.runtime import api_handler
 
 handler = api_handler()

@@ -1,7 +1,7 @@
 """Interactions function: Discord's interactions endpoint (slash commands) behind API Gateway.
 
 Discord gives the endpoint 3 seconds, cold start included, so this module imports only the stdlib and
-cdp.interactions (discord-interactions/nacl): no fastapi, pydantic, hikari or boto3 on the PING path.
+cdp.entry.interactions (discord-interactions/nacl): no fastapi, pydantic, hikari or boto3 on the PING path.
 bench/interactions_import.py measures that import.
 
 - API Gateway event (REST v1 or HTTP v2 payload): verify the signature against DISCORD_PUBLIC_KEY
@@ -20,9 +20,9 @@ import logging
 import os
 from typing import Any
 
-from cdp import interactions
+from cdp.entry import interactions
 
-log = logging.getLogger("cdp.interactions")
+log = logging.getLogger("cdp.entry.interactions")
 
 
 def _response(status: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -48,9 +48,9 @@ def dispatch(job: interactions.Job, context: Any) -> None:
 
 def run_job(job: interactions.Job) -> str:
     """The asynchronous half: run the command over the usual objects and edit the deferred answer."""
-    from cdp.api.ops import RuntimeOperations
-    from cdp.api.runtime import ExternalListener, Runtime
-    from cdp.aws import runtime as rt
+    from cdp.entry.api.ops import RuntimeOperations
+    from cdp.entry.api.runtime import ExternalListener, Runtime
+    from cdp.entry.aws import runtime as rt
 
     settings, stores, rest, service = rt.objects()
     ops = RuntimeOperations(Runtime(settings, service, ExternalListener()), stores)

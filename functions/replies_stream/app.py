@@ -2,6 +2,6 @@
 even if the client left (temporary channel scheduled for deletion, account/bot cooldowns on Coze
 limit texts, metrics)."""
 
-from cdp.aws.stream_consumer import replies_stream_handler
+from cdp.entry.aws.stream_consumer import replies_stream_handler
 
 handler = replies_stream_handler()

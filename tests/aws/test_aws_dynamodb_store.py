@@ -6,9 +6,9 @@ import asyncio
 import time
 
 import pytest
+from cdp.adapters.store import dynamodb as ddb
+from cdp.adapters.store.dynamodb import DynamoChannelRegistry, DynamoReplyStore, DynamoSettings
 from cdp.domain.model import ReplyMessage, TempChannel
-from cdp.store import dynamodb as ddb
-from cdp.store.dynamodb import DynamoChannelRegistry, DynamoReplyStore, DynamoSettings
 
 
 def cfg(moto, tables) -> DynamoSettings:
@@ -181,7 +181,7 @@ async def test_channel_registry(registry):
 
 
 async def test_dynamodb_stores_via_bootstrap(aws_env):
-    from cdp.bootstrap import make_stores
+    from cdp.entry.bootstrap import make_stores
     from cdp.settings import load_settings
 
     stores = make_stores(load_settings(CDP_STORE="dynamodb"))

@@ -9,11 +9,11 @@ import time
 
 import httpx
 import pytest
-from cdp.aws import runtime
+from cdp.adapters.store.dynamodb import DynamoChannelRegistry, DynamoSettings
+from cdp.adapters.store.dynamodb.state import DynamoPromptLedger
 from cdp.domain.model import TempChannel
+from cdp.entry.aws import runtime
 from cdp.sim import FakeDiscord, SimConfig
-from cdp.store.dynamodb import DynamoChannelRegistry, DynamoSettings
-from cdp.store.dynamodb_state import DynamoPromptLedger
 
 from tests.support import aws as support
 
@@ -92,7 +92,7 @@ def test_api_healthz(stack):
 
 
 def test_api_chat_non_stream_end_to_end(stack):
-    from cdp.store.dynamodb import STATS
+    from cdp.adapters.store.dynamodb import STATS
 
     mod = support.load_handler_module("api")
     before = STATS.snapshot()
@@ -112,7 +112,7 @@ def test_api_chat_non_stream_end_to_end(stack):
     channels = asyncio.run(stack["registry"].all())
     assert any(c.channel_id in {ch["id"] for ch in stack["fake"].created_channels()} for c in channels)
     # who posted the prompt is in the ledger (for the replies-stream cooldowns): a fingerprint, no token
-    from cdp.discord.errors import fingerprint
+    from cdp.domain.secrets import fingerprint
 
     fake = stack["fake"]
     prompts = [m for ch in fake.created_channels() for m in fake.messages(ch["id"])
@@ -159,7 +159,7 @@ def test_cleanup_deletes_due_channels(stack):
     fake, registry = stack["fake"], stack["registry"]
 
     async def make_channel():
-        from cdp.bootstrap import make_rest
+        from cdp.entry.bootstrap import make_rest
         from cdp.settings import load_settings
 
         rest = make_rest(load_settings(**support.discord_env(fake)))

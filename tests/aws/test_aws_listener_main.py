@@ -11,9 +11,9 @@ import sys
 import time
 
 import pytest
+from cdp.adapters.store.dynamodb import DynamoChannelRegistry, DynamoReplyStore, DynamoSettings
 from cdp.domain.model import TempChannel
 from cdp.sim import FakeDiscord, SimConfig
-from cdp.store.dynamodb import DynamoChannelRegistry, DynamoReplyStore, DynamoSettings
 
 from tests.support.aws import aws_env, free_port, wait_until
 from tests.support.aws import healthz as health
@@ -38,7 +38,7 @@ def listener_env(fake, moto, prefix, **over) -> dict[str, str]:
 
 
 def start_listener(env, tmp_path, port):
-    return subprocess.Popen([sys.executable, "-m", "cdp.cli", "listener", "--health-port", str(port)],
+    return subprocess.Popen([sys.executable, "-m", "cdp.entry.cli", "listener", "--health-port", str(port)],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

@@ -1,4 +1,4 @@
-"""S3BlobStore (cdp.blobs) against a moto server over HTTP, and `cdp serve` re-hosting generated images
+"""S3BlobStore (cdp.adapters.blobs) against a moto server over HTTP, and `cdp serve` re-hosting generated images
 in S3 (BLOB_BUCKET) end to end: the returned /files/<name> URL keeps serving the PNG after the
 temporary channel (and Discord's attachment) is gone."""
 
@@ -10,7 +10,7 @@ import uuid
 
 import httpx
 import pytest
-from cdp.blobs import BLOB_NAME, BlobStoreError, LocalBlobStore, S3BlobStore, make_blob_store
+from cdp.adapters.blobs import BLOB_NAME, BlobStoreError, LocalBlobStore, S3BlobStore, make_blob_store
 from cdp.settings import Settings, SettingsError
 
 from tests.support import aws as support
@@ -103,7 +103,7 @@ def test_api_function_returns_the_image_base64_for_api_gateway(store, bucket, mo
     """GET /files/<name> through Mangum (ApiFunction): a base64 body API Gateway decodes (BinaryMediaTypes)."""
     import base64
 
-    from cdp.aws import runtime
+    from cdp.entry.aws import runtime
     from mangum import Mangum
 
     name = asyncio.run(store.put(PNG, "image/png")).removeprefix("/files/")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from cdp.store.dynamodb import PRESENCE_FRESH_SECONDS, DynamoListenerPresence, DynamoSettings
+from cdp.adapters.store.dynamodb import PRESENCE_FRESH_SECONDS, DynamoListenerPresence, DynamoSettings
 
 
 async def test_presence_reports_the_longest_connected_fresh_listener(aws_env):

@@ -14,14 +14,14 @@ import time
 import uuid
 
 import pytest
-from cdp.aws import runtime
-from cdp.aws.stream_consumer import Cooldowns, process_records
-from cdp.discord.errors import fingerprint
+from cdp.adapters.store.dynamodb import DynamoSettings
+from cdp.adapters.store.dynamodb.state import DynamoHealthStore, DynamoPromptLedger
+from cdp.adapters.store.memory import MemoryHealthStore, MemoryPromptLedger
 from cdp.domain.accounts import KIND_ACCOUNT, KIND_BOT, Health, next_reset
 from cdp.domain.coze import BOT_LIMIT_TEXTS, USER_LIMIT_TEXTS
-from cdp.store.dynamodb import DynamoSettings
-from cdp.store.dynamodb_state import DynamoHealthStore, DynamoPromptLedger
-from cdp.store.memory import MemoryHealthStore, MemoryPromptLedger
+from cdp.domain.secrets import fingerprint
+from cdp.entry.aws import runtime
+from cdp.entry.aws.stream_consumer import Cooldowns, process_records
 
 from tests.support import aws as support
 
@@ -181,7 +181,7 @@ def test_dynamodb_ledger_item_has_a_ttl_and_no_token(env, moto, tables):
 
 
 def test_service_never_fails_on_a_ledger_error(caplog):
-    from cdp.service import ConversationService
+    from cdp.app.conversation import ConversationService
     from cdp.settings import load_settings
 
     class Broken:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from cdp.adapters.store.dynamodb import DynamoSettings
+from cdp.adapters.store.dynamodb.state import DynamoAlertStore, DynamoHealthStore, DynamoRateLimitStore
+from cdp.adapters.store.memory import MemoryAlertStore, MemoryHealthStore, MemoryRateLimitStore
+from cdp.app.pool import AccountPool, NoUsableAccount
 from cdp.domain.accounts import KIND_ACCOUNT, KIND_BOT, Health, HealthRecord
-from cdp.pool import AccountPool, NoUsableAccount
-from cdp.store.dynamodb import DynamoSettings
-from cdp.store.dynamodb_state import DynamoAlertStore, DynamoHealthStore, DynamoRateLimitStore
-from cdp.store.memory import MemoryAlertStore, MemoryHealthStore, MemoryRateLimitStore
 
 
 def cfg(moto, tables) -> DynamoSettings:

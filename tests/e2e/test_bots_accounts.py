@@ -247,7 +247,7 @@ async def user_limit_rests_the_account_until_the_daily_reset(own):
         assert dt.timedelta(0) < until - dt.datetime.now(dt.UTC) <= dt.timedelta(days=1)
         rest_fp = resting[0]["account"]
         used = {poster(fake, await ask(c1)) for _ in range(4)}
-    from cdp.discord.errors import fingerprint
+    from cdp.domain.secrets import fingerprint
     assert len(used) == 2 and rest_fp not in {fingerprint(t) for t in used}
 
 

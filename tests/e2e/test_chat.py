@@ -189,7 +189,7 @@ async def test_reply_without_buttons_completes_by_idle_timeout(stack):
 @pytest.fixture(params=MODES)
 def own_stack(request, fake):
     """A stack of its own: a Coze limit text rests the account or the bot until the daily reset
-    (cdp.pool), which would starve the module's shared stack."""
+    (cdp.app.pool), which would starve the module's shared stack."""
     s = start_stack(request.param, fake)
     yield s
     s.stop()
@@ -215,7 +215,7 @@ async def test_coze_error_texts_become_errors_in_our_own_words(own_stack, kind, 
         r = await http.post(stack.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
                             json={"model": "gpt-4o", "stream": True,
                                   "messages": user(f"err {marker()} [[sim:error={kind}]]")})
-    if kind == "bot_limit":  # the bot now rests (cdp.pool): refused before anything is posted
+    if kind == "bot_limit":  # the bot now rests (cdp.app.pool): refused before anything is posted
         assert r.status_code == 503 and r.json()["error"]["code"] == code and int(r.headers["Retry-After"]) > 0
         return
     frames = [f for f in r.text.split("\n\n") if f.startswith("data: ")]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cdp.bootstrap import make_rest, make_service, make_stores
-from cdp.jobs import keepalive
+from cdp.app.jobs import keepalive
+from cdp.entry.bootstrap import make_rest, make_service, make_stores
 from cdp.settings import load_settings
 from cdp.sim import FakeDiscord
 

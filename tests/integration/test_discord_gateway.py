@@ -10,12 +10,12 @@ import logging
 import time
 
 import pytest
-from cdp.discord.errors import DiscordUnauthorized
-from cdp.discord.rest import DiscordRest
+from cdp.adapters.discord.gateway import DiscordListener, GatewayStatus, ReplyRecorder
+from cdp.adapters.discord.rest import DiscordRest
+from cdp.adapters.store.memory import MemoryReplyStore
+from cdp.domain.discord import DiscordUnauthorized
 from cdp.domain.reply import to_reply_message
-from cdp.listener import DiscordListener, GatewayStatus, ReplyRecorder
 from cdp.sim import FakeDiscord, SimConfig, final_text
-from cdp.store.memory import MemoryReplyStore
 
 # the fake's tokens have Discord's shape (hikari parses the bot id out of the first segment)
 _DEFAULT = SimConfig()
@@ -247,7 +247,7 @@ async def _assert_failed_for_good(h, fd, caplog, code, wait_more: float):
     await asyncio.sleep(wait_more)  # hikari would reconnect within ~2 s if it were going to
     assert fd.gateway_connections() <= 2
     assert fd.identify_count() <= 2
-    errors = [r for r in caplog.records if r.name == "cdp.listener" and r.levelno >= logging.ERROR]
+    errors = [r for r in caplog.records if r.name == "cdp.adapters.discord.gateway" and r.levelno >= logging.ERROR]
     assert len(errors) == 1 and FIXES[code] in errors[0].getMessage()
     assert not [r for r in caplog.records if "during shut down" in r.getMessage()]
 
@@ -329,7 +329,7 @@ async def test_no_token_in_logs(fd, caplog):
     finally:
         await h.close()
     text = "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
-    assert "hikari" in text and "cdp.listener" in text  # we did capture the libraries' logs
+    assert "hikari" in text and "cdp.adapters.discord.gateway" in text  # we did capture the libraries' logs
     assert BOT_TOKEN not in text and USER_TOKEN not in text
     assert BOT_TOKEN.split(".")[-1] not in text
 

@@ -7,8 +7,8 @@ import time
 
 import httpx
 import pytest
-from cdp.discord import errors as E
-from cdp.discord.rest import DiscordRest, UploadFile
+from cdp.adapters.discord.rest import DiscordRest, UploadFile
+from cdp.domain import discord as E
 from cdp.sim import FakeDiscord, SimConfig
 
 _DEFAULT = SimConfig()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from cdp.listener import ReplyRecorder
-from cdp.store.memory import MemoryReplyStore
+from cdp.adapters.discord.gateway import ReplyRecorder
+from cdp.adapters.store.memory import MemoryReplyStore
 
 COZE = "1300000000000000001"
 GUILD = "1100000000000000001"

@@ -14,13 +14,13 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from cdp import listener as listener_mod
-from cdp.discord.errors import DiscordUnavailable
-from cdp.discord.rest import DiscordRest
-from cdp.listener import DiscordListener, ReplyRecorder
-from cdp.media import fetch_image, http_client
+from cdp.adapters.discord import gateway as listener_mod
+from cdp.adapters.discord.gateway import DiscordListener, ReplyRecorder
+from cdp.adapters.discord.rest import DiscordRest
+from cdp.adapters.media import fetch_image, http_client
+from cdp.adapters.store.memory import MemoryReplyStore
+from cdp.domain.discord import DiscordUnavailable
 from cdp.sim import FakeDiscord, SimConfig, final_text
-from cdp.store.memory import MemoryReplyStore
 
 from tests.support.proxies import HttpProxy, Socks5Proxy
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from cdp import doctor
-from cdp.bootstrap import make_rest
+from cdp.entry import doctor
+from cdp.entry.bootstrap import make_rest
 from cdp.sim import FakeDiscord
 
 from tests.ops.conftest import Signer, fast_sim_config, sim_settings
@@ -149,7 +149,7 @@ async def test_public_key_must_match_the_application(tmp_path):
 
 
 async def test_bot_config_entries_and_proxy_secret(fake, tmp_path):
-    pytest.importorskip("cdp.botconfig")
+    pytest.importorskip("cdp.adapters.botconfig")
     (tmp_path / "config").mkdir()
     entries = [{"proxySecret": "sk-test-key-1", "cozeBotId": fake.config.coze_bot_ids[0], "model": ["gpt-4o"]},
                {"proxySecret": "sk-not-a-key", "cozeBotId": "1300000000000000777", "model": ["gpt-4"]}]
@@ -181,7 +181,7 @@ async def test_dynamodb_tables(fake, tmp_path, monkeypatch):
 
 def run_cli(fake, *args: str, **env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-    return subprocess.run([sys.executable, "-m", "cdp.cli", *args], capture_output=True, text=True, timeout=60, check=False,
+    return subprocess.run([sys.executable, "-m", "cdp.entry.cli", *args], capture_output=True, text=True, timeout=60, check=False,
                           env={**base, **settings_env(fake), **env}, cwd=fake_cwd())
 
 

@@ -8,8 +8,8 @@ import time
 
 import httpx
 import pytest
-from cdp import interactions
-from cdp.aws import runtime as aws_runtime
+from cdp.entry import interactions
+from cdp.entry.aws import runtime as aws_runtime
 from cdp.sim import FakeDiscord
 
 from tests.e2e.conftest import start_stack
@@ -216,7 +216,7 @@ def test_register_commands_cli(fake):
 
     env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}, **settings_env(fake)}
     for extra, scope in (([], fake.config.guild_id), (["--global"], "global")):
-        r = subprocess.run([sys.executable, "-m", "cdp.cli", "register-commands", *extra], env=env,
+        r = subprocess.run([sys.executable, "-m", "cdp.entry.cli", "register-commands", *extra], env=env,
                            cwd=tempfile.mkdtemp(), capture_output=True, text=True, timeout=60, check=False)
         assert r.returncode == 0, r.stderr
         (cmd,) = fake.commands(scope)

@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from cdp.discord.errors import fingerprint
+from cdp.domain.secrets import fingerprint
 from cdp.sim import FakeDiscord
 
 from tests.e2e.conftest import API_KEY, start_stack

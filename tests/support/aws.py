@@ -231,7 +231,7 @@ def discord_env(fake, **over: str) -> dict[str, str]:
 
 def start_listener_process(env: dict[str, str], cwd: Path | str, health_port: int) -> subprocess.Popen:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("CDP_", "AWS_"))}
-    return subprocess.Popen([sys.executable, "-m", "cdp.cli", "listener", "--health-port", str(health_port)],
+    return subprocess.Popen([sys.executable, "-m", "cdp.entry.cli", "listener", "--health-port", str(health_port)],
                             env={**base, **env}, cwd=str(cwd), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
 

@@ -23,7 +23,7 @@ def free_port() -> int:
 
 
 class CdpProcess:
-    """`python -m cdp.cli <args>` with a clean environment; its log is captured to a file."""
+    """`python -m cdp.entry.cli <args>` with a clean environment; its log is captured to a file."""
 
     def __init__(self, args: list[str], env: dict[str, str], port: int | None = None) -> None:
         self.args = args
@@ -43,7 +43,7 @@ class CdpProcess:
         # Run where no stray .env can leak settings in.
         cwd = tempfile.mkdtemp(prefix="cdp-cwd-")
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cdp.cli", *self.args], env=env, cwd=cwd,
+        self.proc = subprocess.Popen([sys.executable, "-m", "cdp.entry.cli", *self.args], env=env, cwd=cwd,
                                      stdout=self._log, stderr=subprocess.STDOUT)
         return self
 

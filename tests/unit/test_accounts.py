@@ -6,7 +6,8 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
-from cdp.discord.errors import fingerprint
+from cdp.adapters.store.memory import MemoryHealthStore
+from cdp.app.pool import AccountPool, BotHealth, NoUsableAccount
 from cdp.domain.accounts import (
     Health,
     HealthRecord,
@@ -17,8 +18,7 @@ from cdp.domain.accounts import (
     parse_reset_time,
     retry_after_seconds,
 )
-from cdp.pool import AccountPool, BotHealth, NoUsableAccount
-from cdp.store.memory import MemoryHealthStore
+from cdp.domain.secrets import fingerprint
 
 
 def ts(s: str, tz: str = "UTC") -> float:

@@ -6,7 +6,7 @@ import asyncio
 import base64
 
 import pytest
-from cdp.blobs import LocalBlobStore
+from cdp.adapters.blobs import LocalBlobStore
 from cdp.domain.images import MediaError, MediaLimits, collect_inline_media, placeholder_url, replace_media
 from cdp.domain.prompt import build_prompt
 from cdp.sim.util import tiny_png
@@ -125,7 +125,7 @@ def _client(handler):
 ])
 def test_fetch_image(status, ctype, body, problem):
     import httpx
-    from cdp.media import ImageFetchError, fetch_image
+    from cdp.adapters.media import ImageFetchError, fetch_image
 
     async def run():
         async with _client(lambda req: httpx.Response(status, headers={"content-type": ctype}, content=body)) as c:
@@ -142,7 +142,7 @@ async def test_local_blob_store_prunes_only_its_own_old_files(tmp_path):
     import os
     import time as _time
 
-    from cdp.blobs import LocalBlobStore
+    from cdp.adapters.blobs import LocalBlobStore
 
     store = LocalBlobStore(tmp_path)
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
@@ -160,7 +160,7 @@ async def test_local_blob_store_prunes_only_its_own_old_files(tmp_path):
 
 async def test_image_downloads_refuse_non_public_addresses_but_trust_the_discord_host():
     import pytest as _pytest
-    from cdp.media import ImageFetchError, fetch_image, http_client
+    from cdp.adapters.media import ImageFetchError, fetch_image, http_client
     from cdp.settings import load_settings
 
     settings = load_settings(DISCORD_API_BASE="http://discord.example.invalid/api/v10")

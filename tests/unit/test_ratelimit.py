@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from cdp.discord.errors import DiscordRateLimited
-from cdp.discord.ratelimit import RateLimitBook, RateLimiter
+from cdp.adapters.discord.ratelimit import RateLimitBook, RateLimiter
+from cdp.domain.discord import DiscordRateLimited
 
 ROUTE = "POST /channels/{channel_id}/messages"
 

@@ -6,8 +6,9 @@ import json
 
 import httpx
 import pytest
-from cdp.discord import errors as E
-from cdp.discord.rest import DiscordRest, UploadFile
+from cdp.adapters.discord.rest import DiscordRest, UploadFile
+from cdp.domain import discord as E
+from cdp.domain.secrets import fingerprint
 
 BOT = "MTIwMDAwMDAwMDAwMDAwMDAwMQ.bot-secret.abcdefghijklmnop"
 USER = "user-secret-token.0000000000000000000000001"
@@ -261,10 +262,10 @@ async def test_no_token_in_logs_or_errors(caplog):
     await rest.aclose()
     text = caplog.text + str(ei.value) + str(ei2.value)
     assert USER not in text and BOT not in text
-    assert E.fingerprint(USER) in str(ei.value)
+    assert fingerprint(USER) in str(ei.value)
 
 
 def test_fingerprint_stable_and_short():
-    assert E.fingerprint(USER) == E.fingerprint(USER + " ")
-    assert E.fingerprint(USER).startswith("tok:") and len(E.fingerprint(USER)) == 12
-    assert E.fingerprint(USER) != E.fingerprint(BOT)
+    assert fingerprint(USER) == fingerprint(USER + " ")
+    assert fingerprint(USER).startswith("tok:") and len(fingerprint(USER)) == 12
+    assert fingerprint(USER) != fingerprint(BOT)

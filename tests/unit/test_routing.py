@@ -6,7 +6,7 @@ import json
 from collections import Counter
 
 import pytest
-from cdp.botconfig import BotConfigError, find_path, load_bot_config, parse_entries
+from cdp.adapters.botconfig import BotConfigError, find_path, load_bot_config, parse_entries
 from cdp.domain.routing import AllRouteResting, BotEntry, NoRoute, Router
 from cdp.settings import SettingsError, load_settings
 

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import json
 
-from cdp.openai import errors as oe
-from cdp.openai.wire import SSE_DONE, SSE_PING, chunk_body, completion_body, sse, usage, usage_chunk_body
+from cdp.entry.openai import errors as oe
+from cdp.entry.openai.wire import (
+    SSE_DONE,
+    SSE_PING,
+    chunk_body,
+    completion_body,
+    sse,
+    usage,
+    usage_chunk_body,
+)
 
 
 def test_sse_frames_are_exact():

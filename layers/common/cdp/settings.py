@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     REQUEST_RATE_LIMIT: int = Field(60, ge=0)
     MESSAGE_MAX_TOKEN: int = Field(128000, gt=0)
     MAX_CHANNEL_DEL_TYPE: Literal["ALL", "OLDEST", ""] = ""
-    # Many bots and accounts (cdp.botconfig, cdp.pool)
+    # Many bots and accounts (cdp.adapters.botconfig, cdp.app.pool)
     BOT_CONFIG_PATH: str = ""  # empty = data/config/bot_config.json, then config/bot_config.json
     DAILY_RESET_TIME: str = "00:00"  # HH:MM in TZ when resting accounts/bots (Coze daily limit) come back
     # Client IP for REQUEST_RATE_LIMIT from X-Forwarded-For; empty = on in AWS Lambda, off elsewhere
@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     # Runtime
     CDP_STORE: Literal["memory", "dynamodb"] = "memory"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # Images and files (cdp.domain.images, cdp.media, cdp.blobs)
+    # Images and files (cdp.domain.images, cdp.adapters.media, cdp.adapters.blobs)
     FILES_DIR: str = "./data/files"  # re-hosted images, served under /files/<random>.<ext>
     FILES_RETENTION_DAYS: float = Field(30, ge=0)  # re-hosted images older than this are deleted; 0 = keep
     PUBLIC_BASE_URL: str = ""  # e.g. https://cdp.example.com; empty = the request's own base URL
@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     @field_validator("KEEPALIVE_TIME", mode="after")
     @classmethod
     def _time_of_day(cls, v: str) -> str:
-        from cdp.scheduler import parse_time_of_day
+        from cdp.app.scheduler import parse_time_of_day
 
         parse_time_of_day(v)
         return v.strip()
@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     @field_validator("TZ", mode="after")
     @classmethod
     def _zone(cls, v: str) -> str:
-        from cdp.scheduler import zone
+        from cdp.app.scheduler import zone
 
         v = v.strip().removeprefix(":") or "UTC"  # POSIX allows TZ=:Area/City
         zone(v)

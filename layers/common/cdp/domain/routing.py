@@ -1,6 +1,6 @@
 """Which Coze bot answers a request: bot_config.json entries matched by the caller's key and model.
 
-Pure rules (no I/O). The file is read and validated by cdp.botconfig; the service asks `Router`.
+Pure rules (no I/O). The file is read and validated by cdp.adapters.botconfig; the service asks `Router`.
 
 As in the original: an entry matches when its `proxySecret` equals the key the caller sent
 (`Authorization: Bearer <key>`) and its `model` list contains the request's model; one match is

@@ -1,0 +1,398 @@
+"""Discord REST client (httpx): bot-token calls for the CDP bot, user-token calls for prompts.
+
+* Every URL is `api_base + path` (DISCORD_API_BASE; tests point it at the fake Discord).
+* Bot calls send `Authorization: Bot <token>`; user calls send the raw token with browser-like
+  headers (Discord's web client).
+* Rate limits follow Discord's headers (see ratelimit.py); 429s are waited out and retried.
+* Messages are posted with a nonce and `enforce_nonce: true`, so a retry after a timeout / 5xx / 429
+  can never post twice; those retries are bounded. Other non-GET calls are never retried blindly.
+* Tokens never appear in a log line or an exception: fingerprints only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from cdp.adapters.discord.ratelimit import RateLimiter
+from cdp.domain.discord import (
+    DiscordError,
+    DiscordRateLimited,
+    DiscordUnavailable,
+    error_from_response,
+)
+from cdp.domain.secrets import fingerprint, redact
+
+log = logging.getLogger("cdp.adapters.discord.rest")
+
+DEFAULT_API_BASE = "https://discord.com/api/v10"
+DEFAULT_USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36"
+)
+MAX_TRANSIENT_ATTEMPTS = 3  # total attempts for idempotent calls on 5xx / network errors
+TRANSIENT_BACKOFF = 0.5  # seconds, doubled per attempt
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    filename: str
+    content: bytes
+    content_type: str = "application/octet-stream"
+
+
+def new_nonce() -> str:
+    """A Discord message nonce: a numeric string (≤ 25 chars), unique enough per message."""
+    return str(secrets.randbits(63))
+
+
+class DiscordRest:
+    def __init__(
+        self,
+        *,
+        api_base: str = DEFAULT_API_BASE,
+        bot_token: str,
+        user_agent: str = DEFAULT_USER_AGENT,
+        proxy_url: str | None = None,
+        timeout: float = 30.0,
+        max_rate_limit_wait: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        limiter: RateLimiter | None = None,
+        transient_backoff: float = TRANSIENT_BACKOFF,
+    ) -> None:
+        self.api_base = api_base.rstrip("/")
+        self._bot_token = (bot_token or "").strip()
+        self.bot_fp = fingerprint(self._bot_token)
+        self.user_agent = user_agent or DEFAULT_USER_AGENT
+        self.limiter = limiter or RateLimiter(max_wait=max_rate_limit_wait)
+        self._transient_backoff = transient_backoff
+        kwargs: dict[str, Any] = {"timeout": httpx.Timeout(timeout), "follow_redirects": False}
+        if transport is not None:
+            kwargs["transport"] = transport
+        elif proxy_url:
+            kwargs["proxy"] = proxy_url
+        try:
+            self._client = httpx.AsyncClient(**kwargs)
+        except ImportError as exc:  # socks5:// without the socksio package
+            raise RuntimeError(
+                "PROXY_URL uses SOCKS: install the SOCKS extra (pip install 'httpx[socks]')"
+            ) from exc
+        proxy_password = urlsplit(proxy_url).password if proxy_url and transport is None else None
+        self._secrets: tuple[str, ...] = (self._bot_token, *([proxy_password] if proxy_password else []))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> DiscordRest:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- headers ------------------------------------------------------------------------------
+    def _bot_headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bot {self._bot_token}",
+            "User-Agent": "DiscordBot (https://github.com/deanxv/coze-discord-proxy, 5.0)",
+        }
+
+    def _user_headers(self, user_token: str) -> dict[str, str]:
+        return {
+            "Authorization": user_token.strip(),
+            "User-Agent": self.user_agent,
+            "Origin": "https://discord.com",
+            "Referer": "https://discord.com/channels/@me",
+            "X-Discord-Locale": "en-US",
+            "Accept-Language": "en-US,en;q=0.9",
+            "Accept": "*/*",
+        }
+
+    # -- core ---------------------------------------------------------------------------------
+    async def _request(
+        self,
+        method: str,
+        route: str,
+        *,
+        major: str = "",
+        params: dict[str, Any] | None = None,
+        token: str | None = None,
+        user: bool = False,
+        json_body: Any = None,
+        files: Sequence[UploadFile] = (),
+        query: dict[str, Any] | None = None,
+        retry_transient: bool | None = None,
+        reason: str | None = None,
+        hide: tuple[str, ...] = (),
+    ) -> Any:
+        """`route` is the template ("/channels/{channel_id}/messages"); `params` fill it in.
+        `hide`: further secrets in the path (an interaction token), never logged."""
+        token = (token if token is not None else self._bot_token).strip()
+        fp = fingerprint(token)
+        secrets_ = (*self._secrets, token, *hide)
+        path = route.format(**(params or {}))
+        url = self.api_base + path
+        route_key = f"{method} {route}"
+        headers = self._user_headers(token) if user else self._bot_headers()
+        if reason:
+            headers["X-Audit-Log-Reason"] = reason
+        if retry_transient is None:
+            retry_transient = method == "GET"
+
+        data: dict[str, str] | None = None
+        multipart: list[tuple[str, tuple[str, bytes, str]]] | None = None
+        body_json: Any = None
+        if files:
+            payload = dict(json_body or {})
+            payload["attachments"] = [{"id": i, "filename": f.filename} for i, f in enumerate(files)]
+            data = {"payload_json": json.dumps(payload)}
+            multipart = [
+                (f"files[{i}]", (f.filename, f.content, f.content_type)) for i, f in enumerate(files)
+            ]
+        elif json_body is not None:
+            body_json = json_body
+
+        async def send() -> httpx.Response:
+            return await self._client.request(
+                method, url, headers=headers, params=query, json=body_json, data=data, files=multipart
+            )
+
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                resp = await self.limiter.run(fp, route_key, major, send, body_of=_json_or_none)
+            except DiscordRateLimited:
+                raise
+            except httpx.TimeoutException as exc:
+                err: DiscordError = DiscordUnavailable(
+                    f"timeout ({type(exc).__name__})", route=route_key, token_fp=fp
+                )
+            except httpx.HTTPError as exc:
+                err = DiscordUnavailable(
+                    redact(f"network error: {type(exc).__name__}: {exc}", *secrets_),
+                    route=route_key,
+                    token_fp=fp,
+                )
+            else:
+                if resp.status_code < 300:
+                    log.debug("%s %s -> %s [%s]", method, redact(path, *secrets_), resp.status_code, fp)
+                    if resp.status_code == 204 or not resp.content:
+                        return None
+                    try:
+                        return resp.json()
+                    except ValueError:
+                        return resp.text
+                body = _json_or_none(resp)
+                if body is None:
+                    body = resp.text
+                err = error_from_response(
+                    resp.status_code, body, route=route_key, token_fp=fp, secrets=secrets_
+                )
+                if resp.status_code == 429 and err.retry_after is None:
+                    ra = resp.headers.get("Retry-After")
+                    try:
+                        err.retry_after = float(ra) if ra else None
+                    except ValueError:
+                        pass
+                    err.message = err.message or "rate limited"
+            transient = isinstance(err, DiscordUnavailable)
+            if transient and retry_transient and attempt < MAX_TRANSIENT_ATTEMPTS:
+                delay = self._transient_backoff * (2 ** (attempt - 1))
+                log.warning(
+                    "%s %s failed (%s); retry %d in %.2fs [%s]",
+                    method,
+                    route,
+                    err.message,
+                    attempt,
+                    delay,
+                    fp,
+                )
+                await asyncio.sleep(delay)
+                continue
+            level = logging.WARNING if err.status and err.status < 500 else logging.ERROR
+            log.log(level, "%s", err)
+            raise err
+
+    # -- bot-token calls ----------------------------------------------------------------------
+    async def get_gateway_bot(self) -> dict:
+        return await self._request("GET", "/gateway/bot")
+
+    async def get_current_user(self, user_token: str | None = None) -> dict:
+        if user_token is None:
+            return await self._request("GET", "/users/@me")
+        return await self._request("GET", "/users/@me", token=user_token, user=True)
+
+    async def get_application(self) -> dict:
+        return await self._request("GET", "/applications/@me")
+
+    async def get_guild(self, guild_id: str) -> dict:
+        return await self._request(
+            "GET", "/guilds/{guild_id}", major=str(guild_id), params={"guild_id": guild_id}
+        )
+
+    async def list_guild_channels(self, guild_id: str) -> list[dict]:
+        return await self._request(
+            "GET", "/guilds/{guild_id}/channels", major=str(guild_id), params={"guild_id": guild_id}
+        )
+
+    async def get_guild_member(self, guild_id: str, user_id: str) -> dict:
+        return await self._request(
+            "GET",
+            "/guilds/{guild_id}/members/{user_id}",
+            major=str(guild_id),
+            params={"guild_id": guild_id, "user_id": user_id},
+        )
+
+    async def get_channel(self, channel_id: str) -> dict:
+        return await self._request(
+            "GET", "/channels/{channel_id}", major=str(channel_id), params={"channel_id": channel_id}
+        )
+
+    async def create_channel(
+        self, guild_id: str, name: str, type: int = 0, parent_id: str | None = None
+    ) -> dict:
+        body: dict[str, Any] = {"name": name, "type": type}
+        if parent_id:
+            body["parent_id"] = str(parent_id)
+        return await self._request(
+            "POST",
+            "/guilds/{guild_id}/channels",
+            major=str(guild_id),
+            params={"guild_id": guild_id},
+            json_body=body,
+        )
+
+    async def delete_channel(self, channel_id: str) -> dict:
+        return await self._request(
+            "DELETE", "/channels/{channel_id}", major=str(channel_id), params={"channel_id": channel_id}
+        )
+
+    async def create_thread(
+        self,
+        channel_id: str,
+        name: str,
+        auto_archive_duration: int,
+        message_id: str | None = None,
+        type: int = 11,
+    ) -> dict:
+        body: dict[str, Any] = {"name": name, "auto_archive_duration": int(auto_archive_duration)}
+        if message_id:
+            return await self._request(
+                "POST",
+                "/channels/{channel_id}/messages/{message_id}/threads",
+                major=str(channel_id),
+                params={"channel_id": channel_id, "message_id": message_id},
+                json_body=body,
+            )
+        body["type"] = type
+        return await self._request(
+            "POST",
+            "/channels/{channel_id}/threads",
+            major=str(channel_id),
+            params={"channel_id": channel_id},
+            json_body=body,
+        )
+
+    async def get_messages(
+        self, channel_id: str, limit: int = 50, after: str | None = None, before: str | None = None
+    ) -> list[dict]:
+        query: dict[str, Any] = {"limit": max(1, min(100, int(limit)))}
+        if after:
+            query["after"] = str(after)
+        if before:
+            query["before"] = str(before)
+        return await self._request(
+            "GET",
+            "/channels/{channel_id}/messages",
+            major=str(channel_id),
+            params={"channel_id": channel_id},
+            query=query,
+        )
+
+    async def send_bot_message(
+        self, channel_id: str, content: str | None = None, files: Sequence[UploadFile] = ()
+    ) -> dict:
+        body: dict[str, Any] = {
+            "allowed_mentions": {"parse": []},
+            "nonce": new_nonce(),
+            "enforce_nonce": True,
+        }
+        if content is not None:
+            body["content"] = content
+        return await self._request(
+            "POST",
+            "/channels/{channel_id}/messages",
+            major=str(channel_id),
+            params={"channel_id": channel_id},
+            json_body=body,
+            files=files,
+            retry_transient=True,
+        )
+
+    async def put_application_commands(
+        self, application_id: str, commands: list[dict], guild_id: str | None = None
+    ) -> list[dict]:
+        """Bulk-overwrite the application's commands: in one guild, or global when guild_id is None."""
+        if guild_id:
+            return await self._request(
+                "PUT", "/applications/{application_id}/guilds/{guild_id}/commands",
+                params={"application_id": application_id, "guild_id": guild_id}, json_body=commands)
+        return await self._request("PUT", "/applications/{application_id}/commands",
+                                   params={"application_id": application_id}, json_body=commands)
+
+    async def edit_original_interaction_response(
+        self, application_id: str, interaction_token: str, body: dict
+    ) -> dict:
+        """PATCH the deferred response of an interaction (valid 15 minutes after the interaction)."""
+        return await self._request(
+            "PATCH", "/webhooks/{application_id}/{interaction_token}/messages/@original",
+            major=f"{application_id}/{fingerprint(interaction_token)}",
+            params={"application_id": application_id, "interaction_token": interaction_token},
+            json_body=body, hide=(interaction_token,))
+
+    # -- user-token calls ---------------------------------------------------------------------
+    async def send_user_message(
+        self,
+        user_token: str,
+        channel_id: str,
+        content: str,
+        *,
+        nonce: str,
+        allowed_user_ids: Sequence[str],
+        files: Sequence[UploadFile] = (),
+    ) -> dict:
+        """Post `content` as the Discord user. Idempotent per `nonce` (enforce_nonce), so retried safely."""
+        body: dict[str, Any] = {
+            "content": content,
+            "nonce": str(nonce),
+            "enforce_nonce": True,
+            "tts": False,
+            "flags": 0,
+            "allowed_mentions": {"parse": [], "users": [str(u) for u in allowed_user_ids]},
+        }
+        return await self._request(
+            "POST",
+            "/channels/{channel_id}/messages",
+            major=str(channel_id),
+            params={"channel_id": channel_id},
+            token=user_token,
+            user=True,
+            json_body=body,
+            files=files,
+            retry_transient=True,
+        )
+
+
+def _json_or_none(resp: Any) -> Any:
+    try:
+        return resp.json()
+    except Exception:
+        return None

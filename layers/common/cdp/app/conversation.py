@@ -1,0 +1,434 @@
+"""The conversation use case: route → pick channel and account → post as the user → await the reply.
+
+Everything here talks to ports (DiscordRest-like client, ReplyStore, ChannelRegistry); pure rules
+come from cdp.domain. The API turns a `Conversation` into an OpenAI response or stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from cdp.adapters import media
+from cdp.domain.completion import Decision, decide, next_wakeup
+from cdp.domain.coze import CozeErrorKind
+from cdp.domain.discord import (
+    DiscordError,
+    DiscordMaxChannels,
+    DiscordNotFound,
+    DiscordRateLimited,
+    DiscordUnauthorized,
+    DiscordVerificationRequired,
+)
+from cdp.domain.model import ReplySnapshot, TempChannel
+from cdp.domain.prompt import PromptError, build_prompt, split_for_discord
+from cdp.domain.reply import ReplyView, render
+from cdp.domain.routing import AllRouteResting, BotEntry, NoRoute, Router
+from cdp.domain.tokens import count_tokens
+from cdp.entry.openai import errors as oe
+from cdp.ports import ChannelRegistry, ListenerPresence, ReplyStore
+from cdp.settings import Settings
+
+if TYPE_CHECKING:
+    from cdp.app.alerts import Alerts
+    from cdp.app.pool import AccountPool, BotHealth
+
+log = logging.getLogger("cdp.app.conversation")
+
+TEMP_CHANNEL_PREFIX = "cdp-chat-"
+# A temporary channel still marked in use after this long belongs to a request that never ended
+# (crash, cancelled stream): the cleanup deletes it. Above the longest possible request (15 min).
+STALE_IN_USE_SECONDS = 960
+# This many channel creations failing in a row (errors, timeouts) suggest Discord risk-controls the
+# CDP bot: one Telegram alert (at most daily).
+RISK_ALERT_AFTER_FAILURES = 3
+
+
+@dataclass(frozen=True)
+class ChatSpec:
+    """What the API understood of a request; built before anything is posted."""
+
+    request_id: str
+    model: str
+    messages: list[dict]
+    stream: bool
+    channel_id: str | None = None
+    timeout: float | None = None  # `out-time` header, overrides the settings' timeouts
+    api_key: str | None = None
+    raw_prompt: str | None = None  # posted as is instead of the messages' prompt (image generation)
+
+
+@dataclass
+class Progress:
+    """One observation of the reply: the rendered view and whether it is complete."""
+
+    view: ReplyView
+    decision: Decision
+    changed: bool
+
+
+@dataclass
+class Conversation:
+    """A prompt that has been posted; iterate `updates()` until a Progress with decision.done."""
+
+    spec: ChatSpec
+    prompt: str
+    prompt_tokens: int
+    prompt_message_id: str
+    channel_id: str
+    temporary_channel: bool
+    _service: ConversationService = field(repr=False)
+    _closed: bool = False
+    account: str = ""  # fingerprint of the user account that posted the prompt
+    coze_bot_id: str = ""
+
+    async def updates(self, heartbeat: float | None = None) -> AsyncIterator[Progress]:
+        """Yield on every change of the reply, and every `heartbeat` seconds without one.
+
+        Timeouts: non-stream requests have one total deadline (REQUEST_OUT_TIME); stream requests
+        allow STREAM_REQUEST_OUT_TIME between two updates, as in the original.
+        """
+        s = self._service.settings
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        if self.spec.timeout is not None:
+            total = self.spec.timeout
+        else:
+            total = s.STREAM_REQUEST_OUT_TIME if self.spec.stream else s.REQUEST_OUT_TIME
+        deadline = start + total
+        revision: tuple = ()
+        last_change_at: float | None = None
+        snapshot = ReplySnapshot(self.prompt_message_id)
+        while True:
+            now = loop.time()
+            view = render(snapshot)
+            wait = next_wakeup(view, now=now, last_change_at=last_change_at,
+                               idle_timeout=s.REPLY_IDLE_TIMEOUT, deadline=deadline)
+            if heartbeat is not None:
+                wait = min(wait, heartbeat)
+            snapshot = await self._service.replies.wait_for_change(self.prompt_message_id, revision, wait)
+            now = loop.time()
+            changed = snapshot.revision != revision
+            if changed:
+                revision = snapshot.revision
+                last_change_at = now
+                if self.spec.stream and self.spec.timeout is None:
+                    deadline = now + total  # between two updates
+            view = render(snapshot)
+            decision = decide(view, now=now, last_change_at=last_change_at,
+                              idle_timeout=s.REPLY_IDLE_TIMEOUT, deadline=deadline)
+            if decision.done and decision.reason == "idle":
+                # Silence only means "done" if the listener was connected the whole time: edits
+                # missed during a gateway gap are replayed on RESUME, so restart the idle window.
+                stable = await self._service.listener_stable_since()
+                wall_offset = time.time() - now
+                if stable is None or stable > last_change_at + wall_offset:
+                    last_change_at = now if stable is None else min(now, stable - wall_offset)
+                    continue
+            if decision.done and decision.error is not None:
+                await self._service.note_coze_error(self, decision.error)
+            if changed or decision.done or heartbeat is not None:
+                yield Progress(view, decision, changed)
+            if decision.done:
+                return
+
+    def close(self) -> None:
+        """Always called when the request ends (answered, failed or client gone).
+
+        Synchronous on purpose: it runs in `finally` blocks of cancelled streams, where awaiting
+        is unsafe; the deletion is scheduled as a task the service keeps alive.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self.temporary_channel:
+            self._service.spawn(self._service.schedule_channel_delete(self.channel_id))
+
+    async def aclose(self) -> None:
+        """`close()` for callers that can await: the deletion is registered in the store before the
+        response leaves (on Lambda the process may freeze right after, before a background task runs)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.temporary_channel:
+            await self._service.schedule_channel_delete(self.channel_id)
+
+
+class ConversationService:
+    def __init__(self, settings: Settings, rest, replies: ReplyStore, channels: ChannelRegistry,
+                 clock: Callable[[], float] = time.time, presence: ListenerPresence | None = None, *,
+                 router: Router | None = None, pool: AccountPool | None = None,
+                 bots: BotHealth | None = None, alerts: Alerts | None = None,
+                 ratelimits=None, ledger=None) -> None:
+        from cdp.adapters.store.memory import MemoryHealthStore
+        from cdp.app.pool import AccountPool, BotHealth
+
+        self.settings = settings
+        self.rest = rest
+        self.replies = replies
+        self.channels = channels
+        self.clock = clock
+        self.presence = presence
+        self.router = router or Router([], settings.coze_bot_ids)
+        health_kw = dict(tz=settings.TZ, reset_time=settings.DAILY_RESET_TIME, clock=clock, alerts=alerts)
+        self.pool = pool or AccountPool(settings.user_tokens, MemoryHealthStore(), **health_kw)
+        self.bots = bots or BotHealth(self.pool.store, **health_kw)
+        self.alerts = alerts
+        self.ratelimits = ratelimits  # RateLimitStore for the API's REQUEST_RATE_LIMIT (cdp.entry.api.limits)
+        self.ledger = ledger  # PromptLedger: who posted each prompt (replies-stream cooldowns), or None
+        self._channel_failures = 0  # consecutive channel-creation failures (risk-control alert)
+        self._tasks: set[asyncio.Task] = set()
+
+    async def listener_stable_since(self) -> float | None:
+        if self.presence is None:
+            return 0.0  # unknown: assume connected
+        try:
+            return await self.presence.stable_since()
+        except Exception:
+            log.warning("could not read the listener's presence; assuming connected", exc_info=True)
+            return 0.0
+
+    # -- routing --------------------------------------------------------------------------------
+    def coze_bot_for(self, model: str, api_key: str | None) -> str:
+        """A bot for (model, key), ignoring bot rests (see `route`). Raises model_not_found."""
+        try:
+            return self.router.route(model, api_key).coze_bot_id
+        except NoRoute:
+            raise oe.model_not_found(model) from None
+
+    def models_for(self, api_key: str | None) -> list[str] | None:
+        """Models this key may use (bot_config.json), or None without a bot config (any model)."""
+        return self.router.models_for(api_key)
+
+    async def route(self, spec: ChatSpec) -> BotEntry:
+        """The bot that answers: matches of key + model, minus resting bots, one at random."""
+        resting = await self.bots.resting()
+        try:
+            return self.router.route(spec.model, spec.api_key, resting)
+        except NoRoute:
+            raise oe.model_not_found(spec.model) from None
+        except AllRouteResting as exc:
+            wait = await self.bots.rest_end_of(exc.bot_ids)
+            raise oe.unavailable(f"Every Coze bot serving model '{spec.model}' is resting after its "
+                                 f"developer's daily usage limit was reached; retry in {wait} s or use "
+                                 "another model.", wait, code="coze_bot_limited") from None
+
+    async def note_coze_error(self, conv: Conversation, error) -> None:
+        """Coze answered with a limit text: rest the account (user limit) or the bot (bot limit)."""
+        try:
+            if error.kind == CozeErrorKind.USER_LIMIT and conv.account:
+                await self.pool.rest(conv.account, "coze daily limit for this user")
+            elif error.kind == CozeErrorKind.BOT_LIMIT and conv.coze_bot_id:
+                await self.bots.rest(conv.coze_bot_id, "coze bot developer limit")
+        except Exception:  # health bookkeeping never fails the answer
+            log.warning("could not record account/bot health", exc_info=True)
+
+    async def status(self) -> dict:
+        """Accounts (by fingerprint) and bots with their health, for /api/status."""
+        return {"accounts": await self.pool.status(), "bots": await self.bots.status(self.router.bot_ids()),
+                "bot_config": self.router.configured}
+
+    def build_prompt(self, spec: ChatSpec, max_tokens: int | None = None) -> tuple[str, int]:
+        try:
+            prompt = spec.raw_prompt if spec.raw_prompt is not None else \
+                build_prompt(spec.messages, self.settings.ALL_DIALOG_RECORD_ENABLE)
+        except PromptError as exc:
+            raise oe.invalid_request(str(exc), param=getattr(exc, "param", None) or "messages") from None
+        tokens = count_tokens(prompt)
+        limit = max_tokens or self.settings.MESSAGE_MAX_TOKEN  # a bot's messageMaxToken overrides
+        if tokens > limit:
+            raise oe.context_length_exceeded(tokens, limit)
+        return prompt, tokens
+
+    # -- the use case ---------------------------------------------------------------------------
+    async def start(self, spec: ChatSpec) -> Conversation:
+        """Validate, pick a channel and an account, post the prompt. Raises OpenAIError."""
+        # Inline images/files (data: URLs, file parts) are checked before anything is posted.
+        uploads = media.prepare_uploads(spec.messages, self.settings) if spec.raw_prompt is None else None
+        bot = await self.route(spec)
+        max_tokens = bot.message_max_token
+        prompt, prompt_tokens = self.build_prompt(
+            replace(spec, messages=uploads.preview(spec.messages)) if uploads else spec, max_tokens)
+        coze_bot_id = bot.coze_bot_id
+        channel_id, temporary = await self._channel_for(spec, bot)
+        try:
+            if uploads:  # the CDP bot uploads them to the channel; their URLs go into the prompt
+                spec = replace(spec, messages=await uploads.upload(self.rest, channel_id, spec.messages))
+                prompt, prompt_tokens = self.build_prompt(spec, max_tokens)
+            message, account = await self._post_prompt(spec, prompt, channel_id, coze_bot_id)
+        except BaseException:
+            if temporary:
+                await self.schedule_channel_delete(channel_id)
+            raise
+        log.info("prompt posted", extra={"request_id": spec.request_id, "channel_id": channel_id,
+                                         "prompt_message_id": message["id"], "account": account,
+                                         "coze_bot_id": coze_bot_id})
+        await self._record_prompt(message["id"], account, coze_bot_id, channel_id)
+        return Conversation(spec, prompt, prompt_tokens, message["id"], channel_id, temporary, self,
+                            account=account, coze_bot_id=coze_bot_id)
+
+    async def _record_prompt(self, prompt_id: str, account: str, coze_bot_id: str, channel_id: str) -> None:
+        """Who posted the prompt (fingerprint only), so the replies-stream consumer can rest the right
+        account/bot on a limit text even if the client has gone. Never fails the request."""
+        if self.ledger is None:
+            return
+        try:
+            await self.ledger.record(prompt_id, account, coze_bot_id, channel_id)
+        except Exception:
+            log.warning("could not record who posted the prompt", exc_info=True,
+                        extra={"prompt_message_id": prompt_id, "account": account})
+
+    async def _channel_for(self, spec: ChatSpec, bot: BotEntry | None = None) -> tuple[str, bool]:
+        if spec.channel_id:
+            return spec.channel_id, False
+        if self.settings.DEFAULT_CHANNEL_ENABLE:
+            # As in the original: a bot_config entry's channelId is that bot's default channel.
+            return (bot.channel_id if bot and bot.channel_id else self.settings.CHANNEL_ID), False
+        name = f"{TEMP_CHANNEL_PREFIX}{spec.request_id.removeprefix('req_')}"[:100]
+        try:
+            try:
+                channel = await self.rest.create_channel(self.settings.GUILD_ID, name, type=0)
+            except DiscordMaxChannels:
+                if not await self._free_channel_slots():
+                    raise
+                channel = await self.rest.create_channel(self.settings.GUILD_ID, name, type=0)  # once
+        except DiscordMaxChannels:
+            hint = ("no cdp-chat-* channel could be deleted (MAX_CHANNEL_DEL_TYPE); delete channels by hand"
+                    if self.settings.MAX_CHANNEL_DEL_TYPE else "delete old channels or set MAX_CHANNEL_DEL_TYPE")
+            raise oe.unavailable(f"The Discord server has reached its channel limit (500): {hint}.", 60,
+                                 code="channel_limit") from None
+        except DiscordRateLimited as exc:
+            raise oe.unavailable("Discord is rate limiting channel creation; retry shortly.",
+                                 int((exc.retry_after or 5) + 1), code="discord_rate_limited") from None
+        except DiscordUnauthorized:
+            self._channel_creation_failed()
+            raise oe.unavailable("The CDP bot (BOT_TOKEN) was refused by Discord; check BOT_TOKEN.", 300,
+                                 code="bot_unauthorized") from None
+        except DiscordError as exc:
+            self._channel_creation_failed()
+            raise oe.upstream_error(f"Discord refused to create a conversation channel ({exc.status}, "
+                                    f"code {exc.code}).") from None
+        self._channel_failures = 0
+        await self.channels.add(TempChannel(channel["id"], self.settings.GUILD_ID, self.clock(),
+                                            None, spec.request_id))
+        return channel["id"], True
+
+    async def _free_channel_slots(self) -> int:
+        """The guild is full: delete cdp-chat-* channels per MAX_CHANNEL_DEL_TYPE (ALL / OLDEST)."""
+        if not self.settings.MAX_CHANNEL_DEL_TYPE:
+            return 0
+        from cdp.app.jobs import free_channel_slots
+
+        try:
+            return await free_channel_slots(self.settings, self.rest, self)
+        except DiscordError as exc:
+            log.warning("could not free channel slots", extra={"status": exc.status, "code": exc.code})
+            return 0
+
+    def _channel_creation_failed(self) -> None:
+        """Count a failed channel creation; alert once they keep failing (risk control suspected)."""
+        self._channel_failures += 1
+        if self._channel_failures >= RISK_ALERT_AFTER_FAILURES and self.alerts is not None:
+            from cdp.app.alerts import BOT_RISK
+
+            self.alerts.notify(BOT_RISK, f"The CDP bot failed to create a channel {self._channel_failures} "
+                                         "times in a row (errors or timeouts): Discord may be "
+                                         "risk-controlling it. Check the bot in the Developer Portal.")
+
+    async def _post_prompt(self, spec: ChatSpec, prompt: str, channel_id: str,
+                           coze_bot_id: str) -> tuple[dict, str]:
+        """Post as a user account from the pool; (last message, account fingerprint).
+
+        A 401 / "verify your account" before anything was posted marks the account dead and fails
+        over to the next account within this request.
+        """
+        from cdp.app.pool import NoUsableAccount
+
+        parts = split_for_discord(prompt, coze_bot_id)
+        tried: set[str] = set()
+        while True:
+            try:
+                token, fp = await self.pool.acquire(tried)
+            except NoUsableAccount as exc:
+                raise oe.unavailable(exc.message, exc.retry_after) from None
+            tried.add(fp)
+            posted = 0
+            try:
+                message: dict = {}
+                for part in parts:
+                    # A nonce per part: a retried send (timeout, 429, 5xx) returns the same message.
+                    nonce = f"{uuid.uuid4().int % 10**18}"
+                    message = await self.rest.send_user_message(
+                        token, channel_id, part, nonce=nonce, allowed_user_ids=[coze_bot_id])
+                    posted += 1
+                return message, fp
+            except (DiscordUnauthorized, DiscordVerificationRequired) as exc:
+                reason = "401 unauthorized" if isinstance(exc, DiscordUnauthorized) else \
+                    "account must be verified"
+                await self.pool.mark_dead(fp, reason)
+                if posted:  # part of the prompt is already posted: failing over would post it twice
+                    raise oe.upstream_error("A Discord user account was refused mid-prompt.",
+                                            retry=False) from None
+            except DiscordNotFound:
+                raise oe.invalid_request(f"Channel {channel_id} does not exist or is not visible.",
+                                         param="channelId") from None
+            except DiscordRateLimited as exc:
+                raise oe.unavailable("Discord is rate limiting this account; retry shortly.",
+                                     int((exc.retry_after or 5) + 1), code="discord_rate_limited") from None
+            except DiscordError as exc:
+                raise oe.upstream_error(f"Discord refused the prompt ({exc.status}, code {exc.code}).",
+                                        retry=False) from None
+
+    # -- channel housekeeping -------------------------------------------------------------------
+    def spawn(self, coro) -> asyncio.Task:
+        """Run `coro` in the background, keeping a reference so it is not garbage-collected."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def schedule_channel_delete(self, channel_id: str) -> None:
+        delay = self.settings.CHANNEL_AUTO_DEL_TIME
+        if delay <= 0:
+            await self.channels.remove(channel_id)  # 0 = keep the channel
+            return
+        await self.channels.schedule_delete(channel_id, self.clock() + delay)
+        self.spawn(self._delete_later(channel_id, delay))
+
+    async def _delete_later(self, channel_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await self.delete_channel(channel_id)
+        except Exception:  # the store is unreachable: the registry entry stays, the cleanup job retries
+            log.warning("temporary channel deletion failed; the cleanup job will retry",
+                        extra={"channel_id": channel_id}, exc_info=True)
+
+    async def delete_channel(self, channel_id: str) -> bool:
+        try:
+            await self.rest.delete_channel(channel_id)
+        except DiscordNotFound:
+            pass  # already gone
+        except DiscordError as exc:
+            log.warning("could not delete temporary channel; the cleanup job will retry",
+                        extra={"channel_id": channel_id, "status": exc.status})
+            return False
+        await self.channels.remove(channel_id)
+        return True
+
+    async def delete_due_channels(self) -> int:
+        """Delete every registered temporary channel whose time has come (also after a restart)."""
+        done = 0
+        now = self.clock()
+        for ch in await self.channels.due(now, stale_before=now - STALE_IN_USE_SECONDS):
+            done += await self.delete_channel(ch.channel_id)
+        return done
+
+    async def aclose(self) -> None:
+        """Let pending deletions finish that are due now; later ones stay in the registry."""
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,0 +1,147 @@
+"""Discord REST errors, mapped from status codes and Discord's JSON error codes.
+
+Messages never contain a token: callers pass fingerprints (cdp.domain.secrets).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cdp.domain.secrets import redact
+
+VERIFY_ACCOUNT_TEXT = "You need to verify your account"
+
+# Discord JSON error codes we act on.
+CODE_UNKNOWN_CHANNEL = 10003
+CODE_UNKNOWN_MESSAGE = 10008
+CODE_MAX_CHANNELS = 30013
+CODE_MISSING_PERMISSIONS = 50013
+CODE_INVALID_FORM = 50035
+CODE_THREAD_ALREADY_CREATED = 160004
+
+
+class DiscordError(Exception):
+    """A Discord REST call failed. `status` 0 = no HTTP response (network error / timeout)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        code: int | None = None,
+        retry_after: float | None = None,
+        route: str = "",
+        token_fp: str = "",
+        errors: Any = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+        self.route = route
+        self.token_fp = token_fp
+        self.errors = errors
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        parts = [f"Discord {self.route or 'request'}"]
+        if self.status:
+            parts.append(f"HTTP {self.status}")
+        if self.code is not None:
+            parts.append(f"code {self.code}")
+        head = " ".join(parts)
+        tail = f" [{self.token_fp}]" if self.token_fp else ""
+        ra = f" (retry after {self.retry_after:.2f}s)" if self.retry_after is not None else ""
+        return f"{head}: {self.message}{ra}{tail}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": type(self).__name__,
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "retry_after": self.retry_after,
+            "route": self.route,
+            "token": self.token_fp,
+        }
+
+
+class DiscordUnauthorized(DiscordError):
+    """401: the token is invalid, reset or revoked. Stop using it."""
+
+
+class DiscordForbidden(DiscordError):
+    """403 (e.g. code 50013 missing permissions)."""
+
+
+class DiscordVerificationRequired(DiscordForbidden):
+    """403 "You need to verify your account in order to perform this action.": the user token is dead."""
+
+
+class DiscordNotFound(DiscordError):
+    """404 (e.g. 10003 unknown channel, 10008 unknown message)."""
+
+
+class DiscordMaxChannels(DiscordError):
+    """Code 30013: the guild reached its channel limit (500)."""
+
+
+class DiscordInvalidForm(DiscordError):
+    """Code 50035: invalid form body (`errors` holds Discord's details)."""
+
+
+class DiscordRateLimited(DiscordError):
+    """Still rate limited after waiting as long as allowed; `retry_after` says how long to back off."""
+
+
+class DiscordUnavailable(DiscordError):
+    """5xx, network error or timeout: Discord could not be reached or failed."""
+
+
+def error_from_response(
+    status: int, body: Any, *, route: str = "", token_fp: str = "", secrets: tuple[str | None, ...] = ()
+) -> DiscordError:
+    """Build the right exception from an HTTP error status and its (JSON or text) body."""
+    code: int | None = None
+    message = ""
+    errors = None
+    retry_after = None
+    if isinstance(body, dict):
+        raw_code = body.get("code")
+        if isinstance(raw_code, int) or (isinstance(raw_code, str) and raw_code.isdigit()):
+            code = int(raw_code)
+        message = str(body.get("message") or "")
+        errors = body.get("errors")
+        if body.get("retry_after") is not None:
+            try:
+                retry_after = float(body["retry_after"])
+            except (TypeError, ValueError):
+                retry_after = None
+    elif isinstance(body, str):
+        message = body[:300]
+    message = redact(message or f"HTTP {status}", *secrets)
+    kw: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "route": route,
+        "token_fp": token_fp,
+        "errors": errors,
+        "retry_after": retry_after,
+    }
+    if code == CODE_MAX_CHANNELS:
+        return DiscordMaxChannels(message, **kw)
+    if code == CODE_INVALID_FORM:
+        return DiscordInvalidForm(message, **kw)
+    if status == 401:
+        return DiscordUnauthorized(message, **kw)
+    if status == 403:
+        if VERIFY_ACCOUNT_TEXT.lower() in message.lower():
+            return DiscordVerificationRequired(message, **kw)
+        return DiscordForbidden(message, **kw)
+    if status == 404:
+        return DiscordNotFound(message, **kw)
+    if status == 429:
+        return DiscordRateLimited(message, **kw)
+    if status >= 500:
+        return DiscordUnavailable(message, **kw)
+    return DiscordError(message, **kw)

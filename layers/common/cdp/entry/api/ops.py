@@ -1,0 +1,321 @@
+"""Operator routes: GET /api/status (behind the API key) and POST /interactions (Discord slash commands).
+
+`install(app)` adds the router, a counter of requests in flight (ASGI middleware) and a ring buffer of
+the last warnings/errors logged under `cdp.*` (secrets redacted). Both are per process: behind API
+Gateway every Lambda environment has its own (there, /api/status shows that environment's view).
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import logging
+import threading
+import time
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from cdp.domain.secrets import fingerprint, redact
+from cdp.entry import interactions
+from cdp.entry.openai import errors as oe
+
+log = logging.getLogger("cdp.entry.api.ops")
+
+MAX_ERRORS = 20
+MAX_CHANNELS_LISTED = 50
+
+
+# -- requests in flight & last errors ------------------------------------------------------------------
+class _InFlight:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self.total = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self.count += 1
+            self.total += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.count -= 1
+
+
+IN_FLIGHT = _InFlight()
+COUNTED_PREFIXES = ("/v1/",)  # the OpenAI API; health, docs and status requests are not counted
+
+
+class InFlightMiddleware:
+    """Pure ASGI: a request counts until its response is fully sent (streams included)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not scope.get("path", "").startswith(COUNTED_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        IN_FLIGHT.enter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            IN_FLIGHT.leave()
+
+
+class _RecentErrors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.records: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_ERRORS)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            entry = {"at": record.created, "level": record.levelname, "logger": record.name,
+                     "message": record.getMessage()[:500]}
+            for key in ("request_id", "status", "code", "account", "channel_id"):
+                if hasattr(record, key):
+                    entry[key] = getattr(record, key)
+            self.records.append(entry)
+        except Exception:  # a status buffer must never break logging
+            pass
+
+
+RECENT_ERRORS = _RecentErrors()
+
+
+def _install_error_buffer() -> None:
+    cdp_logger = logging.getLogger("cdp")
+    if RECENT_ERRORS not in cdp_logger.handlers:
+        cdp_logger.addHandler(RECENT_ERRORS)
+
+
+# -- status ---------------------------------------------------------------------------------------------
+class AccountStatus(BaseModel):
+    account: str = Field(description="fingerprint of the user token (tok:xxxxxxxx), never the token")
+    health: str = Field(description="healthy | resting | dead | unknown")
+    last_used: str | None = Field(None, description="ISO time, in TZ")
+    resting_until: str | None = Field(None, description="ISO time (TZ) the rest ends, when resting")
+    dead_since: str | None = Field(None, description="ISO time (TZ) Discord refused the token, when dead")
+    reason: str | None = None
+
+
+class BotStatus(BaseModel):
+    coze_bot_id: str
+    health: str = Field(description="healthy | resting | dead | unknown")
+    last_used: str | None = None
+    resting_until: str | None = None
+    dead_since: str | None = None
+    reason: str | None = None
+
+
+class ChannelStatus(BaseModel):
+    channel_id: str
+    created_at: float
+    delete_at: float | None = Field(None, description="null while the channel is in use")
+    request_id: str | None = None
+
+
+class TemporaryChannels(BaseModel):
+    count: int
+    channels: list[ChannelStatus] = Field(description=f"the first {MAX_CHANNELS_LISTED}")
+
+
+class LoggedError(BaseModel):
+    at: float
+    level: str
+    logger: str
+    message: str
+
+
+class StatusResponse(BaseModel):
+    status: str = Field(description="ok | degraded (gateway not ready, or no usable account)")
+    mode: str = Field(description="discord | demo")
+    store: str
+    time: float
+    uptime_seconds: float | None = None
+    gateway: dict[str, Any] = Field(description="the listener's gateway state (see /healthz)")
+    accounts: list[AccountStatus]
+    accounts_by_health: dict[str, int]
+    bots: list[BotStatus]
+    bots_by_health: dict[str, int]
+    bot_config: bool | None = Field(None, description="whether a bot_config.json routes the models")
+    temporary_channels: TemporaryChannels
+    requests_in_flight: int = Field(description="OpenAI API requests being answered by this process")
+    requests_total: int
+    last_errors: list[LoggedError] = Field(description=f"last {MAX_ERRORS} warnings/errors of this process")
+
+    model_config = {"json_schema_extra": {"example": {
+        "status": "ok", "mode": "discord", "store": "memory", "time": 1744189800.0, "uptime_seconds": 3600.0,
+        "gateway": {"state": "ready", "ready": True, "detail": "", "close_code": None, "fix": None,
+                    "since": 1744186200.0, "ready_count": 1, "resumes": 0},
+        "accounts": [{"account": "tok:1a2b3c4d", "health": "healthy", "last_used": "2025-04-09T17:09:58+08:00",
+                      "resting_until": None, "dead_since": None, "reason": None},
+                     {"account": "tok:9f8e7d6c", "health": "resting", "last_used": "2025-04-09T16:00:00+08:00",
+                      "resting_until": "2025-04-10T00:00:00+08:00", "dead_since": None,
+                      "reason": "daily limit"}],
+        "accounts_by_health": {"healthy": 1, "resting": 1},
+        "bots": [{"coze_bot_id": "1300000000000000001", "health": "healthy"}],
+        "bots_by_health": {"healthy": 1}, "bot_config": False,
+        "temporary_channels": {"count": 1, "channels": [{"channel_id": "1234567890123456789",
+                                                         "created_at": 1744189790.0, "delete_at": None,
+                                                         "request_id": "req_0123abcd"}]},
+        "requests_in_flight": 1, "requests_total": 42, "last_errors": []}}}
+
+
+def _secrets(settings) -> list[str]:
+    return [t for t in [*settings.user_tokens, settings.BOT_TOKEN, *settings.api_keys] if t]
+
+
+async def collect_status(runtime) -> dict[str, Any]:
+    """The facts of GET /api/status and `/cdp status`, from the runtime's service and listener."""
+    settings, service = runtime.settings, runtime.service
+    now = time.time()
+    gateway = runtime.gateway.to_dict()
+    accounts: list[dict[str, Any]] = []
+    bots: list[dict[str, Any]] = []
+    bot_config = None
+    own = getattr(service, "status", None)
+    facts = None
+    if callable(own):  # the account pool reports health itself
+        try:
+            facts = own()
+            if hasattr(facts, "__await__"):
+                facts = await facts
+        except Exception as exc:  # the health store unreachable: still answer, with "unknown" health
+            log.warning("status: could not read account health", extra={"error": type(exc).__name__})
+            facts = None
+    if facts is not None:
+        accounts, bots = _listed(facts.get("accounts"), "accounts"), _listed(facts.get("bots"), "bots")
+        bot_config = facts.get("bot_config")
+    else:
+        accounts = [{"account": fingerprint(t), "health": "unknown"} for t in settings.user_tokens]
+        bots = [{"coze_bot_id": b, "health": "unknown"} for b in settings.coze_bot_ids]
+    by_health, bots_by_health = _count(accounts), _count(bots)
+    try:
+        channels = await service.channels.all()
+    except Exception as exc:
+        log.warning("status: could not list temporary channels", extra={"error": type(exc).__name__})
+        channels = []
+    secrets = _secrets(settings)
+    errors = [{**e, "message": redact(str(e["message"]), *secrets)} for e in list(RECENT_ERRORS.records)]
+    usable = by_health.get("healthy", 0) + by_health.get("unknown", 0)
+    ok = bool(gateway.get("ready", runtime.gateway.ready)) and (usable > 0 or not accounts)
+    started = getattr(runtime, "started_at", 0.0) or None
+    return {
+        "status": "ok" if ok else "degraded",
+        "mode": "demo" if runtime.demo_notice else "discord",
+        "store": settings.CDP_STORE,
+        "time": now,
+        "uptime_seconds": (now - started) if started else None,
+        "gateway": gateway,
+        "accounts": accounts,
+        "accounts_by_health": by_health,
+        "bots": bots,
+        "bots_by_health": bots_by_health,
+        "bot_config": bot_config if isinstance(bot_config, bool) else None,
+        "temporary_channels": {
+            "count": len(channels),
+            "channels": [{"channel_id": c.channel_id, "created_at": c.created_at, "delete_at": c.delete_at,
+                          "request_id": c.request_id} for c in channels[:MAX_CHANNELS_LISTED]]},
+        "requests_in_flight": IN_FLIGHT.count,
+        "requests_total": IN_FLIGHT.total,
+        "last_errors": errors,
+    }
+
+
+def _listed(value: Any, key: str) -> list[dict[str, Any]]:
+    """`{"by_health": …, key: [...]}` or a plain list → the list of entries."""
+    if isinstance(value, dict):
+        value = value.get(key, [])
+    return [dict(v) for v in value or []]
+
+
+def _count(entries: list[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in entries:
+        out[str(e.get("health"))] = out.get(str(e.get("health")), 0) + 1
+    return out
+
+
+class RuntimeOperations:
+    """`/cdp` subcommands over a Runtime (cdp serve, and the Lambda follow-up)."""
+
+    def __init__(self, runtime, stores=None) -> None:
+        self.runtime = runtime
+        self.stores = stores
+
+    async def status(self) -> dict[str, Any]:
+        return await collect_status(self.runtime)
+
+    async def cleanup(self) -> dict[str, Any]:
+        from cdp.app import jobs
+        svc = self.runtime.service
+        return await jobs.cleanup(self.runtime.settings, self.stores, svc.rest, svc)
+
+    async def keepalive(self) -> dict[str, Any]:
+        from cdp.app import jobs
+        svc = self.runtime.service
+        # an administrator asked for it explicitly: sent even with COZE_BOT_STAY_ACTIVE_ENABLE=0
+        return await jobs.keepalive(self.runtime.settings, self.stores, svc.rest, svc, force=True)
+
+
+# -- routes ---------------------------------------------------------------------------------------------
+router = APIRouter()
+
+
+def _authenticate(request: Request, keys: list[str]) -> None:
+    """API key as `Authorization: Bearer <key>` or `proxy-secret: <key>` (PROXY_SECRET; none = open)."""
+    if not keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    given = token.strip() if scheme.lower() == "bearer" else ""
+    given = given or request.headers.get("proxy-secret", "").strip()
+    if not given:
+        raise oe.invalid_api_key()
+    matched = [hmac.compare_digest(given.encode(), k.encode()) for k in keys]
+    if not any(matched):
+        raise oe.invalid_api_key()
+
+
+@router.get("/api/status", tags=["ops"], response_model=StatusResponse,
+            summary="Gateway state, accounts and bots by health, temporary channels, requests in flight, "
+                    "last errors (API key required)")
+async def api_status(request: Request) -> dict[str, Any]:
+    runtime = request.app.state.runtime
+    _authenticate(request, runtime.settings.api_keys)
+    return await collect_status(runtime)
+
+
+@router.post("/interactions", tags=["ops"], include_in_schema=True,
+             summary="Discord interactions endpoint (slash commands); requests must be signed by Discord")
+async def discord_interactions(request: Request) -> JSONResponse:
+    runtime = request.app.state.runtime
+    settings = runtime.settings
+    body = await request.body()
+    outcome = interactions.handle(body, request.headers, public_key=settings.DISCORD_PUBLIC_KEY,
+                                  guild_id=settings.GUILD_ID)
+    job = outcome.job
+    if job is not None:
+        ops = RuntimeOperations(runtime)
+        if job.command == "status":  # the facts are in memory: answer at once
+            return JSONResponse(interactions.message(await interactions.run("status", ops)))
+        runtime.service.spawn(_complete(job, ops, runtime.service.rest, time.monotonic() + 0.5))
+    return JSONResponse(outcome.body, status_code=outcome.status)
+
+
+async def _complete(job: interactions.Job, ops: RuntimeOperations, rest, not_before: float) -> None:
+    try:
+        await interactions.complete(job, ops, rest, not_before=not_before)
+    except Exception as exc:
+        log.warning("could not edit the slash command's response", extra={"command": job.command,
+                                                                           "error": str(exc)})
+
+
+def install(app: FastAPI) -> None:
+    """Called once by create_app: routes, in-flight counter, error buffer."""
+    _install_error_buffer()
+    app.add_middleware(InFlightMiddleware)
+    app.include_router(router)

@@ -1,0 +1,229 @@
+"""The original coze-discord-proxy's /api routes (channels and threads), answered as the original does.
+
+Every answer is HTTP 200 `{"success": true, "data"|"message": ...}` or `{"success": false,
+"message": ...}` with the original's (Chinese) message texts, so clients written for it keep working;
+failures add `detail`, an English explanation. A missing or wrong `proxy-secret` header is HTTP 401
+(when PROXY_SECRET is set). ONLY_OPENAI_API=1 leaves this router out (404).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from cdp.domain.discord import DiscordError
+
+log = logging.getLogger("cdp.entry.api.original")
+
+MSG_UNAUTHORIZED = "无权进行此操作,未提供正确的 proxy-secret"
+MSG_INVALID = "无效的参数"
+MSG_CREATE_CHANNEL_FAILED = "discord创建频道异常"
+MSG_DELETE_CHANNEL_FAILED = "discord删除频道异常"
+MSG_DELETE_CHANNEL_OK = "discord删除频道成功"
+MSG_THREAD_DURATION = "线程创建时间只可为[60,1440,4320,10080]"
+MSG_CREATE_THREAD_FAILED = "discord创建线程异常"
+ARCHIVE_DURATIONS = (60, 1440, 4320, 10080)
+
+
+# -- bodies (as the original's model.ChannelReq / ThreadReq; absent fields are zero values) ---------
+class ChannelCreateRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: StrictStr = Field("", description="频道名称 / channel name")
+    type: StrictInt = Field(0, description="类型 / type: 0 text channel, 4 category (Discord channel types)")
+    parentId: StrictStr = Field("", description="父频道Id / category id; empty = top level")
+
+
+class ThreadCreateRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    channelId: StrictStr = Field("", description="频道Id / channel the thread is created in")
+    name: StrictStr = Field("", description="线程名称 / thread name")
+    archiveDuration: StrictInt = Field(0, description="线程存档时间[分钟] / auto-archive after 60, 1440, "
+                                                      "4320 or 10080 minutes")
+
+
+class IdName(BaseModel):
+    id: str
+    name: str
+
+
+class DataResponse(BaseModel):
+    success: bool = True
+    data: IdName
+
+
+class MessageResponse(BaseModel):
+    success: bool
+    message: str
+    detail: str | None = None
+
+
+def _body_doc(model: type[BaseModel]) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": model.model_json_schema()}}}}
+
+
+_AUTH_DOC = {"parameters": [{"name": "proxy-secret", "in": "header", "required": False,
+                             "schema": {"type": "string"},
+                             "description": "one of PROXY_SECRET's keys (when PROXY_SECRET is set)"}]}
+_RESPONSES: dict[int | str, dict[str, Any]] = {401: {"model": MessageResponse, "description": "wrong proxy-secret"}}
+
+
+def fail(message: str, detail: str | None = None, status: int = 200) -> JSONResponse:
+    body: dict[str, Any] = {"success": False, "message": message}
+    if detail:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status)
+
+
+def ok(**body: Any) -> JSONResponse:
+    return JSONResponse({"success": True, **body})
+
+
+def _discord_detail(exc: DiscordError) -> str:
+    code = f", code {exc.code}" if exc.code is not None else ""
+    return f"Discord answered HTTP {exc.status or 'none'}{code}: {exc.message}"
+
+
+async def _parse(request: Request, model: type[BaseModel]) -> BaseModel | JSONResponse:
+    raw = await request.body()
+    try:
+        data = json.loads(raw) if raw.strip() else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return fail(MSG_INVALID, f"the body is not valid JSON: {exc}")
+    if not isinstance(data, dict):
+        return fail(MSG_INVALID, "the body must be a JSON object")
+    data = {k: v for k, v in data.items() if v is not None}  # JSON null = absent, as in Go
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        return fail(MSG_INVALID, f"field {field}: {err.get('msg', 'invalid value')}")
+
+
+def _is_id(value: str) -> bool:
+    return value.isdigit() and 15 <= len(value) <= 21
+
+
+def build_router(settings) -> APIRouter:
+    keys = [k.encode() for k in settings.api_keys]
+
+    def denied(request: Request) -> JSONResponse | None:
+        if not keys:
+            return None
+        given = request.headers.get("proxy-secret", "").strip().encode()
+        matched = [hmac.compare_digest(given, k) for k in keys]  # no early exit: constant time
+        if given and any(matched):
+            return None
+        return fail(MSG_UNAUTHORIZED, "send one of PROXY_SECRET's keys in the header proxy-secret",
+                    status=401)
+
+    router = APIRouter(prefix="/api", tags=["original api"], responses=_RESPONSES)
+
+    def runtime(request: Request):
+        return request.app.state.runtime
+
+    @router.post("/channel/create", summary="创建频道 / create a channel",
+                 responses={200: {"model": DataResponse | MessageResponse}},
+                 openapi_extra={**_body_doc(ChannelCreateRequest), **_AUTH_DOC})
+    async def channel_create(request: Request):
+        if (refused := denied(request)) is not None:
+            return refused
+        req = await _parse(request, ChannelCreateRequest)
+        if isinstance(req, JSONResponse):
+            return req
+        assert isinstance(req, ChannelCreateRequest)
+        if req.parentId and not _is_id(req.parentId):
+            return fail(MSG_CREATE_CHANNEL_FAILED, "parentId must be a Discord channel id (15-21 digits)")
+        rt = runtime(request)
+        try:
+            channel = await rt.service.rest.create_channel(rt.settings.GUILD_ID, req.name, type=req.type,
+                                                           parent_id=req.parentId or None)
+        except DiscordError as exc:
+            log.warning("channel create failed", extra={"status": exc.status, "code": exc.code})
+            return fail(MSG_CREATE_CHANNEL_FAILED, _discord_detail(exc))
+        return ok(data={"id": channel["id"], "name": req.name})
+
+    @router.get("/channel/del/all/cdp", summary="删除全部CDP临时频道[谨慎调用] / delete every cdp-chat-* channel",
+                responses={200: {"model": MessageResponse}}, openapi_extra=_AUTH_DOC)
+    async def channel_del_all(request: Request):
+        if (refused := denied(request)) is not None:
+            return refused
+        from cdp.app.jobs import delete_all_temp_channels
+
+        rt = runtime(request)
+        try:
+            deleted, failed = await delete_all_temp_channels(rt.settings, rt.service.rest, rt.service)
+        except DiscordError as exc:
+            return fail(MSG_DELETE_CHANNEL_FAILED, _discord_detail(exc))
+        if failed:
+            return fail(MSG_DELETE_CHANNEL_FAILED, f"{failed} channel(s) could not be deleted "
+                                                   f"({deleted} deleted); see the log")
+        return ok(message=MSG_DELETE_CHANNEL_OK)
+
+    @router.get("/channel/del/{id}", summary="删除频道 / delete a channel", responses={200: {"model": MessageResponse}},
+                openapi_extra=_AUTH_DOC)
+    async def channel_del(id: str, request: Request):
+        if (refused := denied(request)) is not None:
+            return refused
+        if not _is_id(id):
+            return fail(MSG_DELETE_CHANNEL_FAILED, "the id must be a Discord channel id (15-21 digits)")
+        rt = runtime(request)
+        try:
+            await rt.service.rest.delete_channel(id)
+        except DiscordError as exc:
+            return fail(MSG_DELETE_CHANNEL_FAILED, _discord_detail(exc))
+        try:
+            await rt.service.channels.remove(id)  # if it was one of ours, the registry forgets it
+        except Exception:  # noqa: BLE001 - the store is down: the sweep catches it, answer anyway
+            log.warning("could not remove a deleted channel from the registry", extra={"channel_id": id})
+        return ok(message=MSG_DELETE_CHANNEL_OK)
+
+    @router.post("/thread/create", summary="创建线程 / create a thread", responses={200: {"model": DataResponse | MessageResponse}},
+                 openapi_extra={**_body_doc(ThreadCreateRequest), **_AUTH_DOC})
+    async def thread_create(request: Request):
+        if (refused := denied(request)) is not None:
+            return refused
+        req = await _parse(request, ThreadCreateRequest)
+        if isinstance(req, JSONResponse):
+            return req
+        assert isinstance(req, ThreadCreateRequest)
+        if req.archiveDuration not in ARCHIVE_DURATIONS:
+            return fail(MSG_THREAD_DURATION, "archiveDuration must be 60, 1440, 4320 or 10080 (minutes)")
+        if not _is_id(req.channelId):
+            return fail(MSG_CREATE_THREAD_FAILED, "channelId must be a Discord channel id (15-21 digits)")
+        rt = runtime(request)
+        try:
+            thread = await rt.service.rest.create_thread(req.channelId, req.name, req.archiveDuration, type=11)
+        except DiscordError as exc:
+            return fail(MSG_CREATE_THREAD_FAILED, _discord_detail(exc))
+        return ok(data={"id": thread["id"], "name": req.name})
+
+    return router
+
+
+def install_swagger(app) -> None:
+    """The original served its API documentation under /swagger/ (swaggo): the same here, a Swagger
+    UI page on FastAPI's OpenAPI document (/openapi.json), plus /swagger/doc.json."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import RedirectResponse
+
+    @app.get("/swagger/index.html", include_in_schema=False)
+    async def swagger_index():
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json",
+                                   title=f"{app.title} - Swagger UI")
+
+    @app.get("/swagger/doc.json", include_in_schema=False)
+    async def swagger_doc():
+        return JSONResponse(app.openapi())
+
+    @app.get("/swagger", include_in_schema=False)
+    @app.get("/swagger/", include_in_schema=False)
+    async def swagger_root():
+        return RedirectResponse("/swagger/index.html")

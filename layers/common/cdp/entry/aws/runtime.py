@@ -1,0 +1,140 @@
+"""Lambda runtimes: what functions/*/app.py build. Objects are built once per execution environment
+(on the first invocation, when the secret is readable) and reused while the environment lives.
+
+- `api_handler()`        API Gateway REST event -> FastAPI (Mangum, buffered routes)
+- `stream_app()`         the same FastAPI app as a plain ASGI app, served by uvicorn behind the
+                         Lambda Web Adapter (response streaming for chat and image routes)
+- `job_handler(job)`     EventBridge Scheduler event -> an async job over (settings, objects)
+- `run(coro)`            one event loop per process, reused across invocations (like Mangum's), so
+                         httpx connection pools survive between invocations
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cdp.entry.aws import observability as obs
+
+log = logging.getLogger("cdp.entry.aws")
+
+_state: dict[str, Any] = {}
+
+
+def reset() -> None:
+    """Forget every object built in this process (tests; a new secret)."""
+    _state.clear()
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    loop = _state.get("loop")
+    if loop is None or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        _state["loop"] = loop
+    return loop
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return event_loop().run_until_complete(coro)
+
+
+def settings(*, require_discord: bool = True):
+    """Settings from the environment + the Secrets Manager secret, once per process; logging set up."""
+    cached = _state.get("settings")
+    if cached is not None:
+        return cached
+    from cdp.entry.aws.secrets import load_aws_settings
+
+    s = load_aws_settings()
+    if require_discord and s.demo:
+        from cdp.settings import SettingsError
+
+        raise SettingsError([("no Discord settings: put USER_AUTHORIZATION and BOT_TOKEN in the CDP secret "
+                              "and set GuildId / CozeBotId (see docs/aws.md)")])
+    obs.configure(s.LOG_LEVEL, obs.secrets_of(s))
+    _state["settings"] = s
+    return s
+
+
+def objects():
+    """(settings, stores, rest, service), built once per process."""
+    built = _state.get("objects")
+    if built is None:
+        from cdp.entry.bootstrap import make_rest, make_service, make_stores
+
+        s = settings()
+        stores = make_stores(s)
+        rest = make_rest(s)
+        built = _state["objects"] = (s, stores, rest, make_service(s, stores, rest))
+    return built
+
+
+def build_app(s=None):
+    from cdp.entry.api.app import create_app
+    from cdp.entry.api.runtime import ExternalListener, Runtime
+
+    s2, _, _, service = objects() if s is None else (s, None, None, None)
+    if service is None:
+        from cdp.entry.bootstrap import make_service, make_stores
+
+        service = make_service(s, make_stores(s))
+    return create_app(Runtime(s2, service, ExternalListener()))
+
+
+def _config_error_response(exc: Exception) -> dict[str, Any]:
+    problems = getattr(exc, "problems", None) or [type(exc).__name__]
+    body = {"error": {"message": "coze-discord-proxy is not configured: " + "; ".join(problems),
+                      "type": "server_error", "param": None, "code": "not_configured"}}
+    return {"statusCode": 503, "headers": {"Content-Type": "application/json", "Retry-After": "60"},
+            "multiValueHeaders": {}, "body": json.dumps(body), "isBase64Encoded": False}
+
+
+def api_handler() -> Callable[[dict, Any], dict]:
+    """API Gateway (REST, proxy integration) event -> FastAPI via Mangum."""
+    plog = obs.logger()
+
+    @plog.inject_lambda_context(clear_state=True)
+    def handler(event: dict, context: Any) -> dict:
+        mangum = _state.get("mangum")
+        if mangum is None:
+            from mangum import Mangum
+
+            try:
+                app = build_app()
+            except Exception as exc:  # noqa: BLE001 - SettingsError, unreadable secret: answer, do not crash-loop
+                plog.error("configuration error", extra={"error": str(getattr(exc, "problems", exc))})
+                return _config_error_response(exc)
+            event_loop()  # Mangum runs on the thread's current loop: make it ours
+            mangum = _state["mangum"] = Mangum(app, lifespan="off")
+        return mangum(event, context)
+
+    return handler
+
+
+def stream_app():
+    """ASGI app for uvicorn behind the Lambda Web Adapter (functions/stream/run.sh)."""
+    return build_app(settings())
+
+
+def job_handler(job: Callable[..., Awaitable[dict]], *, name: str) -> Callable[[dict, Any], dict]:
+    """EventBridge Scheduler event -> `await job(settings, stores, rest, service)`; metrics flushed."""
+    plog = obs.logger()
+    metrics = obs.metrics()
+
+    @plog.inject_lambda_context(clear_state=True)
+    @metrics.log_metrics
+    def handler(event: dict, context: Any) -> dict:
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        result = run(job(*objects()))
+        for key, value in result.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                metrics.add_metric(name=f"{name}_{key}", unit=MetricUnit.Count, value=value)
+        plog.info(f"{name} done", extra={"result": result})
+        return result
+
+    return handler

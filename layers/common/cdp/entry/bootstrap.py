@@ -1,0 +1,100 @@
+"""Builds the object graph from settings: one place for `cdp serve`, `cdp listener` and the Lambdas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cdp.ports import (
+    AlertStore,
+    ChannelRegistry,
+    HealthStore,
+    ListenerPresence,
+    PromptLedger,
+    RateLimitStore,
+    ReplyStore,
+)
+from cdp.settings import Settings
+
+
+@dataclass
+class Stores:
+    replies: ReplyStore
+    channels: ChannelRegistry
+    presence: ListenerPresence | None = None  # shared stores: the external listener's heartbeat
+    health: HealthStore | None = None  # account and bot health (cdp.app.pool); None = in-memory
+    ratelimits: RateLimitStore | None = None  # REQUEST_RATE_LIMIT counters; None = in-memory
+    alerts: AlertStore | None = None  # alert dedupe; None = in-memory
+    ledger: PromptLedger | None = None  # prompt id -> account fingerprint/bot (replies-stream cooldowns)
+
+
+def make_stores(settings: Settings) -> Stores:
+    if settings.CDP_STORE == "dynamodb":
+        from cdp.adapters.store.dynamodb import dynamodb_stores
+
+        return dynamodb_stores(settings)
+    from cdp.adapters.store.memory import (
+        MemoryAlertStore,
+        MemoryChannelRegistry,
+        MemoryHealthStore,
+        MemoryPromptLedger,
+        MemoryRateLimitStore,
+        MemoryReplyStore,
+    )
+
+    return Stores(MemoryReplyStore(), MemoryChannelRegistry(), health=MemoryHealthStore(),
+                  ratelimits=MemoryRateLimitStore(), alerts=MemoryAlertStore(), ledger=MemoryPromptLedger())
+
+
+def make_rest(settings: Settings):
+    from cdp.adapters.discord.rest import DiscordRest
+
+    return DiscordRest(api_base=settings.DISCORD_API_BASE, bot_token=settings.BOT_TOKEN,
+                       user_agent=settings.USER_AGENT, proxy_url=settings.PROXY_URL or None)
+
+
+def make_listener(settings: Settings, replies: ReplyStore):
+    from cdp.adapters.discord.gateway import DiscordListener, GatewayStatus, ReplyRecorder
+
+    status = GatewayStatus()
+    recorder = ReplyRecorder(replies, set(make_router(settings).bot_ids()), settings.GUILD_ID)
+    return DiscordListener(api_base=settings.DISCORD_API_BASE, bot_token=settings.BOT_TOKEN,
+                           recorder=recorder, status=status, proxy_url=settings.PROXY_URL or None)
+
+
+class StatusPresence:
+    """Presence of an in-process listener, read from its GatewayStatus."""
+
+    def __init__(self, status) -> None:
+        self.status = status
+
+    async def stable_since(self) -> float | None:
+        return self.status.since if self.status.ready else None
+
+
+def make_router(settings: Settings):
+    """Routing by bot_config.json (validated: raises BotConfigError, a SettingsError)."""
+    from cdp.adapters.botconfig import load_bot_config
+    from cdp.domain.routing import Router
+
+    return Router(load_bot_config(settings), settings.coze_bot_ids)
+
+
+def make_service(settings: Settings, stores: Stores, rest=None, presence: ListenerPresence | None = None):
+    from cdp.adapters.store.memory import MemoryAlertStore, MemoryHealthStore, MemoryRateLimitStore
+    from cdp.app.alerts import Alerts
+    from cdp.app.conversation import ConversationService
+    from cdp.app.pool import AccountPool, BotHealth
+
+    if stores.health is None:
+        stores.health = MemoryHealthStore()
+    if stores.ratelimits is None:
+        stores.ratelimits = MemoryRateLimitStore()
+    if stores.alerts is None:
+        stores.alerts = MemoryAlertStore()
+    alerts = Alerts.from_settings(settings, stores.alerts)
+    kw = {"tz": settings.TZ, "reset_time": settings.DAILY_RESET_TIME, "alerts": alerts}
+    return ConversationService(settings, rest or make_rest(settings), stores.replies, stores.channels,
+                               presence=presence or stores.presence, router=make_router(settings),
+                               pool=AccountPool(settings.user_tokens, stores.health, **kw),
+                               bots=BotHealth(stores.health, **kw), alerts=alerts,
+                               ratelimits=stores.ratelimits, ledger=stores.ledger)

@@ -1,0 +1,170 @@
+"""`cdp listener` / the ECS service: the Discord gateway listener as its own process.
+
+- builds the stores (CDP_STORE) and the listener (cdp.entry.bootstrap)
+- serves GET /healthz on `health_port` (200 when the gateway is READY, else 503 + status JSON)
+- SIGTERM / SIGINT: stop gracefully (the listener records what already arrived, then closes)
+- exits 3 when the listener status becomes "failed" (bad BOT_TOKEN, missing intents...): restarting
+  cannot fix that; the secret / Developer Portal setting must be fixed first
+- after every fresh READY (start, or a session that could not be resumed), recovers replies that
+  arrived while nobody listened: for channels with requests in flight (registry entries not yet
+  scheduled for deletion, plus CHANNEL_ID) it reads the recent messages over REST and feeds the
+  Coze bots' ones to the recorder (writes are versioned, so re-feeding is harmless)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from typing import Any
+
+log = logging.getLogger("cdp.entry.listener")
+
+EXIT_OK = 0
+EXIT_FAILED = 3  # fatal gateway error (token, intents): fix the configuration, do not just restart
+RECOVER_LIMIT = 50
+
+
+async def _health_server(port: int, status: Any, host: str = "0.0.0.0") -> asyncio.AbstractServer:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 5)
+            while True:  # drain headers
+                line = await asyncio.wait_for(reader.readline(), 5)
+                if line in (b"\r\n", b"\n", b""):
+                    break
+            parts = request.decode("latin-1").split()
+            path = parts[1] if len(parts) > 1 else "/"
+            if path.split("?")[0] not in ("/healthz", "/"):
+                code, body = 404, {"error": "not found"}
+            else:
+                ready = bool(status.ready)
+                code, body = (200 if ready else 503), {"status": "ok" if ready else "unavailable",
+                                                       "gateway": status.to_dict()}
+            data = json.dumps(body, default=str).encode()
+            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[code]
+            writer.write(f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+            await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    return await asyncio.start_server(handle, host, port)
+
+
+async def in_flight_channels(settings, channels) -> list[str]:
+    """Channels that may hold replies nobody recorded: temporary ones still in use, and CHANNEL_ID."""
+    ids: list[str] = []
+    with contextlib.suppress(Exception):
+        ids = [c.channel_id for c in await channels.all() if c.delete_at is None]
+    if settings.CHANNEL_ID and settings.CHANNEL_ID not in ids:
+        ids.append(settings.CHANNEL_ID)
+    return ids
+
+
+async def recover(settings, stores, recorder, rest, limit: int = RECOVER_LIMIT) -> int:
+    """Feed the Coze replies among the recent messages of in-flight channels to the recorder."""
+    coze = set(settings.coze_bot_ids)
+    fed = 0
+    for channel_id in await in_flight_channels(settings, stores.channels):
+        try:
+            messages = await rest.get_messages(channel_id, limit=limit)
+        except Exception as exc:  # noqa: BLE001 - deleted channel, missing access...: skip it
+            log.info("recovery skipped a channel", extra={"channel_id": channel_id, "error": type(exc).__name__})
+            continue
+        for raw in sorted(messages or [], key=lambda m: int(m.get("id", 0))):  # oldest first
+            if str((raw.get("author") or {}).get("id")) not in coze:
+                continue
+            if not (raw.get("message_reference") or raw.get("referenced_message")):
+                continue
+            raw.setdefault("guild_id", settings.GUILD_ID)
+            try:
+                await recorder.on_message_create(raw)
+                fed += 1
+            except Exception:
+                log.exception("recovery could not record a message", extra={"message_id": raw.get("id")})
+    if fed:
+        log.info("recovered replies that arrived while the listener was down", extra={"messages": fed})
+    return fed
+
+
+async def _publish_presence(presence: Any, status: Any, ready: bool | None = None) -> None:
+    """Tell the answering side whether replies are being recorded (it won't call a silent reply done
+    while no listener is connected). A failed write is logged, never fatal."""
+    if presence is None or not hasattr(presence, "publish"):
+        return
+    try:
+        await presence.publish(status.ready if ready is None else ready, status.since)
+    except Exception:
+        log.warning("could not publish the listener's presence", exc_info=True)
+
+
+async def run_listener(settings, health_port: int | None, *, stop: asyncio.Event | None = None,
+                       install_signals: bool = True) -> int:
+    """Run until SIGTERM/SIGINT (or `stop` is set): 0; or until the gateway fails for good: 3."""
+    from cdp.entry.bootstrap import make_listener, make_rest, make_stores
+
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    stores = make_stores(settings)
+    listener = make_listener(settings, stores.replies)
+    rest = make_rest(settings)
+    status = listener.status
+    installed: list[int] = []
+    if install_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / Windows
+                pass
+    server = await _health_server(health_port, status) if health_port is not None else None
+    recoveries: set[asyncio.Task] = set()
+    rc = EXIT_OK
+    try:
+        await listener.start()
+        log.info("listener started", extra={"store": settings.CDP_STORE, "health_port": health_port})
+        recovered_for = 0
+        presence = getattr(stores, "presence", None)
+        while not stop.is_set():
+            await _publish_presence(presence, status)
+            if status.failed:
+                log.error("listener failed for good; exiting. Fix the configuration (BOT_TOKEN secret, "
+                          "Developer Portal intents), then restart the service.",
+                          extra={"gateway": status.to_dict()})
+                rc = EXIT_FAILED
+                break
+            if status.ready and status.ready_count > recovered_for:
+                recovered_for = status.ready_count
+                task = asyncio.create_task(recover(settings, stores, listener.recorder, rest))
+                recoveries.add(task)
+                task.add_done_callback(recoveries.discard)
+            waiter = asyncio.create_task(stop.wait())
+            changed = asyncio.create_task(status.wait_change(5.0))
+            try:
+                await asyncio.wait({waiter, changed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                changed.cancel()
+    finally:
+        log.info("listener stopping")
+        await _publish_presence(getattr(stores, "presence", None), status, ready=False)
+        for task in list(recoveries):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 10)
+        await listener.stop()  # records what already arrived (in-flight store writes), then closes
+        with contextlib.suppress(Exception):
+            await rest.aclose()
+        if server is not None:
+            server.close()
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return rc

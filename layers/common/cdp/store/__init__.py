@@ -1,1 +1,0 @@
-"""State ports (ports.py) and their adapters: memory.py (one process) and dynamodb.py (AWS)."""
