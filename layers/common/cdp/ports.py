@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from cdp.domain.accounts import HealthRecord
 from cdp.domain.model import ReplyMessage, ReplySnapshot, TempChannel
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    """A file the Discord REST port uploads as a message attachment."""
+
+    filename: str
+    content: bytes
+    content_type: str = "application/octet-stream"
 
 
 class ReplyStore(Protocol):

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from cdp.adapters import media
+from cdp.app import errors as se
+from cdp.app.uploads import prepare_uploads
 from cdp.domain.completion import Decision, decide, next_wakeup
 from cdp.domain.coze import CozeErrorKind
 from cdp.domain.discord import (
@@ -30,7 +31,6 @@ from cdp.domain.prompt import PromptError, build_prompt, split_for_discord
 from cdp.domain.reply import ReplyView, render
 from cdp.domain.routing import AllRouteResting, BotEntry, NoRoute, Router
 from cdp.domain.tokens import count_tokens
-from cdp.entry.openai import errors as oe
 from cdp.ports import ChannelRegistry, ListenerPresence, ReplyStore
 from cdp.settings import Settings
 
@@ -199,7 +199,7 @@ class ConversationService:
         try:
             return self.router.route(model, api_key).coze_bot_id
         except NoRoute:
-            raise oe.model_not_found(model) from None
+            raise se.model_not_found(model) from None
 
     def models_for(self, api_key: str | None) -> list[str] | None:
         """Models this key may use (bot_config.json), or None without a bot config (any model)."""
@@ -211,10 +211,10 @@ class ConversationService:
         try:
             return self.router.route(spec.model, spec.api_key, resting)
         except NoRoute:
-            raise oe.model_not_found(spec.model) from None
+            raise se.model_not_found(spec.model) from None
         except AllRouteResting as exc:
             wait = await self.bots.rest_end_of(exc.bot_ids)
-            raise oe.unavailable(f"Every Coze bot serving model '{spec.model}' is resting after its "
+            raise se.unavailable(f"Every Coze bot serving model '{spec.model}' is resting after its "
                                  f"developer's daily usage limit was reached; retry in {wait} s or use "
                                  "another model.", wait, code="coze_bot_limited") from None
 
@@ -238,18 +238,18 @@ class ConversationService:
             prompt = spec.raw_prompt if spec.raw_prompt is not None else \
                 build_prompt(spec.messages, self.settings.ALL_DIALOG_RECORD_ENABLE)
         except PromptError as exc:
-            raise oe.invalid_request(str(exc), param=getattr(exc, "param", None) or "messages") from None
+            raise se.invalid_request(str(exc), param=getattr(exc, "param", None) or "messages") from None
         tokens = count_tokens(prompt)
         limit = max_tokens or self.settings.MESSAGE_MAX_TOKEN  # a bot's messageMaxToken overrides
         if tokens > limit:
-            raise oe.context_length_exceeded(tokens, limit)
+            raise se.context_length_exceeded(tokens, limit)
         return prompt, tokens
 
     # -- the use case ---------------------------------------------------------------------------
     async def start(self, spec: ChatSpec) -> Conversation:
-        """Validate, pick a channel and an account, post the prompt. Raises OpenAIError."""
+        """Validate, pick a channel and an account, post the prompt. Raises ServiceError."""
         # Inline images/files (data: URLs, file parts) are checked before anything is posted.
-        uploads = media.prepare_uploads(spec.messages, self.settings) if spec.raw_prompt is None else None
+        uploads = prepare_uploads(spec.messages, self.settings) if spec.raw_prompt is None else None
         bot = await self.route(spec)
         max_tokens = bot.message_max_token
         prompt, prompt_tokens = self.build_prompt(
@@ -300,18 +300,18 @@ class ConversationService:
         except DiscordMaxChannels:
             hint = ("no cdp-chat-* channel could be deleted (MAX_CHANNEL_DEL_TYPE); delete channels by hand"
                     if self.settings.MAX_CHANNEL_DEL_TYPE else "delete old channels or set MAX_CHANNEL_DEL_TYPE")
-            raise oe.unavailable(f"The Discord server has reached its channel limit (500): {hint}.", 60,
+            raise se.unavailable(f"The Discord server has reached its channel limit (500): {hint}.", 60,
                                  code="channel_limit") from None
         except DiscordRateLimited as exc:
-            raise oe.unavailable("Discord is rate limiting channel creation; retry shortly.",
+            raise se.unavailable("Discord is rate limiting channel creation; retry shortly.",
                                  int((exc.retry_after or 5) + 1), code="discord_rate_limited") from None
         except DiscordUnauthorized:
             self._channel_creation_failed()
-            raise oe.unavailable("The CDP bot (BOT_TOKEN) was refused by Discord; check BOT_TOKEN.", 300,
+            raise se.unavailable("The CDP bot (BOT_TOKEN) was refused by Discord; check BOT_TOKEN.", 300,
                                  code="bot_unauthorized") from None
         except DiscordError as exc:
             self._channel_creation_failed()
-            raise oe.upstream_error(f"Discord refused to create a conversation channel ({exc.status}, "
+            raise se.upstream_error(f"Discord refused to create a conversation channel ({exc.status}, "
                                     f"code {exc.code}).") from None
         self._channel_failures = 0
         await self.channels.add(TempChannel(channel["id"], self.settings.GUILD_ID, self.clock(),
@@ -355,7 +355,7 @@ class ConversationService:
             try:
                 token, fp = await self.pool.acquire(tried)
             except NoUsableAccount as exc:
-                raise oe.unavailable(exc.message, exc.retry_after) from None
+                raise se.unavailable(exc.message, exc.retry_after) from None
             tried.add(fp)
             posted = 0
             try:
@@ -372,16 +372,16 @@ class ConversationService:
                     "account must be verified"
                 await self.pool.mark_dead(fp, reason)
                 if posted:  # part of the prompt is already posted: failing over would post it twice
-                    raise oe.upstream_error("A Discord user account was refused mid-prompt.",
+                    raise se.upstream_error("A Discord user account was refused mid-prompt.",
                                             retry=False) from None
             except DiscordNotFound:
-                raise oe.invalid_request(f"Channel {channel_id} does not exist or is not visible.",
+                raise se.invalid_request(f"Channel {channel_id} does not exist or is not visible.",
                                          param="channelId") from None
             except DiscordRateLimited as exc:
-                raise oe.unavailable("Discord is rate limiting this account; retry shortly.",
+                raise se.unavailable("Discord is rate limiting this account; retry shortly.",
                                      int((exc.retry_after or 5) + 1), code="discord_rate_limited") from None
             except DiscordError as exc:
-                raise oe.upstream_error(f"Discord refused the prompt ({exc.status}, code {exc.code}).",
+                raise se.upstream_error(f"Discord refused the prompt ({exc.status}, code {exc.code}).",
                                         retry=False) from None
 
     # -- channel housekeeping -------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Images and files, pure rules: the drawing instruction, image URLs in a Coze reply, inline media
 (``data:…;base64,`` image URLs and ``file`` parts) in chat messages, file-type sniffing and limits.
 
-No I/O here: cdp.adapters.media uploads / downloads, cdp.adapters.blobs stores, cdp.entry.api.images serves.
+No I/O here: cdp.app.uploads uploads, cdp.adapters.media downloads, cdp.adapters.blobs stores, cdp.entry.api.images serves.
 """
 
 from __future__ import annotations

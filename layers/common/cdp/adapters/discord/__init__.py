@@ -1,6 +1,6 @@
 """Discord adapters: REST client (httpx, bot and user tokens, rate limits) and gateway helpers."""
 
-from cdp.adapters.discord.rest import DEFAULT_API_BASE, DiscordRest, UploadFile, new_nonce
+from cdp.adapters.discord.rest import DEFAULT_API_BASE, DiscordRest, new_nonce
 from cdp.domain.discord import (
     DiscordError,
     DiscordForbidden,
@@ -13,6 +13,7 @@ from cdp.domain.discord import (
     DiscordVerificationRequired,
 )
 from cdp.domain.secrets import fingerprint
+from cdp.ports import UploadFile
 
 __all__ = [
     "DEFAULT_API_BASE",

@@ -16,7 +16,6 @@ import json
 import logging
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +29,7 @@ from cdp.domain.discord import (
     error_from_response,
 )
 from cdp.domain.secrets import fingerprint, redact
+from cdp.ports import UploadFile
 
 log = logging.getLogger("cdp.adapters.discord.rest")
 
@@ -40,13 +40,6 @@ DEFAULT_USER_AGENT = (
 )
 MAX_TRANSIENT_ATTEMPTS = 3  # total attempts for idempotent calls on 5xx / network errors
 TRANSIENT_BACKOFF = 0.5  # seconds, doubled per attempt
-
-
-@dataclass(frozen=True)
-class UploadFile:
-    filename: str
-    content: bytes
-    content_type: str = "application/octet-stream"
 
 
 def new_nonce() -> str:

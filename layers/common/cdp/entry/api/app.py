@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cdp.app.conversation import ChatSpec, Conversation
+from cdp.app.errors import ServiceError
 from cdp.domain.coze import CozeError, CozeErrorKind
 from cdp.domain.stream import DeltaAssembler
 from cdp.domain.tokens import count_tokens
@@ -144,7 +145,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             request_id=request.state.request_id, model=req.model,
             messages=[m.model_dump(exclude_none=True) for m in req.messages], stream=req.stream,
             channel_id=req.channelId, timeout=_out_time(request), api_key=api_key)
-        conv = await runtime.service.start(spec)  # raises OpenAIError before anything is streamed
+        conv = await runtime.service.start(spec)  # raises ServiceError before anything is streamed
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         if req.stream:
@@ -294,6 +295,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             log.warning("request failed", extra={"status": exc.status, "code": exc.code,
                                                  "request_id": getattr(request.state, "request_id", None)})
         return reply(exc)
+
+    @app.exception_handler(ServiceError)
+    async def _service(request: Request, exc: ServiceError) -> JSONResponse:
+        return await _openai(request, oe.from_service_error(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

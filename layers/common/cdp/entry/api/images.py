@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cdp.adapters.blobs import BlobStore, BlobStoreError, LocalBlobStore, make_blob_store
 from cdp.adapters.media import ImageFetchError, fetch_image, http_client
 from cdp.app.conversation import ChatSpec
+from cdp.app.errors import ServiceError
 from cdp.domain.images import drawing_prompt, extract_image_urls, revised_prompt
 from cdp.entry.api.runtime import Runtime
 from cdp.entry.openai import errors as oe
@@ -132,7 +133,7 @@ def images_router(runtime: Runtime) -> APIRouter:
             else:
                 images += [(d, r[1]) for d in r[0]]
         if not images:
-            err = next((e for e in errors if isinstance(e, oe.OpenAIError)), None)
+            err = next((e for e in errors if isinstance(e, oe.OpenAIError | ServiceError)), None)
             if err is not None:
                 raise err
             raise errors[0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cdp.app.errors import ErrorKind, ServiceError
+
 
 class OpenAIError(Exception):
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
@@ -69,3 +71,17 @@ def timeout(seconds: float) -> OpenAIError:
     # The prompt is already posted: a retry would post it again, so tell the SDK not to.
     return OpenAIError(504, f"The Coze bot did not answer within {seconds:g}s.", type="timeout",
                        code="timeout", headers={"x-should-retry": "false"})
+
+
+def from_service_error(err: ServiceError) -> OpenAIError:
+    """The one mapping of the use cases' errors to OpenAI's status codes and headers."""
+    if err.kind is ErrorKind.INVALID_REQUEST or err.kind is ErrorKind.CONTEXT_TOO_LONG:
+        return OpenAIError(400, err.message, param=err.param, code=err.code)
+    if err.kind is ErrorKind.MODEL_NOT_FOUND:
+        return OpenAIError(404, err.message, param=err.param, code=err.code)
+    if err.kind is ErrorKind.UNAVAILABLE:
+        return unavailable(err.message, err.retry_after or 60, code=err.code or "no_available_account")
+    if err.kind is ErrorKind.TIMEOUT:
+        return OpenAIError(504, err.message, type="timeout", code=err.code or "timeout",
+                           headers={"x-should-retry": "false"})
+    return upstream_error(err.message, code=err.code or "upstream_error", retry=err.retryable)
