@@ -12,13 +12,10 @@ from typing import Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_USER_AGENT = (
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
-    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-)
+from cdp.domain.discord import DEFAULT_USER_AGENT, is_snowflake
+
 # The four settings that say "talk to real Discord"; with none of them set, `cdp serve` runs the demo.
 DISCORD_REQUIRED = ("USER_AUTHORIZATION", "BOT_TOKEN", "GUILD_ID", "COZE_BOT_ID")
-_SNOWFLAKE = re.compile(r"^\d{15,21}$")
 
 
 class SettingsError(ValueError):
@@ -107,7 +104,7 @@ class Settings(BaseSettings):
     @classmethod
     def _snowflake(cls, v: str) -> str:
         v = v.strip()
-        if v and not _SNOWFLAKE.match(v):
+        if v and not is_snowflake(v):
             raise ValueError("must be a Discord id (a snowflake: 15-21 digits); right-click → Copy ID")
         return v
 

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
+from cdp.domain.discord import is_snowflake
 from cdp.domain.routing import BotEntry
 from cdp.settings import Settings, SettingsError
 
 log = logging.getLogger("cdp.adapters.botconfig")
 
 DEFAULT_PATHS = ("data/config/bot_config.json", "config/bot_config.json")
-_SNOWFLAKE = re.compile(r"^\d{15,21}$")
 KNOWN_FIELDS = {"proxySecret", "cozeBotId", "model", "channelId", "messageMaxToken"}
 
 
@@ -64,7 +63,7 @@ def parse_entries(data: Any, path: str = "bot_config.json") -> list[BotEntry]:
         bot = raw.get("cozeBotId")
         if isinstance(bot, int) and not isinstance(bot, bool):
             bot = str(bot)
-        if not isinstance(bot, str) or not _SNOWFLAKE.match(bot.strip()):
+        if not isinstance(bot, str) or not is_snowflake(bot.strip()):
             bad.append(f"{where}, field cozeBotId: required, the Coze bot's Discord user id (15-21 digits)")
         models = raw.get("model")
         if isinstance(models, str):
@@ -76,7 +75,7 @@ def parse_entries(data: Any, path: str = "bot_config.json") -> list[BotEntry]:
         if isinstance(channel, int) and not isinstance(channel, bool):
             channel = str(channel)
         if channel is not None and channel != "" and (not isinstance(channel, str)
-                                                        or not _SNOWFLAKE.match(channel.strip())):
+                                                        or not is_snowflake(channel.strip())):
             bad.append(f"{where}, field channelId: must be a Discord channel id (15-21 digits) or absent")
         max_tok = raw.get("messageMaxToken")
         limit: int | None = None

@@ -5,11 +5,19 @@ Messages never contain a token: callers pass fingerprints (cdp.domain.secrets).
 
 from __future__ import annotations
 
+import re
+import secrets
 from typing import Any
 
 from cdp.domain.secrets import redact
 
 VERIFY_ACCOUNT_TEXT = "You need to verify your account"
+# User accounts post with a browser's User-Agent (the official client is a browser); USER_AGENT overrides.
+DEFAULT_USER_AGENT = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+_SNOWFLAKE = re.compile(r"^\d{15,21}$")
 
 # Discord JSON error codes we act on.
 CODE_UNKNOWN_CHANNEL = 10003
@@ -18,6 +26,18 @@ CODE_MAX_CHANNELS = 30013
 CODE_MISSING_PERMISSIONS = 50013
 CODE_INVALID_FORM = 50035
 CODE_THREAD_ALREADY_CREATED = 160004
+
+
+def is_snowflake(value: object) -> bool:
+    """A Discord id: 15 to 21 digits (guilds, channels, users, messages)."""
+    return isinstance(value, str) and _SNOWFLAKE.match(value) is not None
+
+
+def new_nonce() -> str:
+    """A Discord message nonce: a numeric string (at most 25 chars), unique enough per message.
+
+    Sent with enforce_nonce, so a retried send (timeout, 429, 5xx) returns the same message."""
+    return str(secrets.randbits(63))
 
 
 class DiscordError(Exception):

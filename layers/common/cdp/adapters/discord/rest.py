@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,10 +22,12 @@ import httpx
 
 from cdp.adapters.discord.ratelimit import RateLimiter
 from cdp.domain.discord import (
+    DEFAULT_USER_AGENT,
     DiscordError,
     DiscordRateLimited,
     DiscordUnavailable,
     error_from_response,
+    new_nonce,
 )
 from cdp.domain.secrets import fingerprint, redact
 from cdp.ports import UploadFile
@@ -34,17 +35,8 @@ from cdp.ports import UploadFile
 log = logging.getLogger("cdp.adapters.discord.rest")
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
-DEFAULT_USER_AGENT = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/124.0.0.0 Safari/537.36"
-)
 MAX_TRANSIENT_ATTEMPTS = 3  # total attempts for idempotent calls on 5xx / network errors
 TRANSIENT_BACKOFF = 0.5  # seconds, doubled per attempt
-
-
-def new_nonce() -> str:
-    """A Discord message nonce: a numeric string (≤ 25 chars), unique enough per message."""
-    return str(secrets.randbits(63))
 
 
 class DiscordRest:
