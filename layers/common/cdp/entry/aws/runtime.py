@@ -21,20 +21,20 @@ from cdp.entry.aws import observability as obs
 
 log = logging.getLogger("cdp.entry.aws")
 
-_state: dict[str, Any] = {}
+state: dict[str, Any] = {}  # objects built once per execution environment, by name
 
 
 def reset() -> None:
     """Forget every object built in this process (tests; a new secret)."""
-    _state.clear()
+    state.clear()
 
 
 def event_loop() -> asyncio.AbstractEventLoop:
-    loop = _state.get("loop")
+    loop = state.get("loop")
     if loop is None or loop.is_closed():
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        _state["loop"] = loop
+        state["loop"] = loop
     return loop
 
 
@@ -44,7 +44,7 @@ def run(coro: Awaitable[Any]) -> Any:
 
 def settings(*, require_discord: bool = True):
     """Settings from the environment + the Secrets Manager secret, once per process; logging set up."""
-    cached = _state.get("settings")
+    cached = state.get("settings")
     if cached is not None:
         return cached
     from cdp.entry.aws.secrets import load_aws_settings
@@ -55,21 +55,21 @@ def settings(*, require_discord: bool = True):
 
         raise SettingsError([("no Discord settings: put USER_AUTHORIZATION and BOT_TOKEN in the CDP secret "
                               "and set GuildId / CozeBotId (see docs/aws.md)")])
-    obs.configure(s.LOG_LEVEL, obs.secrets_of(s))
-    _state["settings"] = s
+    obs.configure(s.LOG_LEVEL, s.secrets())
+    state["settings"] = s
     return s
 
 
 def objects():
     """(settings, stores, rest, service), built once per process."""
-    built = _state.get("objects")
+    built = state.get("objects")
     if built is None:
         from cdp.entry.bootstrap import make_rest, make_service, make_stores
 
         s = settings()
         stores = make_stores(s)
         rest = make_rest(s)
-        built = _state["objects"] = (s, stores, rest, make_service(s, stores, rest))
+        built = state["objects"] = (s, stores, rest, make_service(s, stores, rest))
     return built
 
 
@@ -99,7 +99,7 @@ def api_handler() -> Callable[[dict, Any], dict]:
 
     @plog.inject_lambda_context(clear_state=True)
     def handler(event: dict, context: Any) -> dict:
-        mangum = _state.get("mangum")
+        mangum = state.get("mangum")
         if mangum is None:
             from mangum import Mangum
 
@@ -109,7 +109,7 @@ def api_handler() -> Callable[[dict, Any], dict]:
                 plog.error("configuration error", extra={"error": str(getattr(exc, "problems", exc))})
                 return _config_error_response(exc)
             event_loop()  # Mangum runs on the thread's current loop: make it ours
-            mangum = _state["mangum"] = Mangum(app, lifespan="off")
+            mangum = state["mangum"] = Mangum(app, lifespan="off")
         return mangum(event, context)
 
     return handler
