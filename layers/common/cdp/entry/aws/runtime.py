@@ -15,9 +15,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cdp.entry.aws import observability as obs
+
+if TYPE_CHECKING:
+    from cdp.app.conversation import ConversationService
+    from cdp.ports import DiscordRestPort, Stores
+    from cdp.settings import Settings
 
 log = logging.getLogger("cdp.entry.aws")
 
@@ -42,7 +47,7 @@ def run(coro: Awaitable[Any]) -> Any:
     return event_loop().run_until_complete(coro)
 
 
-def settings(*, require_discord: bool = True):
+def settings(*, require_discord: bool = True) -> Settings:
     """Settings from the environment + the Secrets Manager secret, once per process; logging set up."""
     cached = state.get("settings")
     if cached is not None:
@@ -60,7 +65,7 @@ def settings(*, require_discord: bool = True):
     return s
 
 
-def objects():
+def objects() -> tuple[Settings, Stores, DiscordRestPort, ConversationService]:
     """(settings, stores, rest, service), built once per process."""
     built = state.get("objects")
     if built is None:
@@ -73,7 +78,7 @@ def objects():
     return built
 
 
-def build_app(s=None):
+def build_app(s: Settings | None = None):
     from cdp.entry.api.app import create_app
     from cdp.entry.api.runtime import ExternalListener, Runtime
 
