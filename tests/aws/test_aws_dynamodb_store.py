@@ -97,7 +97,7 @@ async def test_every_item_has_a_ttl(moto, tables, store):
     assert len(mine) == 2  # the part and its reply# pointer
     now = time.time()
     for item in mine:
-        assert now + 3600 < float(item["expires_at"]["N"]) <= now + 24 * 3600 + 5  # CDP_REPLY_TTL_SECONDS: a day
+        assert now + 3600 < float(item["expires_at"]["N"]) <= now + 24 * 3600 + 5  # CDP_REPLY_TTL_SECONDS
 
 
 async def test_wait_for_change_wakes_on_a_write_from_another_process(moto, tables, store):

@@ -19,7 +19,8 @@ from cdp.domain.discord import DEFAULT_USER_AGENT, is_snowflake
 DISCORD_REQUIRED = ("USER_AUTHORIZATION", "BOT_TOKEN", "GUILD_ID", "COZE_BOT_ID")
 # The settings that are secrets, whole or in part (PROXY_URL: its password). `Settings.secrets()`
 # gives their values for redaction; the AWS secret may hold exactly these.
-SECRET_SETTINGS = ("USER_AUTHORIZATION", "BOT_TOKEN", "PROXY_SECRET", "NOTIFY_TELEGRAM_BOT_TOKEN", "PROXY_URL")
+SECRET_SETTINGS = ("USER_AUTHORIZATION", "BOT_TOKEN", "PROXY_SECRET", "NOTIFY_TELEGRAM_BOT_TOKEN",
+                   "PROXY_URL")
 
 
 class SettingsError(ValueError):

@@ -170,7 +170,9 @@ class DynamoChannelRegistry(TableAdapter):
         await self.write(self.client.put_item, Item=channel_item(channel))
 
     async def _set_delete_at(self, channel_id: str, delete_at: float, only_if_unscheduled: bool) -> bool:
-        cond = "attribute_exists(pk)" + (" AND attribute_not_exists(delete_at)" if only_if_unscheduled else "")
+        cond = "attribute_exists(pk)"
+        if only_if_unscheduled:
+            cond += " AND attribute_not_exists(delete_at)"
         written = await self.write_if(  # None: not registered (or already scheduled), nothing to do
             self.client.update_item, Key={"pk": string(CHANNEL_PK), "sk": string(channel_id)},
             UpdateExpression="SET delete_at = :d", ConditionExpression=cond,

@@ -83,7 +83,8 @@ class DynamoHealthStore(TableAdapter):
         # a dead record is never revived (another process may have found it dead meanwhile)
         await self.write_if(
             self.client.update_item, Key={"pk": string(_health_pk(kind)), "sk": string(record.key)},
-            UpdateExpression=expr, ConditionExpression="attribute_not_exists(#h) OR #h <> :dead OR :h = :dead",
+            UpdateExpression=expr,
+            ConditionExpression="attribute_not_exists(#h) OR #h <> :dead OR :h = :dead",
             ExpressionAttributeNames={k: v for k, v in ATTR_NAMES.items() if k != "#lu"},
             ExpressionAttributeValues=values)
 
@@ -126,7 +127,8 @@ class DynamoPromptLedger(TableAdapter):
         await self.write(
             self.client.put_item,
             Item={"pk": string(f"prompt#{prompt_id}"), "sk": string(PROMPT_SK),
-                  "account": string(account_fp), "coze_bot_id": string(coze_bot_id), "channel_id": string(channel_id),
+                  "account": string(account_fp), "coze_bot_id": string(coze_bot_id),
+                  "channel_id": string(channel_id),
                   "expires_at": number(int(time.time()) + PROMPT_TTL_SECONDS)})
 
     async def lookup(self, prompt_id: str) -> dict | None:
@@ -167,5 +169,6 @@ class DynamoListenerPresence(TableAdapter):
 def dynamodb_stores(settings: Settings) -> Stores:
     """Every store on the two tables; `cdp.entry.bootstrap.make_stores` calls this when CDP_STORE=dynamodb."""
     return Stores(DynamoReplyStore(settings), DynamoChannelRegistry(settings),
-                  presence=DynamoListenerPresence(settings), health=DynamoHealthStore(settings), ratelimits=DynamoRateLimitStore(settings),
-                  alerts=DynamoAlertStore(settings), ledger=DynamoPromptLedger(settings))
+                  presence=DynamoListenerPresence(settings), health=DynamoHealthStore(settings),
+                  ratelimits=DynamoRateLimitStore(settings), alerts=DynamoAlertStore(settings),
+                  ledger=DynamoPromptLedger(settings))
