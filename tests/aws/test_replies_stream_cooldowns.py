@@ -14,7 +14,6 @@ import time
 import uuid
 
 import pytest
-from cdp.adapters.store.dynamodb import DynamoSettings
 from cdp.adapters.store.dynamodb.state import DynamoHealthStore, DynamoPromptLedger
 from cdp.adapters.store.memory import MemoryHealthStore, MemoryPromptLedger
 from cdp.domain.accounts import KIND_ACCOUNT, KIND_BOT, Health, next_reset
@@ -22,6 +21,7 @@ from cdp.domain.coze import BOT_LIMIT_TEXTS, USER_LIMIT_TEXTS
 from cdp.domain.secrets import fingerprint
 from cdp.entry.aws import runtime
 from cdp.entry.aws.stream_consumer import Cooldowns, process_records
+from cdp.settings import Settings
 
 from tests.support import aws as support
 
@@ -39,7 +39,7 @@ def env(aws_env, monkeypatch, tables):
                  "POWERTOOLS_METRICS_NAMESPACE": "CozeDiscordProxyTest"}.items():
         monkeypatch.setenv(k, v)
     runtime.reset()
-    yield DynamoSettings(_env_file=None)
+    yield Settings(_env_file=None)
     runtime.reset()
 
 

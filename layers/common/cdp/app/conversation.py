@@ -31,7 +31,7 @@ from cdp.domain.prompt import PromptError, build_prompt, split_for_discord
 from cdp.domain.reply import ReplyView, render
 from cdp.domain.routing import AllRouteResting, BotEntry, NoRoute, Router
 from cdp.domain.tokens import count_tokens
-from cdp.ports import ChannelRegistry, ListenerPresence, ReplyStore
+from cdp.ports import ChannelRegistry, DiscordRestPort, ListenerPresence, ReplyStore
 from cdp.settings import Settings
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ class Conversation:
 
 
 class ConversationService:
-    def __init__(self, settings: Settings, rest, replies: ReplyStore, channels: ChannelRegistry,
+    def __init__(self, settings: Settings, rest: DiscordRestPort, replies: ReplyStore, channels: ChannelRegistry,
                  clock: Callable[[], float] = time.time, presence: ListenerPresence | None = None, *,
                  router: Router | None = None, pool: AccountPool | None = None,
                  bots: BotHealth | None = None, alerts: Alerts | None = None,

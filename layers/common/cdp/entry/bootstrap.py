@@ -2,29 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from cdp.ports import (
-    AlertStore,
-    ChannelRegistry,
-    HealthStore,
-    ListenerPresence,
-    PromptLedger,
-    RateLimitStore,
-    ReplyStore,
-)
+from cdp.ports import ListenerPresence, ReplyStore, Stores
 from cdp.settings import Settings
-
-
-@dataclass
-class Stores:
-    replies: ReplyStore
-    channels: ChannelRegistry
-    presence: ListenerPresence | None = None  # shared stores: the external listener's heartbeat
-    health: HealthStore | None = None  # account and bot health (cdp.app.pool); None = in-memory
-    ratelimits: RateLimitStore | None = None  # REQUEST_RATE_LIMIT counters; None = in-memory
-    alerts: AlertStore | None = None  # alert dedupe; None = in-memory
-    ledger: PromptLedger | None = None  # prompt id -> account fingerprint/bot (replies-stream cooldowns)
 
 
 def make_stores(settings: Settings) -> Stores:
@@ -66,6 +45,9 @@ class StatusPresence:
 
     def __init__(self, status) -> None:
         self.status = status
+
+    async def publish(self, ready: bool, since: float) -> None:
+        """Nothing to record: the answering side reads the in-process listener's status directly."""
 
     async def stable_since(self) -> float | None:
         return self.status.since if self.status.ready else None

@@ -17,10 +17,6 @@ DEMO_NOTICE = ("DEMO MODE: no Discord settings were given, so answers come from 
                "COZE_BOT_ID (environment or .env) to use real Discord.")
 
 
-def _secrets(settings: Settings) -> list[str]:
-    return [*settings.user_tokens, settings.BOT_TOKEN, *settings.api_keys, settings.NOTIFY_TELEGRAM_BOT_TOKEN]
-
-
 def _start_demo(settings: Settings):
     """Start the simulated Discord in this process and point the settings at it."""
     from cdp.sim import FakeDiscord, SimConfig
@@ -84,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.demo:
         sim, settings = _start_demo(settings)
         notice = DEMO_NOTICE
-    logs.configure(settings.LOG_LEVEL, _secrets(settings))
+    logs.configure(settings.LOG_LEVEL, settings.secrets())
     if notice:
         host = "127.0.0.1" if settings.HOST in ("0.0.0.0", "::") else settings.HOST
         auth = f" -H 'Authorization: Bearer {settings.api_keys[0]}'" if settings.api_keys else ""
@@ -112,7 +108,7 @@ def cmd_listener(args: argparse.Namespace) -> int:
         print("cdp listener: needs BOT_TOKEN, GUILD_ID, COZE_BOT_ID (and USER_AUTHORIZATION); there is "
               "no demo listener", file=sys.stderr)
         return 2
-    logs.configure(settings.LOG_LEVEL, _secrets(settings))
+    logs.configure(settings.LOG_LEVEL, settings.secrets())
     from cdp.entry.listener import run_listener
 
     return asyncio.run(run_listener(settings, health_port=args.health_port))
@@ -128,7 +124,7 @@ def cmd_job(args: argparse.Namespace) -> int:
         print(f"cdp {args.command}: needs the Discord settings (USER_AUTHORIZATION, BOT_TOKEN, GUILD_ID, "
               "COZE_BOT_ID)", file=sys.stderr)
         return 2
-    logs.configure(settings.LOG_LEVEL, _secrets(settings))
+    logs.configure(settings.LOG_LEVEL, settings.secrets())
     result = asyncio.run(_run_job(settings, args))
     print(json.dumps(result, ensure_ascii=False))
     return 1 if result.get("failed") else 0

@@ -97,7 +97,7 @@ async def recover(settings, stores, recorder, rest, limit: int = RECOVER_LIMIT) 
 async def _publish_presence(presence: Any, status: Any, ready: bool | None = None) -> None:
     """Tell the answering side whether replies are being recorded (it won't call a silent reply done
     while no listener is connected). A failed write is logged, never fatal."""
-    if presence is None or not hasattr(presence, "publish"):
+    if presence is None:
         return
     try:
         await presence.publish(status.ready if ready is None else ready, status.since)

@@ -177,7 +177,7 @@ def replies_stream_handler():
     Cooldowns run before the channel scheduling of the same record; a failure of either reports
     the record (ReportBatchItemFailures) and both are idempotent on the retry."""
     from cdp.entry.aws import observability as obs
-    from cdp.entry.aws.runtime import _state, run
+    from cdp.entry.aws.runtime import run, state
 
     plog = obs.logger()
     metrics = obs.metrics()
@@ -185,19 +185,18 @@ def replies_stream_handler():
     @plog.inject_lambda_context(clear_state=True)
     @metrics.log_metrics
     def handler(event: dict, context: Any) -> dict:
-        built = _state.get("stream_consumer")
+        built = state.get("stream_consumer")
         if built is None:
-            from cdp.adapters.store.dynamodb import DynamoChannelRegistry, DynamoSettings
+            from cdp.adapters.store.dynamodb import DynamoChannelRegistry
             from cdp.adapters.store.dynamodb.state import DynamoHealthStore, DynamoPromptLedger
             from cdp.settings import Settings
 
             # no Discord secrets here: CHANNEL_AUTO_DEL_TIME, TZ, DAILY_RESET_TIME, LOG_LEVEL
             s = Settings()
             obs.configure(s.LOG_LEVEL)
-            cfg = DynamoSettings()
-            cooldowns = Cooldowns(DynamoPromptLedger(cfg), DynamoHealthStore(cfg), tz=s.TZ,
+            cooldowns = Cooldowns(DynamoPromptLedger(s), DynamoHealthStore(s), tz=s.TZ,
                                   reset_time=s.DAILY_RESET_TIME)
-            built = _state["stream_consumer"] = (s, DynamoChannelRegistry(cfg), cooldowns)
+            built = state["stream_consumer"] = (s, DynamoChannelRegistry(s), cooldowns)
         s, registry, cooldowns = built
         records = event.get("Records") or []
         result = run(process_records(records, registry, auto_delete_seconds=s.CHANNEL_AUTO_DEL_TIME,
