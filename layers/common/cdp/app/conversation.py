@@ -1,7 +1,8 @@
 """The conversation use case: route → pick channel and account → post as the user → await the reply.
 
-Everything here talks to ports (DiscordRest-like client, ReplyStore, ChannelRegistry); pure rules
-come from cdp.domain. The API turns a `Conversation` into an OpenAI response or stream.
+Everything here talks to ports (Discord REST, ReplyStore) and use cases (the channel keeper for
+temporary channels, the account pool); pure rules come from cdp.domain. The API turns a
+`Conversation` into an OpenAI response or stream.
 """
 
 from __future__ import annotations
