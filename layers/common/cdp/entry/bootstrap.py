@@ -59,12 +59,13 @@ def make_rest(settings: Settings):
                        user_agent=settings.USER_AGENT, proxy_url=settings.PROXY_URL or None)
 
 
-def make_listener(settings: Settings, replies: ReplyStore, router: Router | None = None):
+def make_listener(settings: Settings, replies: ReplyStore, bot_ids: list[str] | None = None):
+    """The gateway listener; it records the replies of `bot_ids` (default: every bot of the router)."""
     from cdp.adapters.discord.gateway import DiscordListener, GatewayStatus, ReplyRecorder
 
     status = GatewayStatus()
-    router = router or make_router(settings)
-    recorder = ReplyRecorder(replies, set(router.bot_ids()), settings.GUILD_ID)
+    bots = make_router(settings).bot_ids() if bot_ids is None else bot_ids
+    recorder = ReplyRecorder(replies, set(bots), settings.GUILD_ID)
     return DiscordListener(api_base=settings.DISCORD_API_BASE, bot_token=settings.BOT_TOKEN,
                            recorder=recorder, status=status, proxy_url=settings.PROXY_URL or None)
 

@@ -50,7 +50,7 @@ async def _serve(settings: Settings, router: Router, demo_notice: str | None, wi
     rest = make_rest(settings)
     stores = make_stores(settings)
     # With a shared store (dynamodb) the listener usually runs apart (`cdp listener`, ECS).
-    listener = make_listener(settings, stores.replies, router) if with_listener else None
+    listener = make_listener(settings, stores.replies, router.bot_ids()) if with_listener else None
     service = make_service(settings, stores, rest, StatusPresence(listener.status) if listener else None,
                            router)
     status = listener.status if listener else ExternalListener()
