@@ -182,6 +182,7 @@ def test_dynamodb_ledger_item_has_a_ttl_and_no_token(env, moto, tables):
 
 def test_service_never_fails_on_a_ledger_error(caplog):
     from cdp.app.conversation import ConversationService
+    from cdp.app.pool import AccountPool
     from cdp.settings import load_settings
 
     class Broken:
@@ -190,6 +191,7 @@ def test_service_never_fails_on_a_ledger_error(caplog):
 
     s = load_settings(BOT_TOKEN="b.t", USER_AUTHORIZATION="u.t", GUILD_ID="1100000000000000001",
                       COZE_BOT_ID="1300000000000000001")
-    svc = ConversationService(s, rest=None, replies=None, channels=None, ledger=Broken())
+    pool = AccountPool(s.user_tokens, MemoryHealthStore(), tz=s.TZ, reset_time=s.DAILY_RESET_TIME)
+    svc = ConversationService(s, rest=None, replies=None, channels=None, pool=pool, ledger=Broken())
     asyncio.run(svc._record_prompt("p1", fingerprint("u.t"), "2", "3"))  # no exception
     assert "could not record who posted the prompt" in caplog.text

@@ -133,7 +133,7 @@ class Settings(BaseSettings):
     @field_validator("KEEPALIVE_TIME", mode="after")
     @classmethod
     def _time_of_day(cls, v: str) -> str:
-        from cdp.app.scheduler import parse_time_of_day
+        from cdp.domain.schedule import parse_time_of_day
 
         parse_time_of_day(v)
         return v.strip()
@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     @field_validator("TZ", mode="after")
     @classmethod
     def _zone(cls, v: str) -> str:
-        from cdp.app.scheduler import zone
+        from cdp.domain.schedule import zone
 
         v = v.strip().removeprefix(":") or "UTC"  # POSIX allows TZ=:Area/City
         zone(v)

@@ -1,7 +1,15 @@
-"""Builds the object graph from settings: one place for `cdp serve`, `cdp listener` and the Lambdas."""
+"""Builds the object graph from settings: one place for `cdp serve`, `cdp listener` and the Lambdas.
+
+bot_config.json is read once per process, into the Router (`make_router`); whatever else needs its
+entries (the listener's bot ids, the channel keeper's protected channels, keepalive) gets them from
+that Router.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from cdp.domain.routing import BotEntry, Router
 from cdp.ports import ListenerPresence, ReplyStore, Stores
 from cdp.settings import Settings
 
@@ -56,15 +64,18 @@ class StatusPresence:
         return self.status.since if self.status.ready else None
 
 
-def make_router(settings: Settings):
-    """Routing by bot_config.json (validated: raises BotConfigError, a SettingsError)."""
-    from cdp.adapters.botconfig import load_bot_config
-    from cdp.domain.routing import Router
+def make_router(settings: Settings, entries: Sequence[BotEntry] | None = None) -> Router:
+    """Routing by bot_config.json (validated: raises BotConfigError, a SettingsError). `entries`:
+    the file as already read (the demo mode re-points the settings, not the file)."""
+    if entries is None:
+        from cdp.adapters.botconfig import load_bot_config
 
-    return Router(load_bot_config(settings), settings.coze_bot_ids)
+        entries = load_bot_config(settings)
+    return Router(entries, settings.coze_bot_ids)
 
 
-def make_service(settings: Settings, stores: Stores, rest=None, presence: ListenerPresence | None = None):
+def make_service(settings: Settings, stores: Stores, rest=None, presence: ListenerPresence | None = None,
+                 router: Router | None = None):
     from cdp.adapters.store.memory import MemoryAlertStore, MemoryHealthStore, MemoryRateLimitStore
     from cdp.app.alerts import Alerts
     from cdp.app.conversation import ConversationService
@@ -79,7 +90,7 @@ def make_service(settings: Settings, stores: Stores, rest=None, presence: Listen
     alerts = Alerts.from_settings(settings, stores.alerts)
     kw = {"tz": settings.TZ, "reset_time": settings.DAILY_RESET_TIME, "alerts": alerts}
     return ConversationService(settings, rest or make_rest(settings), stores.replies, stores.channels,
-                               presence=presence or stores.presence, router=make_router(settings),
+                               presence=presence or stores.presence, router=router or make_router(settings),
                                pool=AccountPool(settings.user_tokens, stores.health, **kw),
                                bots=BotHealth(stores.health, **kw), alerts=alerts,
                                ratelimits=stores.ratelimits, ledger=stores.ledger)

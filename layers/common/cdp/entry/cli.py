@@ -7,8 +7,12 @@ import asyncio
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from cdp.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from cdp.domain.routing import Router
 
 log = logging.getLogger("cdp")
 
@@ -32,7 +36,7 @@ def _start_demo(settings: Settings):
     return sim, settings
 
 
-async def _serve(settings: Settings, demo_notice: str | None, with_listener: bool) -> None:
+async def _serve(settings: Settings, router: Router, demo_notice: str | None, with_listener: bool) -> None:
     import uvicorn
 
     from cdp.entry.api.app import create_app
@@ -42,8 +46,9 @@ async def _serve(settings: Settings, demo_notice: str | None, with_listener: boo
     rest = make_rest(settings)
     stores = make_stores(settings)
     # With a shared store (dynamodb) the listener usually runs apart (`cdp listener`, ECS).
-    listener = make_listener(settings, stores.replies) if with_listener else None
-    service = make_service(settings, stores, rest, StatusPresence(listener.status) if listener else None)
+    listener = make_listener(settings, stores.replies, router.bot_ids()) if with_listener else None
+    service = make_service(settings, stores, rest, StatusPresence(listener.status) if listener else None,
+                           router)
     status = listener.status if listener else ExternalListener()
     app = create_app(Runtime(settings, service, status, demo_notice))
     server = uvicorn.Server(uvicorn.Config(app, host=settings.HOST, port=settings.PORT, log_config=None,
@@ -55,7 +60,7 @@ async def _serve(settings: Settings, demo_notice: str | None, with_listener: boo
     from cdp.app.jobs import schedule_jobs
     from cdp.app.scheduler import Scheduler
 
-    scheduler = Scheduler()  # channel cleanup + stray sweep, daily keepalive, daily reset
+    scheduler = Scheduler()  # channel cleanup + stray sweep, daily keepalive
     schedule_jobs(scheduler, settings, stores, rest, service)
     scheduler.start()
     try:
@@ -74,11 +79,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     from cdp.entry.bootstrap import make_router
 
-    make_router(settings)  # bot_config.json validated before anything starts (BotConfigError)
+    router = make_router(settings)  # bot_config.json read once, validated before anything starts
     sim = None
     notice = None
     if settings.demo:
         sim, settings = _start_demo(settings)
+        router = make_router(settings, router.entries)  # the sim's COZE_BOT_ID
         notice = DEMO_NOTICE
     logs.configure(settings.LOG_LEVEL, settings.secrets())
     if notice:
@@ -92,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("starting", extra={"host": settings.HOST, "port": settings.PORT, "store": settings.CDP_STORE,
                                 "discord_api_base": settings.DISCORD_API_BASE})
     try:
-        asyncio.run(_serve(settings, notice, with_listener=not args.no_listener))
+        asyncio.run(_serve(settings, router, notice, with_listener=not args.no_listener))
     except KeyboardInterrupt:
         pass
     finally:

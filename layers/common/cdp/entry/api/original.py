@@ -155,11 +155,9 @@ def build_router(settings) -> APIRouter:
     async def channel_del_all(request: Request):
         if (refused := denied(request)) is not None:
             return refused
-        from cdp.app.jobs import delete_all_temp_channels
-
         rt = runtime(request)
         try:
-            deleted, failed = await delete_all_temp_channels(rt.settings, rt.service.rest, rt.service)
+            deleted, failed = await rt.service.keeper.delete_all()
         except DiscordError as exc:
             return fail(MSG_DELETE_CHANNEL_FAILED, _discord_detail(exc))
         if failed:
