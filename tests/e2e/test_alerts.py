@@ -9,7 +9,7 @@ import time
 import openai
 import pytest
 
-from tests.e2e.conftest import MODES, start_stack
+from tests.support.stack import MODES, start_stack
 from tests.support.telegram import FakeTelegram
 
 TG_TOKEN = "987654:tg-alert-secret-xyz"

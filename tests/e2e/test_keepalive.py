@@ -13,8 +13,9 @@ import pytest
 from cdp.sim import FakeDiscord
 from cdp.sim.config import make_token
 
-from tests.e2e.conftest import fast_sim_config, start_stack
+from tests.support.fake import fast_sim_config
 from tests.support.proc import run_cli_json as run_cli
+from tests.support.stack import start_stack
 
 pytestmark = pytest.mark.e2e
 

@@ -17,29 +17,17 @@ from cdp.domain.discord import DiscordUnauthorized
 from cdp.domain.reply import to_reply_message
 from cdp.sim import FakeDiscord, SimConfig, final_text
 
+from tests.support.fake import fast_sim_config
+
 # the fake's tokens have Discord's shape (hikari parses the bot id out of the first segment)
 _DEFAULT = SimConfig()
 BOT_TOKEN = _DEFAULT.bot_token
 USER_TOKEN = next(iter(_DEFAULT.user_tokens))
 
 
-def sim_config(**kw) -> SimConfig:
-    base = dict(
-        heartbeat_interval_ms=1000,
-        coze_edit_interval=0.05,
-        coze_first_token_delay=0.05,
-    )
-    base.update(kw)
-    return SimConfig(**base)
-
-
 @pytest.fixture
-def fd():
-    f = FakeDiscord(sim_config()).start()
-    try:
-        yield f
-    finally:
-        f.stop()
+def fd(make_fake) -> FakeDiscord:
+    return make_fake()
 
 
 class Harness:
@@ -364,7 +352,7 @@ async def test_zombie_connection_is_closed_and_resumed(h, fd):
 
 async def test_op1_heartbeat_request_is_answered():
     # a long interval: after the first beat, any beat within the next second answers the op 1
-    with FakeDiscord(sim_config(heartbeat_interval_ms=30000)) as fd:
+    with FakeDiscord(fast_sim_config(heartbeat_interval_ms=30000)) as fd:
         h = Harness(fd)
         try:
             await h.listener.start()
