@@ -35,6 +35,7 @@ test: install sam
 
 lint: install
 	$(BIN)/ruff check layers functions listener tests bench
+	$(BIN)/lint-imports --no-cache
 
 bench: install
 	$(BIN)/python bench/run.py

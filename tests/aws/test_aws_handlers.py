@@ -14,7 +14,6 @@ from cdp.adapters.store.dynamodb.state import DynamoPromptLedger
 from cdp.domain.model import TempChannel
 from cdp.entry.aws import runtime
 from cdp.settings import Settings
-from cdp.sim import FakeDiscord, SimConfig
 
 from tests.support import aws as support
 
@@ -22,11 +21,11 @@ API_KEY = "sk-cdp-sample-key"  # the key in events/*.json
 
 
 @pytest.fixture(scope="module")
-def stack(moto, tables, tmp_path_factory):
+def stack(moto, tables, fake, tmp_path_factory):
     """Fake Discord + secret in (moto) Secrets Manager + a listener process; env as on Lambda."""
     prefix, _ = tables
-    cfg = SimConfig(port=0, heartbeat_interval_ms=1000, coze_edit_interval=0.03, coze_first_token_delay=0.03)
-    with FakeDiscord(cfg) as fake, pytest.MonkeyPatch.context() as mp:
+    cfg = fake.config
+    with pytest.MonkeyPatch.context() as mp:
         secret_arn = support.create_secret(moto, f"cdp-{prefix}", {
             "USER_AUTHORIZATION": ",".join(cfg.user_tokens), "BOT_TOKEN": cfg.bot_token,
             "PROXY_SECRET": API_KEY, "NOTIFY_TELEGRAM_BOT_TOKEN": ""})

@@ -10,21 +10,12 @@ import subprocess
 import sys
 import time
 
-import pytest
 from cdp.adapters.store.dynamodb import DynamoChannelRegistry, DynamoReplyStore
 from cdp.domain.model import TempChannel
 from cdp.settings import Settings
-from cdp.sim import FakeDiscord, SimConfig
 
 from tests.support.aws import aws_env, free_port, wait_until
 from tests.support.aws import healthz as health
-
-
-@pytest.fixture(scope="module")
-def fake():
-    cfg = SimConfig(port=0, heartbeat_interval_ms=1000, coze_edit_interval=0.03, coze_first_token_delay=0.03)
-    with FakeDiscord(cfg) as fd:
-        yield fd
 
 
 def listener_env(fake, moto, prefix, **over) -> dict[str, str]:

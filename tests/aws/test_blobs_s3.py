@@ -154,19 +154,16 @@ def test_template_bucket_is_private_expiring_and_least_privilege():
 
 # -- end to end: `cdp serve` with BLOB_BUCKET -------------------------------------------------------
 @pytest.fixture(scope="module")
-def s3_stack(moto):
-    from cdp.sim import FakeDiscord
-
-    from tests.e2e.conftest import fast_sim_config, start_stack
+def s3_stack(moto, fake):
+    from tests.support.stack import start_stack
 
     bucket = new_bucket(moto)
-    with FakeDiscord(fast_sim_config()) as fake:
-        stack = start_stack("memory", fake, BLOB_BUCKET=bucket, AWS_ENDPOINT_URL=moto.url,
-                            **support.FAKE_CREDENTIALS)
-        try:
-            yield stack, bucket
-        finally:
-            stack.stop()
+    stack = start_stack("memory", fake, BLOB_BUCKET=bucket, AWS_ENDPOINT_URL=moto.url,
+                        **support.FAKE_CREDENTIALS)
+    try:
+        yield stack, bucket
+    finally:
+        stack.stop()
 
 
 async def test_generated_image_is_served_from_s3_after_the_channel_is_gone(s3_stack, moto):

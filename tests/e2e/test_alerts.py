@@ -8,8 +8,10 @@ import time
 
 import openai
 import pytest
+from cdp.app.alerts import BOT_RISK
 
-from tests.e2e.conftest import MODES, start_stack
+from tests.support.aws import wait_until
+from tests.support.stack import MODES, start_stack
 from tests.support.telegram import FakeTelegram
 
 TG_TOKEN = "987654:tg-alert-secret-xyz"
@@ -53,7 +55,8 @@ async def test_risk_control_alert_once_a_day_and_never_in_the_way(alerting):
     assert "CDP bot" in text and tg.messages[0]["token"] == TG_TOKEN and str(tg.messages[0]["chat_id"]) == "777"
     for _ in range(2):
         await fail_channel_creation(alerting)
-    time.sleep(0.5)
+    wait_until(lambda: sum(1 for line in alerting.logs().splitlines()  # both claims refused
+                           if "alert already sent today" in line and BOT_RISK in line) == 2)
     assert len([t for t in tg.texts() if "risk" in t]) == 1  # at most once per day
     # and requests work again once Discord does
     async with alerting.client() as client:

@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import API_KEY
+from tests.support.stack import API_KEY
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 OK_MESSAGES = [{"role": "user", "content": "hi"}]

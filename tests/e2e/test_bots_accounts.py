@@ -18,8 +18,9 @@ import pytest
 from cdp.sim import FakeDiscord
 from cdp.sim.config import make_token
 
-from tests.e2e.conftest import MODES, fast_sim_config, start_stack
+from tests.support.fake import fast_sim_config
 from tests.support.proc import CdpProcess, free_port, settings_env
+from tests.support.stack import MODES, start_stack
 from tests.support.telegram import FakeTelegram
 
 BOT_A, BOT_B, BOT_C = "1300000000000000001", "1300000000000000002", "1300000000000000003"

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import API_KEY, MODES, coze_reply_text, prompt_messages, start_stack
+from tests.support.stack import API_KEY, MODES, coze_reply_text, prompt_messages, start_stack
 
 
 def marker() -> str:

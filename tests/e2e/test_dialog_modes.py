@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.conftest import MODES, coze_reply_text, prompt_messages, start_stack
+from tests.support.stack import MODES, coze_reply_text, prompt_messages, start_stack
 
 
 @pytest.fixture(scope="module", params=MODES)

@@ -9,18 +9,11 @@ import uuid
 import httpx
 import openai
 import pytest
-from cdp.sim import FakeDiscord
 
-from tests.e2e.conftest import API_KEY, coze_reply_text, fast_sim_config, start_stack
 from tests.support.proc import run_cli_json as run_cli
+from tests.support.stack import API_KEY, coze_reply_text, start_stack
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def fake():
-    with FakeDiscord(fast_sim_config()) as fd:
-        yield fd
 
 
 @pytest.fixture(scope="module")

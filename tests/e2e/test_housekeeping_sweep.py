@@ -10,19 +10,12 @@ import uuid
 
 import openai
 import pytest
-from cdp.sim import FakeDiscord
 
-from tests.e2e.conftest import coze_reply_text, fast_sim_config, start_stack
+from tests.support.stack import coze_reply_text, start_stack
 
 pytestmark = pytest.mark.e2e
 
 SWEEP = {"CHANNEL_SWEEP_AGE": "1.5", "CHANNEL_SWEEP_INTERVAL": "0.5"}
-
-
-@pytest.fixture(scope="module")
-def fake():
-    with FakeDiscord(fast_sim_config()) as fd:
-        yield fd
 
 
 @pytest.fixture(scope="module")

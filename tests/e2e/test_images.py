@@ -13,7 +13,7 @@ import openai
 import pytest
 from cdp.domain.images import DRAW_INSTRUCTION
 
-from tests.e2e.conftest import API_KEY, prompt_messages
+from tests.support.stack import API_KEY, prompt_messages
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

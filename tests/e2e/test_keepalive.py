@@ -13,8 +13,10 @@ import pytest
 from cdp.sim import FakeDiscord
 from cdp.sim.config import make_token
 
-from tests.e2e.conftest import fast_sim_config, start_stack
+from tests.support.aws import wait_until
+from tests.support.fake import fast_sim_config
 from tests.support.proc import run_cli_json as run_cli
+from tests.support.stack import start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -89,8 +91,15 @@ def test_cdp_serve_sends_the_keepalive_daily_at_keepalive_time(fake):
         while len(keepalives(fake, fake.config.channel_id, BOT_1)) == n:
             assert time.monotonic() < deadline, "no keepalive at KEEPALIVE_TIME:\n" + stack.logs()[-3000:]
             time.sleep(0.1)
-        time.sleep(1.5)
-        assert len(keepalives(fake, fake.config.channel_id, BOT_1)) == n + 1  # once, not every tick
+
+        def runs() -> list[dict]:
+            lines = [json.loads(line) for line in stack.logs().splitlines() if line.startswith("{")]
+            return [e for e in lines if e.get("msg") == "job done" and e.get("job") == "keepalive"]
+
+        (run,) = wait_until(runs)
+        # once, not every tick: its next run is tomorrow's
+        assert datetime.fromisoformat(run["next_run"]) - datetime.now(UTC) > timedelta(hours=23)
+        assert len(keepalives(fake, fake.config.channel_id, BOT_1)) == n + 1
     finally:
         stack.stop()
     assert '"job": "keepalive"' in stack.logs()

@@ -7,7 +7,7 @@ from cdp.entry.bootstrap import make_rest, make_service, make_stores
 from cdp.settings import load_settings
 from cdp.sim import FakeDiscord
 
-from tests.e2e.conftest import fast_sim_config
+from tests.support.fake import fast_sim_config
 from tests.support.proc import settings_env
 
 

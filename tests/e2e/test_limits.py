@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import API_KEY, MODES, start_stack
+from tests.support.stack import API_KEY, MODES, start_stack
 
 LIMIT = 4
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.conftest import API_KEY, start_stack
+from tests.support.stack import API_KEY, start_stack
 
 pytestmark = pytest.mark.e2e
 

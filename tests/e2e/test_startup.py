@@ -8,7 +8,7 @@ import httpx
 import openai
 from cdp.sim import FakeDiscord
 
-from tests.e2e.conftest import fast_sim_config
+from tests.support.fake import fast_sim_config
 from tests.support.proc import CdpProcess, free_port, settings_env
 
 

@@ -12,7 +12,7 @@ import openai
 import pytest
 from cdp.sim.util import tiny_png
 
-from tests.e2e.conftest import API_KEY, prompt_messages
+from tests.support.stack import API_KEY, prompt_messages
 
 PNG = tiny_png(10, 200, 30)
 PNG_URL = "data:image/png;base64," + base64.b64encode(PNG).decode()

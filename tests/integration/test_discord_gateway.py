@@ -24,7 +24,9 @@ from cdp.entry.listener import run_listener
 from cdp.settings import Settings
 from cdp.sim import FakeDiscord, SimConfig, final_text
 
+from tests.support.fake import fast_sim_config
 from tests.support.proc import free_port, settings_env
+from tests.support.wait import task_running, until
 
 # the fake's tokens have Discord's shape (hikari parses the bot id out of the first segment)
 _DEFAULT = SimConfig()
@@ -32,23 +34,9 @@ BOT_TOKEN = _DEFAULT.bot_token
 USER_TOKEN = next(iter(_DEFAULT.user_tokens))
 
 
-def sim_config(**kw) -> SimConfig:
-    base = dict(
-        heartbeat_interval_ms=1000,
-        coze_edit_interval=0.05,
-        coze_first_token_delay=0.05,
-    )
-    base.update(kw)
-    return SimConfig(**base)
-
-
 @pytest.fixture
-def fd():
-    f = FakeDiscord(sim_config()).start()
-    try:
-        yield f
-    finally:
-        f.stop()
+def fd(make_fake) -> FakeDiscord:
+    return make_fake()
 
 
 class Harness:
@@ -246,14 +234,20 @@ async def _wait_failed(h, timeout: float = 10.0) -> None:
         await h.listener.status.wait_change(deadline - time.monotonic())
 
 
-async def _assert_failed_for_good(h, fd, caplog, code, wait_more: float):
+async def _wait_run_loop_ended() -> None:
+    """The listener's run loop (task "cdp-listener-gateway") returned and closed hikari: from now on
+    nothing can reconnect, so the counts below are final."""
+    await until(lambda: not task_running("cdp-listener-gateway"), what="the listener's run loop to end")
+
+
+async def _assert_failed_for_good(h, fd, caplog, code):
     await _wait_failed(h)
     assert not await h.listener.wait_ready(1)
     st = h.listener.status
     assert st.state == "failed" and not st.ready
     assert st.close_code == code
     assert FIXES[code] in st.fix
-    await asyncio.sleep(wait_more)  # hikari would reconnect within ~2 s if it were going to
+    await _wait_run_loop_ended()
     assert fd.gateway_connections() <= 2
     assert fd.identify_count() <= 2
     errors = [r for r in caplog.records if r.name == "cdp.adapters.discord.gateway" and r.levelno >= logging.ERROR]
@@ -264,7 +258,7 @@ async def _assert_failed_for_good(h, fd, caplog, code, wait_more: float):
 async def test_close_4014_when_message_content_intent_is_off(h, fd, caplog):
     fd.set_app_flags(0)  # the real path: the portal switch is off
     await h.listener.start()
-    await _assert_failed_for_good(h, fd, caplog, 4014, 2.5)
+    await _assert_failed_for_good(h, fd, caplog, 4014)
     assert fd.gateway_connections() == 1
 
 
@@ -272,7 +266,7 @@ async def test_close_4014_when_message_content_intent_is_off(h, fd, caplog):
 async def test_fatal_identify_close_codes_stop(h, fd, caplog, code):
     fd.set_identify_close_code(code)
     await h.listener.start()
-    await _assert_failed_for_good(h, fd, caplog, code, 0.5 if code != 4004 else 2.5)
+    await _assert_failed_for_good(h, fd, caplog, code)
     assert fd.gateway_connections() == 1
 
 
@@ -282,7 +276,7 @@ async def test_revoked_bot_token_fails_on_gateway_bot_401(h, fd, caplog):
     assert not await h.listener.wait_ready(10)
     st = h.listener.status
     assert st.state == "failed" and "BOT_TOKEN is invalid or was reset" in st.fix and "401" in st.detail
-    await asyncio.sleep(2.0)
+    await _wait_run_loop_ended()
     assert fd.gateway_connections() == 0
     gw_calls = [r for r in fd.request_log() if r.get("path", "").endswith("/gateway/bot")]
     assert len(gw_calls) == 1  # no retry loop on 401
@@ -293,7 +287,7 @@ async def test_token_revoked_while_connected_fails_on_resume(h, fd, caplog):
     assert await h.listener.wait_ready(10)
     fd.revoke_token(BOT_TOKEN)
     fd.gateway_drop()
-    await _assert_failed_for_good(h, fd, caplog, 4004, 2.5)
+    await _assert_failed_for_good(h, fd, caplog, 4004)
     assert fd.gateway_connections() == 2
 
 
@@ -328,7 +322,7 @@ async def test_no_token_in_logs(fd, caplog):
         prompt_id, content = await h.ask("secret check")
         await h.final(prompt_id, final_text(content, fd.url))
         fd.gateway_drop()
-        await asyncio.sleep(0.1)
+        await until(lambda: fd.resume_count() >= 1, what="the resume after the drop")
         assert await h.listener.wait_ready(10)
         fd.revoke_token(USER_TOKEN)
         with pytest.raises(DiscordUnauthorized):
@@ -373,15 +367,16 @@ async def test_zombie_connection_is_closed_and_resumed(h, fd):
 
 async def test_op1_heartbeat_request_is_answered():
     # a long interval: after the first beat, any beat within the next second answers the op 1
-    with FakeDiscord(sim_config(heartbeat_interval_ms=30000)) as fd:
+    with FakeDiscord(fast_sim_config(heartbeat_interval_ms=30000)) as fd:
         h = Harness(fd)
         try:
             await h.listener.start()
             assert await h.listener.wait_ready(10)
-            await asyncio.sleep(0.3)
 
             def beats() -> int:
                 return sum(1 for e in list(fd.sim.gateway.events) if e["op"] == 1)
+
+            await until(beats, what="the first heartbeat")
 
             before = beats()
             assert fd.gateway_request_heartbeat() == 1
@@ -397,7 +392,7 @@ async def test_new_session_recovers_replies_of_bot_config_bots(monkeypatch, tmp_
     """After a reconnect that is not a RESUME, `cdp listener` reads back what it missed: also the
     replies of bot_config.json bots, in their own channel (channelId) and in CHANNEL_ID."""
     default, own, shared = "1300000000000000001", "1300000000000000002", "1300000000000000003"
-    with FakeDiscord(sim_config(coze_bot_ids=[default, own, shared])) as fd:
+    with FakeDiscord(fast_sim_config(coze_bot_ids=[default, own, shared])) as fd:
         own_channel = fd.add_old_channel("own-bot")["id"]
         bot_config = tmp_path / "bot_config.json"
         bot_config.write_text(json.dumps([

@@ -18,12 +18,8 @@ COZE = _DEFAULT.coze_bot_ids[0]
 
 
 @pytest.fixture
-def fd():
-    f = FakeDiscord(SimConfig(coze_edit_interval=0.05, coze_first_token_delay=0.05)).start()
-    try:
-        yield f
-    finally:
-        f.stop()
+def fd(make_fake) -> FakeDiscord:
+    return make_fake()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from cdp.adapters.discord.rest import DiscordRest
 from cdp.adapters.media import fetch_image, http_client
 from cdp.adapters.store.memory import MemoryReplyStore
 from cdp.domain.discord import DiscordUnavailable
-from cdp.sim import FakeDiscord, SimConfig, final_text
+from cdp.sim import FakeDiscord, final_text
 
 from tests.support.proxies import HttpProxy, Socks5Proxy
 
@@ -31,11 +31,8 @@ KINDS = ["http", "http-auth", "socks5", "socks5h-auth"]
 
 
 @pytest.fixture(scope="module")
-def fd():
-    f = FakeDiscord(SimConfig(heartbeat_interval_ms=2500, coze_edit_interval=0.05,
-                              coze_first_token_delay=0.05)).start()
-    yield f
-    f.stop()
+def fd(fake: FakeDiscord) -> FakeDiscord:
+    return fake
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import pytest
 from cdp.settings import Settings
 from nacl.signing import SigningKey
 
-from tests.e2e.conftest import fast_sim_config
 from tests.support.proc import settings_env
 
 
@@ -43,4 +42,4 @@ def sim_settings(fake, **over) -> Settings:
     return Settings(_env_file=None, **env)
 
 
-__all__ = ["Signer", "fast_sim_config", "sim_settings"]
+__all__ = ["Signer", "sim_settings"]

@@ -12,7 +12,8 @@ from cdp.entry import doctor
 from cdp.entry.bootstrap import make_rest
 from cdp.sim import FakeDiscord
 
-from tests.ops.conftest import Signer, fast_sim_config, sim_settings
+from tests.ops.conftest import Signer, sim_settings
+from tests.support.fake import fast_sim_config
 from tests.support.proc import settings_env
 
 

@@ -12,10 +12,11 @@ from cdp.entry import interactions
 from cdp.entry.aws import runtime as aws_runtime
 from cdp.sim import FakeDiscord
 
-from tests.e2e.conftest import start_stack
-from tests.ops.conftest import Signer, fast_sim_config
+from tests.ops.conftest import Signer
 from tests.support.aws import LambdaContext, load_event, load_handler_module
+from tests.support.fake import fast_sim_config
 from tests.support.proc import settings_env
+from tests.support.stack import start_stack
 
 PING = {"type": 1, "id": "1300000000000000099", "application_id": "1200000000000000001", "token": "t", "version": 1}
 

@@ -8,16 +8,8 @@ import time
 import httpx
 import pytest
 from cdp.domain.secrets import fingerprint
-from cdp.sim import FakeDiscord
 
-from tests.e2e.conftest import API_KEY, start_stack
-from tests.ops.conftest import fast_sim_config
-
-
-@pytest.fixture(scope="module")
-def fake():
-    with FakeDiscord(fast_sim_config()) as fd:
-        yield fd
+from tests.support.stack import API_KEY, start_stack
 
 
 @pytest.fixture(scope="module")

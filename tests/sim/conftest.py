@@ -7,36 +7,15 @@ import zlib
 import httpx
 import pytest
 import websockets
-from cdp.sim import FakeDiscord, SimConfig
+from cdp.sim import FakeDiscord
 
 INTENTS = 1 | (1 << 9) | (1 << 15)  # GUILDS | GUILD_MESSAGES | MESSAGE_CONTENT = 33281
 
 
-def fast_config(**kw) -> SimConfig:
-    cfg = SimConfig(port=0, heartbeat_interval_ms=1000, coze_edit_interval=0.03, coze_first_token_delay=0.03)
-    for k, v in kw.items():
-        setattr(cfg, k, v)
-    return cfg
-
-
 @pytest.fixture
-def fake():
-    with FakeDiscord(fast_config()) as fd:
-        yield fd
-
-
-@pytest.fixture
-def make_fake():
-    started = []
-
-    def make(**kw) -> FakeDiscord:
-        fd = FakeDiscord(fast_config(**kw)).start()
-        started.append(fd)
-        return fd
-
-    yield make
-    for fd in started:
-        fd.stop()
+def fake(make_fake) -> FakeDiscord:
+    """A fresh fake per test here: these tests change its state (tokens, injected failures)."""
+    return make_fake()
 
 
 def bot_client(fd: FakeDiscord) -> httpx.AsyncClient:

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-import asyncio
-
 import websockets
+
+from tests.support.wait import until
 
 from .conftest import INTENTS, RawGateway, ready_gateway
 
@@ -131,7 +131,7 @@ async def test_double_identify_4005(fake):
 async def test_close_1000_invalidates_session(fake):
     gw, ready = await ready_gateway(fake)
     await gw.ws.close(1000)
-    await asyncio.sleep(0.1)
+    await until(lambda: fake.open_gateway_connections() == 0, what="the fake to see the close")
     gw2 = await RawGateway.connect(fake.gateway_url)
     await gw2.recv()
     await gw2.send(6, {"token": fake.config.bot_token, "session_id": ready["session_id"], "seq": gw.seq})

@@ -12,6 +12,8 @@ from cdp.domain.schedule import next_daily, parse_time_of_day, previous_daily, z
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.wait import until
+
 NY = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -147,23 +149,23 @@ async def test_scheduler_runs_jobs_and_survives_failures():
     s.add("ok", ok, every(0.05, first_after=0))
     s.add("bad", bad, every(0.05, first_after=0))
     s.start()
-    await asyncio.sleep(0.4)
+    await until(lambda: calls["ok"] >= 3 and calls["bad"] >= 3, what="three runs of each job")
     await s.stop()
-    assert calls["ok"] >= 3 and calls["bad"] >= 3
 
 
 async def test_scheduler_never_overlaps_a_slow_job():
-    running = {"now": 0, "max": 0}
+    running = {"now": 0, "max": 0, "done": 0}
 
     async def slow():
         running["now"] += 1
         running["max"] = max(running["max"], running["now"])
         await asyncio.sleep(0.15)
         running["now"] -= 1
+        running["done"] += 1
 
     s = Scheduler()
     s.add("slow", slow, every(0.01, first_after=0))
     s.start()
-    await asyncio.sleep(0.4)
+    await until(lambda: running["done"] >= 2, what="two runs, due every 10 ms, each taking 150 ms")
     await s.stop()
     assert running["max"] == 1
