@@ -5,7 +5,7 @@ extend the previous one, but some rewrite it (markdown being formed, a word fixe
 rephrased). Sent SSE deltas cannot be taken back, so a reply is streamed in one of two modes:
 
 Optimistic (from the start): an edit that extends the previous snapshot is trusted at once and
-everything is emitted except a minimal tail that could still change meaning without a rewrite:
+everything is emitted except a minimal tail, which a pure extension could still change:
   - the last character cluster (a combining mark, ZWJ, skin tone or second flag half may follow),
     and whitespace (sent at the start of the next delta: Discord trims it, render() inserts
     before the appended images),
@@ -13,7 +13,7 @@ everything is emitted except a minimal tail that could still change meaning with
     the images at the very end (render() appends them after content that may still grow),
   - everything while the whole text could still become a known Coze error text,
   - `holdback` more characters (0 by default), cut at the end of a word.
-A snapshot that is a prefix of the previous one is a stale one arriving late and is ignored.
+A snapshot that is a prefix of the previous one is a stale one arriving late: it is ignored.
 
 Conservative (for the rest of a reply once an edit was not an extension): text is emitted only
 when it looks *stable*:
