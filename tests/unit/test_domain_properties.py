@@ -23,11 +23,10 @@ EDIT = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None)
-@given(hold=st.integers(0, 30), edits=st.lists(EDIT, max_size=40), tail=PIECE)
-def test_stream_property(hold, edits, tail):
-    asm = DeltaAssembler(holdback_chars=hold)
-    cur, frozen, history = "", 0, []
+def run_model(asm, hold, edits, frozen=0, history=None):
+    """Feed `edits`; Coze rewrites only text that never stood `hold` before the end of a snapshot."""
+    cur = history[-1] if history else ""
+    history = history if history is not None else []
     for e in edits:
         if e[0] == "ext":
             cur += e[1]
@@ -42,10 +41,67 @@ def test_stream_property(hold, edits, tail):
         d = asm.update(cur)
         assert asm.emitted == before + d
         assert cur.startswith(asm.emitted)
-    final = cur + tail
+        assert len(asm.emitted) <= max(frozen, 0)
+    return cur
+
+
+@settings(max_examples=150, deadline=None)
+@given(hold=st.integers(0, 30), optimistic=st.booleans(), edits=st.lists(EDIT, max_size=40), tail=PIECE)
+def test_stream_property(hold, optimistic, edits, tail):
+    asm = DeltaAssembler(holdback=hold, conservative_holdback=hold, optimistic=optimistic)
+    final = run_model(asm, hold, edits) + tail
     sent = asm.emitted
     assert sent + asm.finish(final) == final
     assert not asm.diverged
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    hold=st.integers(0, 8),
+    conservative_hold=st.integers(0, 30),
+    extensions=st.lists(PIECE, min_size=1, max_size=20),
+    cut=st.floats(0, 1),
+    repl=PIECE,
+    after=st.lists(EDIT, max_size=30),
+    tail=PIECE,
+)
+def test_stream_switch_property(hold, conservative_hold, extensions, cut, repl, after, tail):
+    """Optimistic while edits extend; the first rewrite (of text not sent yet) switches the reply
+    to conservative mode, which then absorbs rewrites inside its own window."""
+    asm = DeltaAssembler(holdback=hold, conservative_holdback=conservative_hold)
+    history = []
+    run_model(asm, hold, [("ext", p) for p in extensions], history=history)
+    assert not asm.conservative
+    cur = history[-1]
+    at = len(asm.emitted) + int(cut * (len(cur) - 1 - len(asm.emitted)))  # at or after the sent text
+    if repl.startswith(cur[at:]) or cur[at:].startswith(repl):
+        repl = ("a" if cur[at] != "a" else "b") + repl  # neither an extension nor a stale prefix
+    cur = cur[:at] + repl
+    history.append(cur)
+    before = asm.emitted
+    d = asm.update(cur)
+    assert asm.emitted == before + d and cur.startswith(asm.emitted)
+    assert asm.conservative and not asm.diverged
+    frozen = max([len(asm.emitted)] + [len(h) - conservative_hold for h in history])
+    final = run_model(asm, conservative_hold, after, frozen, history) + tail
+    assert asm.conservative
+    sent = asm.emitted
+    assert sent + asm.finish(final) == final
+    assert not asm.diverged
+
+
+@settings(max_examples=100, deadline=None)
+@given(pieces=st.lists(st.text(alphabet="kqx \n", min_size=1, max_size=8), min_size=1, max_size=20))
+def test_optimistic_tail_is_one_character(pieces):
+    """Plain text (no markdown, no cluster, nothing like a Coze error) is held back by at most its
+    last character and trailing whitespace."""
+    asm = DeltaAssembler()
+    cur = ""
+    for p in pieces:
+        cur += p
+        asm.update(cur)
+        assert len(cur[len(asm.emitted) :].strip()) <= 1
+    assert not asm.conservative
 
 
 @settings(max_examples=150, deadline=None)

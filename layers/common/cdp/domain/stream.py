@@ -1,19 +1,33 @@
 """Streaming: successive full-text snapshots (Coze edits) -> append-only deltas.
 
-Coze streams by editing its reply; each edit carries the whole text so far, and edits are not
-always pure extensions (markdown being formed, a word fixed, a sentence rephrased). Sent SSE
-deltas cannot be taken back, so only text that looks *stable* is emitted:
+Coze streams by editing its reply; each edit carries the whole text so far. Most edits purely
+extend the previous one, but some rewrite it (markdown being formed, a word fixed, a sentence
+rephrased). Sent SSE deltas cannot be taken back, so a reply is streamed in one of two modes:
 
+Optimistic (from the start): an edit that extends the previous snapshot is trusted at once and
+everything is emitted except a minimal tail, which a pure extension could still change:
+  - the last character cluster (a combining mark, ZWJ, skin tone or second flag half may follow),
+    and whitespace (sent at the start of the next delta: Discord trims it, render() inserts
+    before the appended images),
+  - a markdown link/image still being written ("[..](" without ")", "![.." without "]"), and
+    the images at the very end (render() appends them after content that may still grow),
+  - everything while the whole text could still become a known Coze error text,
+  - `holdback` more characters (0 by default), cut at the end of a word.
+A snapshot that is a prefix of the previous one is a stale one arriving late: it is ignored.
+
+Conservative (for the rest of a reply once an edit was not an extension): text is emitted only
+when it looks *stable*:
 1. it is a prefix of both the current and the previous snapshot (it survived an edit),
-2. it ends at least `holdback_chars` before the end of both of them, at the end of a word
+2. it ends at least `conservative_holdback` before the end of both of them, at the end of a word
    (before whitespace, or after a CJK/wide character; a hard cut only after 256 unbroken chars),
-   never inside a character cluster (surrogate pair, combining mark, ZWJ emoji) and never inside
-   a markdown link/image still being written ("[..](" without ")", "![.." without "]"),
+   never inside a character cluster and never inside a markdown link/image still being written,
 3. nothing at all while the whole text could still become a known Coze error text.
 
-Guarantee (tested with random edit sequences, stale and duplicate snapshots): if text that once
-stood `holdback_chars` or more before the end of a snapshot is never rewritten afterwards, every
-delta extends a prefix of the final text and emitted + finish(final) == final.
+Guarantee (tested with random edit sequences, stale and duplicate snapshots): if no edit rewrites
+text already emitted, every delta extends a prefix of the final text and emitted + finish(final)
+== final. In conservative mode text is emitted only once it stood `conservative_holdback` before
+the end of a snapshot, so rewrites closer to the end than that are harmless; in optimistic mode
+the same holds for `holdback`, so the first rewrite of a reply must stay in that tail.
 
 `finish(final)` returns the rest. When a rewrite reached text already sent (`diverged`), the rest
 starts at the last word boundary of the common prefix: the client sees the stale words followed
@@ -24,6 +38,7 @@ by position garbles it silently.)
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from cdp.domain.coze import could_become_error
@@ -35,6 +50,8 @@ __all__ = ["DeltaAssembler", "common_prefix_len"]
 MAX_UNBROKEN = 256
 #: A markdown link destination longer than this is not considered "still open" any more.
 MAX_OPEN_LINK = 2048
+
+_IMAGE = re.compile(r"!\[[^\]\n]*\]\([^()\s]*\)")
 
 
 def common_prefix_len(a: str, b: str) -> int:
@@ -87,13 +104,43 @@ def _open_markdown_start(s: str) -> int | None:
     return None
 
 
+def _images_at_end(s: str) -> int:
+    """Where the text before the markdown images (and whitespace) that end `s` ends; len(s) if
+    `s` does not end with an image."""
+    end = len(s)
+    while True:
+        t = s[:end].rstrip()
+        j = t.rfind("![")
+        if j == -1 or not _IMAGE.fullmatch(t, j):
+            return end
+        end = len(t[:j].rstrip())
+
+
+def _back_to_word_end(text: str, end: int, floor: int) -> int:
+    """The last cut <= end (and > floor) at the end of a word and a cluster boundary, a hard cut
+    in an unbroken run longer than MAX_UNBROKEN, else `floor`."""
+    i = end
+    while i > floor and not (_is_word_end(text, i) and is_cluster_boundary(text, i)):
+        i -= 1
+    if i > floor:
+        return i
+    if end - floor > MAX_UNBROKEN:  # a long unbroken run: hard cut at a cluster boundary
+        i = end
+        while i > floor and not is_cluster_boundary(text, i):
+            i -= 1
+        return i
+    return floor
+
+
 class DeltaAssembler:
     """Turns successive snapshots of one reply into append-only deltas (see the module doc)."""
 
-    def __init__(self, holdback_chars: int = 24) -> None:
-        if holdback_chars < 0:
-            raise ValueError("holdback_chars must be >= 0")
-        self._holdback = holdback_chars
+    def __init__(self, holdback: int = 0, *, conservative_holdback: int = 24, optimistic: bool = True) -> None:
+        if holdback < 0 or conservative_holdback < 0:
+            raise ValueError("hold-backs must be >= 0")
+        self._holdback = holdback
+        self._conservative_holdback = conservative_holdback
+        self._conservative = not optimistic
         self._emitted = ""
         self._prev: str | None = None
         self._diverged = False
@@ -110,20 +157,43 @@ class DeltaAssembler:
         return self._diverged
 
     @property
+    def conservative(self) -> bool:
+        """This reply streams conservatively: it was built so, or an edit rewrote its text."""
+        return self._conservative
+
+    @property
     def finished(self) -> bool:
         return self._finished
 
+    def _optimistic_end(self, text: str) -> int:
+        """End of the prefix of `text` to have sent when `text` is trusted (may be <= len(emitted))."""
+        floor = len(self._emitted)
+        if could_become_error(text):
+            return 0
+        end = _images_at_end(text) - 1  # the last cluster may still grow: cut before it
+        while end > floor and not is_cluster_boundary(text, end):
+            end -= 1
+        end = min(end, len(text) - self._holdback)
+        if end <= floor:
+            return end
+        # Open in what would be sent, or in the whole text ("![" at the end, "!" would be sent).
+        for open_at in (_open_markdown_start(text[:end]), _open_markdown_start(text)):
+            if open_at is not None:
+                end = min(end, open_at)
+        while end > floor and (text[end - 1].isspace() or not is_cluster_boundary(text, end)):
+            end -= 1
+        if self._holdback and end > floor:
+            end = _back_to_word_end(text, end, floor)
+        return end
+
     def _stable_end(self, text: str) -> int:
-        """End of the prefix of `text` that is safe to have sent (may be <= len(emitted))."""
+        """End of the prefix of `text` that is stable in conservative mode (may be <= len(emitted))."""
         if self._prev is None:
             return 0
         # Also hold back from the end of the previous snapshot: if `text` is a stale one arriving
         # late, the newest real text is nearer to `prev`, whose tail may still be rewritten.
-        end = min(
-            common_prefix_len(self._prev, text),
-            len(text) - self._holdback,
-            len(self._prev) - self._holdback,
-        )
+        hold = self._conservative_holdback
+        end = min(common_prefix_len(self._prev, text), len(text) - hold, len(self._prev) - hold)
         floor = len(self._emitted)
         if end <= floor:
             return end
@@ -134,33 +204,29 @@ class DeltaAssembler:
             end = min(end, open_at)
         if end <= floor:
             return end
-        # Back to the end of a word (or after a wide char) that is also a cluster boundary.
-        i = end
-        while i > floor and not (_is_word_end(text, i) and is_cluster_boundary(text, i)):
-            i -= 1
-        if i > floor:
-            return i
-        if end - floor > MAX_UNBROKEN:  # a long unbroken run: hard cut at a cluster boundary
-            i = end
-            while i > floor and not is_cluster_boundary(text, i):
-                i -= 1
-            return i
-        return floor
+        return _back_to_word_end(text, end, floor)
 
     def update(self, text: str) -> str:
-        """Feed the latest full text; returns the newly stable text to send ("" if none).
+        """Feed the latest full text; returns the text to send now ("" if none).
 
         Duplicates, older snapshots arriving late and rewrites never produce a delta that does
-        not extend what was emitted.
+        not extend what was emitted. The first edit that does not extend the previous snapshot
+        switches the reply to conservative mode.
         """
         if self._finished:
             return ""
         text = text or ""
         self._diverged = not text.startswith(self._emitted)
+        if not self._conservative:
+            prev = self._prev
+            if prev is not None and not text.startswith(prev):
+                if prev.startswith(text):  # stale or duplicate: the newer text is still `prev`
+                    return ""
+                self._conservative = True  # a rewrite: from now on only text that survives edits
         if self._diverged:
             self._prev = text
             return ""
-        end = self._stable_end(text)
+        end = self._stable_end(text) if self._conservative else self._optimistic_end(text)
         self._prev = text
         if end <= len(self._emitted):
             return ""
