@@ -213,6 +213,10 @@ class BlobStore(Protocol):
         """Store `data`; return its URL (absolute, or a "/files/<name>" path served by the API)."""
         ...
 
+    async def prune(self, older_than: float) -> int:
+        """Delete blobs written before `older_than` (epoch seconds); how many were deleted."""
+        ...
+
     async def get(self, name: str) -> tuple[bytes, str] | None:
         """(bytes, content type) of a stored blob, or None (missing, or a name the store never makes)."""
         ...
@@ -229,3 +233,4 @@ class Stores:
     ratelimits: RateLimitStore | None = None  # REQUEST_RATE_LIMIT counters; None = in-memory
     alerts: AlertStore | None = None  # alert dedupe; None = in-memory
     ledger: PromptLedger | None = None  # prompt id -> account fingerprint/bot (replies-stream cooldowns)
+    blobs: BlobStore | None = None  # re-hosted images (the cleanup job prunes old ones)

@@ -125,6 +125,10 @@ class S3BlobStore:
 
     url_prefix = "/files/"
 
+    async def prune(self, older_than: float) -> int:
+        """Nothing to do: the bucket's lifecycle rule expires old objects (template.yaml)."""
+        return 0
+
     def __init__(self, bucket: str, *, region: str | None = None, client=None) -> None:
         self.bucket = bucket
         self.region = region

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from cdp.app.conversation import ConversationService
 from cdp.app.pool import NoUsableAccount
@@ -18,10 +17,8 @@ from cdp.app.scheduler import Scheduler, daily, every
 from cdp.domain.discord import DiscordError, DiscordUnauthorized, DiscordVerificationRequired, new_nonce
 from cdp.domain.routing import BotEntry
 from cdp.domain.schedule import parse_time_of_day, zone
+from cdp.ports import BlobStore, Stores
 from cdp.settings import Settings
-
-if TYPE_CHECKING:
-    from cdp.ports import Stores
 
 log = logging.getLogger("cdp.app.jobs")
 
@@ -42,7 +39,7 @@ def keepalive_targets(settings: Settings, entries: Iterable[BotEntry]) -> list[t
 
 
 # -- jobs ------------------------------------------------------------------------------------------
-async def cleanup(settings: Settings, stores: Stores, rest, service: ConversationService, *,
+async def cleanup(settings: Settings, stores: Stores, rest: DiscordRestPort, service: ConversationService, *,
                   sweep: bool = True) -> dict:
     """Delete every registered temporary channel whose time has come (also ones a crash left), then
     (sweep=True) stray `cdp-chat-*` channels older than CHANNEL_SWEEP_AGE that nothing uses."""
@@ -50,21 +47,19 @@ async def cleanup(settings: Settings, stores: Stores, rest, service: Conversatio
     result = {"deleted": deleted}
     if sweep:
         result["swept"] = await service.keeper.sweep()
-    result["files_pruned"] = await prune_rehosted_images(settings)
+    result["files_pruned"] = await prune_rehosted_images(settings, stores.blobs)
     return result
 
 
-async def prune_rehosted_images(settings: Settings) -> int:
-    """Re-hosted images in the local FILES_DIR older than FILES_RETENTION_DAYS (S3: lifecycle rule)."""
+async def prune_rehosted_images(settings: Settings, blobs: BlobStore | None) -> int:
+    """Re-hosted images older than FILES_RETENTION_DAYS (the local folder; S3 has a lifecycle rule)."""
     days = settings.FILES_RETENTION_DAYS
-    if not days or settings.BLOB_BUCKET:
+    if not days or blobs is None:
         return 0
-    from cdp.adapters.blobs import LocalBlobStore
-
-    return await LocalBlobStore(settings.FILES_DIR).prune(time.time() - days * 86400)
+    return await blobs.prune(time.time() - days * 86400)
 
 
-async def keepalive(settings: Settings, stores: Stores, rest, service: ConversationService, *,
+async def keepalive(settings: Settings, stores: Stores, rest: DiscordRestPort, service: ConversationService, *,
                     force: bool = False) -> dict:
     """Post one message mentioning each configured Coze bot, as a Discord user
     (COZE_BOT_STAY_ACTIVE_ENABLE; the original did this daily at 09:10 TZ): in the bot's channelId
@@ -120,7 +115,7 @@ def _grace(settings: Settings) -> float:
 
 
 # -- `cdp serve`'s schedule ------------------------------------------------------------------------
-def schedule_jobs(scheduler: Scheduler, settings: Settings, stores: Stores, rest,
+def schedule_jobs(scheduler: Scheduler, settings: Settings, stores: Stores, rest: DiscordRestPort,
                   service: ConversationService) -> None:
     """What `cdp serve` runs by itself (on AWS, EventBridge Scheduler runs the Lambdas instead)."""
     objs = (settings, stores, rest, service)

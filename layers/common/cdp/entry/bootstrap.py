@@ -15,10 +15,14 @@ from cdp.settings import Settings
 
 
 def make_stores(settings: Settings) -> Stores:
+    from cdp.adapters.blobs import make_blob_store
+
     if settings.CDP_STORE == "dynamodb":
         from cdp.adapters.store.dynamodb import dynamodb_stores
 
-        return dynamodb_stores(settings)
+        stores = dynamodb_stores(settings)
+        stores.blobs = make_blob_store(settings)
+        return stores
     from cdp.adapters.store.memory import (
         MemoryAlertStore,
         MemoryChannelRegistry,
@@ -29,7 +33,8 @@ def make_stores(settings: Settings) -> Stores:
     )
 
     return Stores(MemoryReplyStore(), MemoryChannelRegistry(), health=MemoryHealthStore(),
-                  ratelimits=MemoryRateLimitStore(), alerts=MemoryAlertStore(), ledger=MemoryPromptLedger())
+                  ratelimits=MemoryRateLimitStore(), alerts=MemoryAlertStore(), ledger=MemoryPromptLedger(),
+                  blobs=make_blob_store(settings))
 
 
 def make_rest(settings: Settings):

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from .config import SimConfig
-from .util import ApiError, SnowflakeGen, form_error, iso_now
+from .util import ApiError, SnowflakeGen, form_error, iso_now, number_components
 
 INTENT_GUILDS = 1 << 0
 INTENT_GUILD_MESSAGES = 1 << 9
@@ -24,23 +24,6 @@ INTERACTION_TOKEN_TTL = 15 * 60
 
 USER_MENTION_RE = re.compile(r"<@!?(\d{15,25})>")
 ROLE_MENTION_RE = re.compile(r"<@&(\d{15,25})>")
-
-
-def number_components(components: list) -> list:
-    """Discord gives every component a numeric `id` (unique within the message) when none is set."""
-    comps = copy.deepcopy(components)
-    counter = [0]
-
-    def walk(items: list) -> None:
-        for c in items:
-            if isinstance(c, dict):
-                counter[0] += 1
-                c.setdefault("id", counter[0])
-                if isinstance(c.get("components"), list):
-                    walk(c["components"])
-
-    walk(comps)
-    return comps
 
 
 def _user(uid: str, username: str, *, bot: bool = False, global_name: str | None = None) -> dict:

@@ -18,8 +18,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .core import number_components
-from .util import iso_now, tiny_png
+from .util import iso_now, number_components, tiny_png
 
 if TYPE_CHECKING:
     from .core import Sim  # noqa: F811

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import hashlib
 import struct
@@ -78,3 +79,20 @@ def form_error(field_path: list[str | int], code: str, message: str) -> ApiError
     for key in reversed(field_path):
         errors = {str(key): errors}
     return ApiError(400, 50035, "Invalid Form Body", errors)
+
+
+def number_components(components: list) -> list:
+    """Discord gives every component a numeric `id` (unique within the message) when none is set."""
+    comps = copy.deepcopy(components)
+    counter = [0]
+
+    def walk(items: list) -> None:
+        for c in items:
+            if isinstance(c, dict):
+                counter[0] += 1
+                c.setdefault("id", counter[0])
+                if isinstance(c.get("components"), list):
+                    walk(c["components"])
+
+    walk(comps)
+    return comps
