@@ -21,6 +21,8 @@ from pydantic import BaseModel, Field
 from cdp.domain.secrets import fingerprint, redact
 from cdp.entry import interactions
 from cdp.entry.api.common import operator_key, runtime_of
+from cdp.entry.api.runtime import Runtime
+from cdp.settings import Settings
 
 log = logging.getLogger("cdp.entry.api.ops")
 
@@ -165,28 +167,21 @@ class StatusResponse(BaseModel):
         "requests_in_flight": 1, "requests_total": 42, "last_errors": []}}}
 
 
-def _secrets(settings) -> list[str]:
+def _secrets(settings: Settings) -> list[str]:
     return [t for t in [*settings.user_tokens, settings.BOT_TOKEN, *settings.api_keys] if t]
 
 
-async def collect_status(runtime) -> dict[str, Any]:
+async def collect_status(runtime: Runtime) -> dict[str, Any]:
     """The facts of GET /api/status and `/cdp status`, from the runtime's service and listener."""
     settings, service = runtime.settings, runtime.service
     now = time.time()
     gateway = runtime.gateway.to_dict()
-    accounts: list[dict[str, Any]] = []
-    bots: list[dict[str, Any]] = []
     bot_config = None
-    own = getattr(service, "status", None)
-    facts = None
-    if callable(own):  # the account pool reports health itself
-        try:
-            facts = own()
-            if hasattr(facts, "__await__"):
-                facts = await facts
-        except Exception as exc:  # the health store unreachable: still answer, with "unknown" health
-            log.warning("status: could not read account health", extra={"error": type(exc).__name__})
-            facts = None
+    try:  # the account pool reports health itself
+        facts = await service.status()
+    except Exception as exc:  # the health store unreachable: still answer, with "unknown" health
+        log.warning("status: could not read account health", extra={"error": type(exc).__name__})
+        facts = None
     if facts is not None:
         accounts, bots = _listed(facts.get("accounts"), "accounts"), _listed(facts.get("bots"), "bots")
         bot_config = facts.get("bot_config")
@@ -203,7 +198,7 @@ async def collect_status(runtime) -> dict[str, Any]:
     errors = [{**e, "message": redact(str(e["message"]), *secrets)} for e in list(RECENT_ERRORS.records)]
     usable = by_health.get("healthy", 0) + by_health.get("unknown", 0)
     ok = bool(gateway.get("ready", runtime.gateway.ready)) and (usable > 0 or not accounts)
-    started = getattr(runtime, "started_at", 0.0) or None
+    started = runtime.started_at or None
     return {
         "status": "ok" if ok else "degraded",
         "mode": "demo" if runtime.demo_notice else "discord",
