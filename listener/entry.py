@@ -29,8 +29,7 @@ def main() -> int:
     except SettingsError as exc:
         print(f"cdp listener: refusing to start, {exc}", file=sys.stderr, flush=True)
         return _slow_exit(2)
-    logs.configure(settings.LOG_LEVEL, [*settings.user_tokens, settings.BOT_TOKEN, *settings.api_keys,
-                                        settings.NOTIFY_TELEGRAM_BOT_TOKEN])
+    logs.configure(settings.LOG_LEVEL, settings.secrets())
     rc = asyncio.run(run_listener(settings, int(os.environ.get("CDP_HEALTH_PORT", "8081"))))
     return _slow_exit(rc) if rc == EXIT_FAILED else rc
 

@@ -6,14 +6,15 @@ import asyncio
 import time
 
 import pytest
-from cdp.adapters.store import dynamodb as ddb
-from cdp.adapters.store.dynamodb import DynamoChannelRegistry, DynamoReplyStore, DynamoSettings
+from cdp.adapters.store.dynamodb import STATS, DynamoChannelRegistry, DynamoReplyStore
+from cdp.adapters.store.dynamodb.replies import POLL_FAST, POLL_SLOW
 from cdp.domain.model import ReplyMessage, TempChannel
+from cdp.settings import Settings
 
 
-def cfg(moto, tables) -> DynamoSettings:
+def cfg(moto, tables) -> Settings:
     prefix, _ = tables
-    return DynamoSettings(CDP_TABLE_PREFIX=prefix, AWS_ENDPOINT_URL=moto.url, AWS_REGION="us-east-1")
+    return Settings(CDP_TABLE_PREFIX=prefix, AWS_ENDPOINT_URL=moto.url, AWS_REGION="us-east-1")
 
 
 def msg(mid: str, prompt: str = "900000000000000001", content: str = "hi", version: int = 1, **kw):
@@ -51,11 +52,11 @@ def test_settings_names_and_endpoint(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://localhost:8000")
     monkeypatch.delenv("CDP_REPLIES_TABLE", raising=False)
     monkeypatch.setenv("CDP_STATE_TABLE", "explicit-state")
-    c = DynamoSettings(_env_file=None)
+    c = Settings(_env_file=None)
     assert c.replies_table == "prod-replies" and c.state_table == "explicit-state"
-    assert c.endpoint_url == "http://localhost:8000"
+    assert c.dynamodb_endpoint == "http://localhost:8000"
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://ddb:9000")
-    assert DynamoSettings(_env_file=None).endpoint_url == "http://ddb:9000"
+    assert Settings(_env_file=None).dynamodb_endpoint == "http://ddb:9000"
 
 
 async def test_put_snapshot_roundtrip_ordered_by_id(store):
@@ -96,7 +97,7 @@ async def test_every_item_has_a_ttl(moto, tables, store):
     assert len(mine) == 2  # the part and its reply# pointer
     now = time.time()
     for item in mine:
-        assert now + 3600 < float(item["expires_at"]["N"]) <= now + ddb.REPLY_TTL_SECONDS + 5
+        assert now + 3600 < float(item["expires_at"]["N"]) <= now + 24 * 3600 + 5  # CDP_REPLY_TTL_SECONDS
 
 
 async def test_wait_for_change_wakes_on_a_write_from_another_process(moto, tables, store):
@@ -136,23 +137,23 @@ async def test_wait_for_change_returns_at_once_when_revision_differs(store):
 
 
 def test_poll_interval_is_fast_after_a_change_and_backs_off():
-    s = DynamoReplyStore(DynamoSettings(_env_file=None), client=object())
+    s = DynamoReplyStore(Settings(_env_file=None), client=object())
     s._last_change.put("p", 100.0)
-    assert s.poll_interval("p", 100.0) == pytest.approx(ddb.POLL_FAST)
-    assert ddb.POLL_FAST < s.poll_interval("p", 101.0) < ddb.POLL_SLOW
-    assert s.poll_interval("p", 110.0) == ddb.POLL_SLOW
-    assert s.poll_interval("unknown", 5.0) == pytest.approx(ddb.POLL_FAST)
+    assert s.poll_interval("p", 100.0) == pytest.approx(POLL_FAST)
+    assert POLL_FAST < s.poll_interval("p", 101.0) < POLL_SLOW
+    assert s.poll_interval("p", 110.0) == POLL_SLOW
+    assert s.poll_interval("unknown", 5.0) == pytest.approx(POLL_FAST)
 
 
 async def test_counters_count_reads_and_writes(store):
-    before = ddb.STATS.snapshot()
+    before = STATS.snapshot()
     await store.put(msg("1000000000000000080", "900000000000000801"))
     await store.snapshot("900000000000000801")
-    after = ddb.STATS.snapshot()
+    after = STATS.snapshot()
     assert after["writes"] - before["writes"] == 2  # part + pointer (first time only)
     assert after["reads"] - before["reads"] == 1
     await store.put(msg("1000000000000000080", "900000000000000801", "more", 2))
-    assert ddb.STATS.writes - after["writes"] == 1  # pointer already known
+    assert STATS.writes - after["writes"] == 1  # pointer already known
 
 
 async def test_channel_registry(registry):

@@ -9,10 +9,11 @@ import time
 
 import httpx
 import pytest
-from cdp.adapters.store.dynamodb import DynamoChannelRegistry, DynamoSettings
+from cdp.adapters.store.dynamodb import DynamoChannelRegistry
 from cdp.adapters.store.dynamodb.state import DynamoPromptLedger
 from cdp.domain.model import TempChannel
 from cdp.entry.aws import runtime
+from cdp.settings import Settings
 from cdp.sim import FakeDiscord, SimConfig
 
 from tests.support import aws as support
@@ -42,7 +43,7 @@ def stack(moto, tables, tmp_path_factory):
                                               tmp_path_factory.mktemp("listener"), port)
         try:
             support.wait_until(lambda: support.healthz(port)[0] == 200, timeout=30)
-            ds = DynamoSettings(CDP_TABLE_PREFIX=prefix, AWS_ENDPOINT_URL=moto.url, _env_file=None)
+            ds = Settings(CDP_TABLE_PREFIX=prefix, AWS_ENDPOINT_URL=moto.url, _env_file=None)
             yield {"fake": fake, "env": env, "registry": DynamoChannelRegistry(ds), "moto": moto}
         finally:
             proc.terminate()
@@ -117,7 +118,7 @@ def test_api_chat_non_stream_end_to_end(stack):
     fake = stack["fake"]
     prompts = [m for ch in fake.created_channels() for m in fake.messages(ch["id"])
                if m["author"]["id"] in fake.config.user_tokens.values()]
-    ledger = DynamoPromptLedger(DynamoSettings(_env_file=None))
+    ledger = DynamoPromptLedger(Settings(_env_file=None))
     entries = [e for m in prompts if (e := asyncio.run(ledger.lookup(m["id"])))]
     assert entries and entries[-1]["account"] in {fingerprint(t) for t in fake.config.user_tokens}
     assert entries[-1]["coze_bot_id"] == fake.config.coze_bot_ids[0]

@@ -11,8 +11,9 @@ import sys
 import time
 
 import pytest
-from cdp.adapters.store.dynamodb import DynamoChannelRegistry, DynamoReplyStore, DynamoSettings
+from cdp.adapters.store.dynamodb import DynamoChannelRegistry, DynamoReplyStore
 from cdp.domain.model import TempChannel
+from cdp.settings import Settings
 from cdp.sim import FakeDiscord, SimConfig
 
 from tests.support.aws import aws_env, free_port, wait_until
@@ -51,7 +52,7 @@ def coze_done(fake, channel_id) -> bool:
 
 def test_listener_records_recovers_and_stops_on_sigterm(fake, moto, tables, tmp_path):
     prefix, _ = tables
-    ds = DynamoSettings(CDP_TABLE_PREFIX=prefix, AWS_ENDPOINT_URL=moto.url, AWS_REGION="us-east-1",
+    ds = Settings(CDP_TABLE_PREFIX=prefix, AWS_ENDPOINT_URL=moto.url, AWS_REGION="us-east-1",
                         _env_file=None)
     store, registry = DynamoReplyStore(ds), DynamoChannelRegistry(ds)
     coze = fake.config.coze_bot_ids[0]

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import time
 
-from cdp.adapters.store.dynamodb import PRESENCE_FRESH_SECONDS, DynamoListenerPresence, DynamoSettings
+from cdp.adapters.store.dynamodb import DynamoListenerPresence
+from cdp.adapters.store.dynamodb.state import PRESENCE_FRESH_SECONDS
+from cdp.settings import Settings
 
 
 async def test_presence_reports_the_longest_connected_fresh_listener(aws_env):
-    cfg = DynamoSettings()
+    cfg = Settings()
     reader = DynamoListenerPresence(cfg, instance_id="reader")
     a = DynamoListenerPresence(cfg, instance_id="a")
     b = DynamoListenerPresence(cfg, instance_id="b")
@@ -25,7 +27,7 @@ async def test_presence_reports_the_longest_connected_fresh_listener(aws_env):
 
 
 async def test_stale_presence_counts_as_gone(aws_env, moto, tables):
-    cfg = DynamoSettings()
+    cfg = Settings()
     presence = DynamoListenerPresence(cfg, instance_id="old")
     await presence.publish(True, time.time() - 100)
     # Age every heartbeat as crashed listeners would leave them.

@@ -14,7 +14,6 @@ import time
 import uuid
 
 import pytest
-from cdp.adapters.store.dynamodb import DynamoSettings
 from cdp.adapters.store.dynamodb.state import DynamoHealthStore, DynamoPromptLedger
 from cdp.adapters.store.memory import MemoryHealthStore, MemoryPromptLedger
 from cdp.domain.accounts import KIND_ACCOUNT, KIND_BOT, Health, next_reset
@@ -22,6 +21,7 @@ from cdp.domain.coze import BOT_LIMIT_TEXTS, USER_LIMIT_TEXTS
 from cdp.domain.secrets import fingerprint
 from cdp.entry.aws import runtime
 from cdp.entry.aws.stream_consumer import Cooldowns, process_records
+from cdp.settings import Settings
 
 from tests.support import aws as support
 
@@ -39,7 +39,7 @@ def env(aws_env, monkeypatch, tables):
                  "POWERTOOLS_METRICS_NAMESPACE": "CozeDiscordProxyTest"}.items():
         monkeypatch.setenv(k, v)
     runtime.reset()
-    yield DynamoSettings(_env_file=None)
+    yield Settings(_env_file=None)
     runtime.reset()
 
 
@@ -182,6 +182,7 @@ def test_dynamodb_ledger_item_has_a_ttl_and_no_token(env, moto, tables):
 
 def test_service_never_fails_on_a_ledger_error(caplog):
     from cdp.app.conversation import ConversationService
+    from cdp.app.pool import AccountPool
     from cdp.settings import load_settings
 
     class Broken:
@@ -190,6 +191,7 @@ def test_service_never_fails_on_a_ledger_error(caplog):
 
     s = load_settings(BOT_TOKEN="b.t", USER_AUTHORIZATION="u.t", GUILD_ID="1100000000000000001",
                       COZE_BOT_ID="1300000000000000001")
-    svc = ConversationService(s, rest=None, replies=None, channels=None, ledger=Broken())
+    pool = AccountPool(s.user_tokens, MemoryHealthStore(), tz=s.TZ, reset_time=s.DAILY_RESET_TIME)
+    svc = ConversationService(s, rest=None, replies=None, channels=None, pool=pool, ledger=Broken())
     asyncio.run(svc._record_prompt("p1", fingerprint("u.t"), "2", "3"))  # no exception
     assert "could not record who posted the prompt" in caplog.text

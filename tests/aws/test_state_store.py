@@ -9,16 +9,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from cdp.adapters.store.dynamodb import DynamoSettings
 from cdp.adapters.store.dynamodb.state import DynamoAlertStore, DynamoHealthStore, DynamoRateLimitStore
 from cdp.adapters.store.memory import MemoryAlertStore, MemoryHealthStore, MemoryRateLimitStore
 from cdp.app.pool import AccountPool, NoUsableAccount
 from cdp.domain.accounts import KIND_ACCOUNT, KIND_BOT, Health, HealthRecord
+from cdp.settings import Settings
 
 
-def cfg(moto, tables) -> DynamoSettings:
+def cfg(moto, tables) -> Settings:
     prefix, _ = tables
-    return DynamoSettings(CDP_TABLE_PREFIX=prefix, AWS_ENDPOINT_URL=moto.url, AWS_REGION="us-east-1")
+    return Settings(CDP_TABLE_PREFIX=prefix, AWS_ENDPOINT_URL=moto.url, AWS_REGION="us-east-1")
 
 
 @pytest.fixture(params=["memory", "dynamodb"])

@@ -6,16 +6,25 @@ Every FakeDiscord binds port 0; each test has its own, so the file is xdist-safe
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
 
+import httpx
 import pytest
-from cdp.adapters.discord.gateway import DiscordListener, GatewayStatus, ReplyRecorder
+from cdp.adapters.discord.gateway import DiscordListener, GatewayStatus
+from cdp.adapters.discord.recorder import ReplyRecorder
 from cdp.adapters.discord.rest import DiscordRest
 from cdp.adapters.store.memory import MemoryReplyStore
 from cdp.domain.discord import DiscordUnauthorized
 from cdp.domain.reply import to_reply_message
+from cdp.entry import bootstrap
+from cdp.entry.listener import run_listener
+from cdp.settings import Settings
 from cdp.sim import FakeDiscord, SimConfig, final_text
+
+from tests.support.proc import free_port, settings_env
 
 # the fake's tokens have Discord's shape (hikari parses the bot id out of the first segment)
 _DEFAULT = SimConfig()
@@ -382,3 +391,59 @@ async def test_op1_heartbeat_request_is_answered():
             assert beats() == before + 1
         finally:
             await h.close()
+
+
+async def test_new_session_recovers_replies_of_bot_config_bots(monkeypatch, tmp_path):
+    """After a reconnect that is not a RESUME, `cdp listener` reads back what it missed: also the
+    replies of bot_config.json bots, in their own channel (channelId) and in CHANNEL_ID."""
+    default, own, shared = "1300000000000000001", "1300000000000000002", "1300000000000000003"
+    with FakeDiscord(sim_config(coze_bot_ids=[default, own, shared])) as fd:
+        own_channel = fd.add_old_channel("own-bot")["id"]
+        bot_config = tmp_path / "bot_config.json"
+        bot_config.write_text(json.dumps([
+            {"proxySecret": "sk-test-key-1", "cozeBotId": own, "model": ["m"], "channelId": own_channel},
+            {"proxySecret": "sk-test-key-1", "cozeBotId": shared, "model": ["m"]},
+        ]))
+        settings = Settings(_env_file=None, **settings_env(fd, BOT_CONFIG_PATH=str(bot_config)))
+        stores = bootstrap.make_stores(settings)
+        monkeypatch.setattr(bootstrap, "make_stores", lambda _settings: stores)
+        port, stop = free_port(), asyncio.Event()
+        task = asyncio.create_task(run_listener(settings, port, stop=stop, install_signals=False))
+        try:
+            async with httpx.AsyncClient() as http:
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.05)
+            assert fd.identify_count() == 1
+
+            fd.set_identify_close_code(4000)  # the next IDENTIFY is refused: the listener stays away longer
+            assert fd.gateway_invalid_session(False) == 1  # session gone: a new one follows, no RESUME
+            prompts = [fd.post_as_user(own_channel, f"<@{own}> while away"),
+                       fd.post_as_user(fd.config.channel_id, f"<@{shared}> while away too")]
+
+            def answered(prompt: dict) -> bool:
+                return any((m.get("message_reference") or {}).get("message_id") == prompt["id"]
+                           and m.get("components") for m in fd.messages(prompt["channel_id"]))
+
+            deadline = time.monotonic() + 10
+            while not all(answered(p) for p in prompts) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert all(answered(p) for p in prompts)
+            # nobody was connected while the bots answered: only recovery can record these replies
+            assert not any(s["valid"] for s in fd.gateway_stats()["sessions"])
+
+            for prompt in prompts:
+                deadline = time.monotonic() + 20
+                snap = await stores.replies.snapshot(prompt["id"])
+                while not (snap.messages and snap.messages[-1].has_components) and time.monotonic() < deadline:
+                    snap = await stores.replies.wait_for_change(prompt["id"], snap.revision,
+                                                                deadline - time.monotonic())
+                assert snap.messages and snap.messages[-1].has_components
+                assert snap.messages[0].content == final_text(prompt["content"], fd.url)
+            assert fd.identify_count() == 3  # the refused IDENTIFY, then the new session
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(task, 30) == 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from cdp.adapters.discord.gateway import ReplyRecorder
+from cdp.adapters.discord.recorder import ReplyRecorder
 from cdp.adapters.store.memory import MemoryReplyStore
 
 COZE = "1300000000000000001"

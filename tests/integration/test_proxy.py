@@ -14,8 +14,9 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from cdp.adapters.discord import gateway as listener_mod
-from cdp.adapters.discord.gateway import DiscordListener, ReplyRecorder
+from cdp.adapters.discord import proxy as proxy_mod
+from cdp.adapters.discord.gateway import DiscordListener
+from cdp.adapters.discord.recorder import ReplyRecorder
 from cdp.adapters.discord.rest import DiscordRest
 from cdp.adapters.media import fetch_image, http_client
 from cdp.adapters.store.memory import MemoryReplyStore
@@ -192,7 +193,7 @@ async def test_unsupported_proxy_scheme_fails_fast(fd):
 
 
 async def test_socks_without_aiohttp_socks_fails_fast(fd, monkeypatch):
-    monkeypatch.setattr(listener_mod, "_socks_settings_cls", None)
+    monkeypatch.setattr(proxy_mod, "_socks_settings_cls", None)
     monkeypatch.setitem(sys.modules, "aiohttp_socks", None)  # import fails
     lst = await _fails_fast(fd, "socks5://127.0.0.1:1080")
     assert "aiohttp-socks is not installed" in lst.status.detail
@@ -201,7 +202,7 @@ async def test_socks_without_aiohttp_socks_fails_fast(fd, monkeypatch):
 async def test_socks_with_unknown_hikari_fails_fast(fd, monkeypatch):
     import hikari
 
-    monkeypatch.setattr(listener_mod, "_socks_settings_cls", None)
+    monkeypatch.setattr(proxy_mod, "_socks_settings_cls", None)
     monkeypatch.setattr(hikari, "__version__", "3.0.0")
     lst = await _fails_fast(fd, "socks5://u:pw-secret-123@127.0.0.1:1080")
     assert "hikari 3.0.0" in lst.status.detail and "http://" in lst.status.fix
@@ -209,7 +210,7 @@ async def test_socks_with_unknown_hikari_fails_fast(fd, monkeypatch):
 
 
 def test_proxy_label_hides_credentials():
-    assert listener_mod.proxy_label("socks5h://u:secret@proxy.local:1080") == "socks5h://proxy.local:1080"
+    assert proxy_mod.proxy_label("socks5h://u:secret@proxy.local:1080") == "socks5h://proxy.local:1080"
 
 
 async def test_hook_leaves_other_bots_alone():
@@ -219,7 +220,7 @@ async def test_hook_leaves_other_bots_alone():
     from hikari.impl import config as hconfig
     from hikari.internal import net
 
-    socks = listener_mod.hikari_proxy_kwargs("socks5://127.0.0.1:1080")["http_settings"]
+    socks = proxy_mod.hikari_proxy_kwargs("socks5://127.0.0.1:1080")["http_settings"]
     plain = net.create_tcp_connector(hconfig.HTTPSettings())
     proxied = net.create_tcp_connector(socks, dns_cache=False)
     try:
@@ -229,6 +230,6 @@ async def test_hook_leaves_other_bots_alone():
     finally:
         await plain.close()
         await proxied.close()
-    assert listener_mod.hikari_proxy_kwargs(None) == {}
-    assert listener_mod.hikari_proxy_kwargs("http://127.0.0.1:3128")["proxy_settings"].url == "http://127.0.0.1:3128"
+    assert proxy_mod.hikari_proxy_kwargs(None) == {}
+    assert proxy_mod.hikari_proxy_kwargs("http://127.0.0.1:3128")["proxy_settings"].url == "http://127.0.0.1:3128"
 

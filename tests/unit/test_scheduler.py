@@ -1,4 +1,4 @@
-"""Next-run computation of the daily jobs (cdp.app.scheduler): wall time in TZ, across DST changes."""
+"""Next-run computation of the daily jobs (cdp.domain.schedule, run by cdp.app.scheduler): wall time in TZ, across DST changes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from cdp.app.scheduler import Scheduler, every, next_daily, parse_time_of_day, previous_daily, zone
+from cdp.app.scheduler import Scheduler, every
+from cdp.domain.schedule import next_daily, parse_time_of_day, previous_daily, zone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

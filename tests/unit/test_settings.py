@@ -97,3 +97,34 @@ def test_cdp_tz_wins_over_tz_which_lambda_reserves(monkeypatch):
     assert load_settings().TZ == "Asia/Shanghai"
     monkeypatch.setenv("CDP_TZ", "Europe/Berlin")
     assert load_settings().TZ == "Europe/Berlin"
+
+
+def test_secrets_are_every_secret_setting_and_only_those(monkeypatch):
+    from cdp.settings import SECRET_SETTINGS
+
+    values = {**DISCORD, "PROXY_SECRET": "sk-one-111111,sk-two-222222",
+              "NOTIFY_TELEGRAM_BOT_TOKEN": "123456:telegram-token",
+              "PROXY_URL": "socks5://me:pr0xy-pass@proxy:1080"}
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    s = load_settings()
+    assert sorted(s.secrets()) == sorted(["u1.token.aaaaaa", "u2.token.bbbbbb", "bot.token.cccccc",
+                                          "sk-one-111111", "sk-two-222222", "123456:telegram-token",
+                                          "pr0xy-pass"])
+    # every setting named a secret contributes, and GUILD_ID, COZE_BOT_ID... do not
+    for name in SECRET_SETTINGS:
+        assert any(secret in values[name] for secret in s.secrets()), name
+    assert not any(secret in (s.GUILD_ID, s.COZE_BOT_ID) for secret in s.secrets())
+    monkeypatch.setenv("PROXY_URL", "http://proxy:8080")
+    assert "pr0xy-pass" not in load_settings().secrets() and load_settings().proxy_password is None
+
+
+def test_dynamodb_settings_are_part_of_the_one_settings_model(monkeypatch):
+    s = load_settings()
+    assert (s.replies_table, s.state_table) == ("cdp-replies", "cdp-state")
+    assert s.dynamodb_endpoint is None and s.aws_region is None
+    assert s.CDP_REPLY_TTL_SECONDS == 24 * 3600
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    assert load_settings().aws_region == "eu-west-1"
+    monkeypatch.setenv("AWS_REGION", "eu-central-1")
+    assert load_settings().aws_region == "eu-central-1"

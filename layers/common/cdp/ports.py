@@ -1,7 +1,9 @@
-"""Ports for every piece of state. The service and listener depend on these, never on an adapter."""
+"""Ports: every interface the use cases need (Discord REST, state stores, blobs) and the `Stores`
+bundle. The app and the listener depend on these, never on an adapter; adapters implement them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +18,66 @@ class UploadFile:
     filename: str
     content: bytes
     content_type: str = "application/octet-stream"
+
+
+class DiscordRestPort(Protocol):
+    """The Discord HTTP API (cdp.adapters.discord.rest.DiscordRest): bot-token calls unless a user token
+    is given. Answers are Discord's JSON objects; failures raise cdp.domain.discord.DiscordError."""
+
+    async def get_current_user(self, user_token: str | None = None) -> dict:
+        """The bot's own user, or the user of `user_token` (checks a token)."""
+        ...
+
+    async def get_application(self) -> dict:
+        """The bot's application (flags, verify_key)."""
+        ...
+
+    async def get_guild(self, guild_id: str) -> dict: ...
+
+    async def list_guild_channels(self, guild_id: str) -> list[dict]: ...
+
+    async def get_guild_member(self, guild_id: str, user_id: str) -> dict: ...
+
+    async def get_channel(self, channel_id: str) -> dict: ...
+
+    async def create_channel(self, guild_id: str, name: str, type: int = 0,
+                             parent_id: str | None = None) -> dict: ...
+
+    async def delete_channel(self, channel_id: str) -> dict: ...
+
+    async def create_thread(self, channel_id: str, name: str, auto_archive_duration: int,
+                            message_id: str | None = None, type: int = 11) -> dict:
+        """A thread on message `message_id`, or a standalone thread of `type` in the channel."""
+        ...
+
+    async def get_messages(self, channel_id: str, limit: int = 50, after: str | None = None,
+                           before: str | None = None) -> list[dict]:
+        """Up to `limit` (1-100) recent messages of the channel, newest first."""
+        ...
+
+    async def send_bot_message(self, channel_id: str, content: str | None = None,
+                               files: Sequence[UploadFile] = ()) -> dict:
+        """Post as the bot (no mentions parsed): text and/or attachments."""
+        ...
+
+    async def send_user_message(self, user_token: str, channel_id: str, content: str, *, nonce: str,
+                                allowed_user_ids: Sequence[str], files: Sequence[UploadFile] = ()) -> dict:
+        """Post `content` as the Discord user; idempotent per `nonce`, so a retry never posts twice."""
+        ...
+
+    async def put_application_commands(self, application_id: str, commands: list[dict],
+                                       guild_id: str | None = None) -> list[dict]:
+        """Bulk-overwrite the application's slash commands: in one guild, or global."""
+        ...
+
+    async def edit_original_interaction_response(self, application_id: str, interaction_token: str,
+                                                 body: dict) -> dict:
+        """Fill in the deferred answer to an interaction (valid 15 minutes)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        ...
 
 
 class ReplyStore(Protocol):
@@ -33,7 +95,9 @@ class ReplyStore(Protocol):
         """Prompt id that reply message `message_id` belongs to (partial MESSAGE_UPDATEs omit it)."""
         ...
 
-    async def snapshot(self, prompt_id: str) -> ReplySnapshot: ...
+    async def snapshot(self, prompt_id: str) -> ReplySnapshot:
+        """Every reply message stored for the prompt so far."""
+        ...
 
     async def wait_for_change(self, prompt_id: str, revision: tuple, timeout: float) -> ReplySnapshot:
         """Return as soon as the snapshot's revision differs from `revision`, or after `timeout` seconds."""
@@ -43,25 +107,40 @@ class ReplyStore(Protocol):
 class ChannelRegistry(Protocol):
     """Temporary channels, so a crash or restart never orphans one."""
 
-    async def add(self, channel: TempChannel) -> None: ...
+    async def add(self, channel: TempChannel) -> None:
+        """Register a channel just created (in use: no delete_at yet)."""
+        ...
 
-    async def schedule_delete(self, channel_id: str, delete_at: float) -> None: ...
+    async def schedule_delete(self, channel_id: str, delete_at: float) -> None:
+        """The request is over: delete the channel at `delete_at` (epoch s). Unknown channels are ignored."""
+        ...
 
     async def due(self, now: float, stale_before: float) -> list[TempChannel]:
         """Channels whose delete_at has passed, and in-use ones created before `stale_before`
         (a request that never ended: crashed process, cancelled stream)."""
         ...
 
-    async def remove(self, channel_id: str) -> None: ...
+    async def remove(self, channel_id: str) -> None:
+        """Forget a channel (it was deleted)."""
+        ...
 
-    async def all(self) -> list[TempChannel]: ...
+    async def all(self) -> list[TempChannel]:
+        """Every registered channel."""
+        ...
 
 
 class ListenerPresence(Protocol):
-    """Whether the gateway listener is connected, so idle completion is never decided on a gap."""
+    """Whether the gateway listener is connected, so idle completion is never decided on a gap.
+
+    The listener process publishes its state; the answering side reads it."""
+
+    async def publish(self, ready: bool, since: float) -> None:
+        """Record this listener's state: connected (`ready`) since epoch seconds `since`. Called on every
+        change and as a heartbeat; a listener that stops publishing counts as gone."""
+        ...
 
     async def stable_since(self) -> float | None:
-        """Epoch seconds since the listener has been continuously connected; None while it is not."""
+        """Epoch seconds since a listener has been continuously connected; None while none is."""
         ...
 
 
@@ -85,9 +164,6 @@ class HealthStore(Protocol):
         """Store the health fields of `record` (health, resting_until, dead_since, reason), keeping
         last_used; a dead record is never overwritten by a non-dead one."""
         ...
-
-
-AccountStore = HealthStore  # the name used in the design notes
 
 
 class RateLimitStore(Protocol):
@@ -117,8 +193,39 @@ class PromptLedger(Protocol):
     rest the right account/bot on a limit text even after the client has gone. Never holds a token.
     """
 
-    async def record(self, prompt_id: str, account_fp: str, coze_bot_id: str, channel_id: str) -> None: ...
+    async def record(self, prompt_id: str, account_fp: str, coze_bot_id: str, channel_id: str) -> None:
+        """Remember who posted `prompt_id` (kept about two days)."""
+        ...
 
     async def lookup(self, prompt_id: str) -> dict | None:
         """{"account": fingerprint, "coze_bot_id": ..., "channel_id": ...} or None if unknown/expired."""
         ...
+
+
+class BlobStoreError(RuntimeError):
+    """The blob store could not be reached or refused the operation (message safe to show)."""
+
+
+class BlobStore(Protocol):
+    """Re-hosted images (Coze's pictures), kept after Discord forgets them (cdp.adapters.blobs)."""
+
+    async def put(self, data: bytes, content_type: str) -> str:
+        """Store `data`; return its URL (absolute, or a "/files/<name>" path served by the API)."""
+        ...
+
+    async def get(self, name: str) -> tuple[bytes, str] | None:
+        """(bytes, content type) of a stored blob, or None (missing, or a name the store never makes)."""
+        ...
+
+
+@dataclass
+class Stores:
+    """The state stores of one process (cdp.entry.bootstrap.make_stores builds them)."""
+
+    replies: ReplyStore
+    channels: ChannelRegistry
+    presence: ListenerPresence | None = None  # shared stores: the external listener's heartbeat
+    health: HealthStore | None = None  # account and bot health (cdp.app.pool); None = in-memory
+    ratelimits: RateLimitStore | None = None  # REQUEST_RATE_LIMIT counters; None = in-memory
+    alerts: AlertStore | None = None  # alert dedupe; None = in-memory
+    ledger: PromptLedger | None = None  # prompt id -> account fingerprint/bot (replies-stream cooldowns)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +17,10 @@ from cdp.domain.discord import DEFAULT_USER_AGENT, is_snowflake
 
 # The four settings that say "talk to real Discord"; with none of them set, `cdp serve` runs the demo.
 DISCORD_REQUIRED = ("USER_AUTHORIZATION", "BOT_TOKEN", "GUILD_ID", "COZE_BOT_ID")
+# The settings that are secrets, whole or in part (PROXY_URL: its password). `Settings.secrets()`
+# gives their values for redaction; the AWS secret may hold exactly these.
+SECRET_SETTINGS = ("USER_AUTHORIZATION", "BOT_TOKEN", "PROXY_SECRET", "NOTIFY_TELEGRAM_BOT_TOKEN",
+                   "PROXY_URL")
 
 
 class SettingsError(ValueError):
@@ -31,6 +36,8 @@ def _split_csv(value: str) -> list[str]:
 
 
 class Settings(BaseSettings):
+    """Every setting of every process (API, listener, Lambdas, stores); build it with `load_settings`."""
+
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
                                       case_sensitive=True, populate_by_name=True)
 
@@ -82,6 +89,16 @@ class Settings(BaseSettings):
     # Runtime
     CDP_STORE: Literal["memory", "dynamodb"] = "memory"
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # DynamoDB (CDP_STORE=dynamodb, cdp.adapters.store.dynamodb). The endpoint settings are boto3's own
+    # names, read here too so a `.env` file works (moto, DynamoDB Local, LocalStack).
+    CDP_TABLE_PREFIX: str = "cdp"
+    CDP_REPLIES_TABLE: str = ""  # empty = <prefix>-replies
+    CDP_STATE_TABLE: str = ""  # empty = <prefix>-state
+    CDP_REPLY_TTL_SECONDS: int = 24 * 3600  # TTL of reply items (a reply is read within minutes)
+    AWS_ENDPOINT_URL_DYNAMODB: str = ""
+    AWS_ENDPOINT_URL: str = ""
+    AWS_REGION: str = ""
+    AWS_DEFAULT_REGION: str = ""
     # Images and files (cdp.domain.images, cdp.adapters.media, cdp.adapters.blobs)
     FILES_DIR: str = "./data/files"  # re-hosted images, served under /files/<random>.<ext>
     FILES_RETENTION_DAYS: float = Field(30, ge=0)  # re-hosted images older than this are deleted; 0 = keep
@@ -116,7 +133,7 @@ class Settings(BaseSettings):
     @field_validator("KEEPALIVE_TIME", mode="after")
     @classmethod
     def _time_of_day(cls, v: str) -> str:
-        from cdp.app.scheduler import parse_time_of_day
+        from cdp.domain.schedule import parse_time_of_day
 
         parse_time_of_day(v)
         return v.strip()
@@ -124,7 +141,7 @@ class Settings(BaseSettings):
     @field_validator("TZ", mode="after")
     @classmethod
     def _zone(cls, v: str) -> str:
-        from cdp.app.scheduler import zone
+        from cdp.domain.schedule import zone
 
         v = v.strip().removeprefix(":") or "UTC"  # POSIX allows TZ=:Area/City
         zone(v)
@@ -190,7 +207,7 @@ class Settings(BaseSettings):
     @property
     def demo(self) -> bool:
         """No Discord settings at all: run against the built-in simulated guild and Coze bot."""
-        return not any(getattr(self, n) for n in DISCORD_REQUIRED)
+        return not (self.USER_AUTHORIZATION or self.BOT_TOKEN or self.GUILD_ID or self.COZE_BOT_ID)
 
     @property
     def user_tokens(self) -> list[str]:
@@ -212,6 +229,33 @@ class Settings(BaseSettings):
     @property
     def coze_bot_ids(self) -> list[str]:
         return _split_csv(self.COZE_BOT_ID)
+
+    @property
+    def proxy_password(self) -> str | None:
+        return urlsplit(self.PROXY_URL).password if self.PROXY_URL else None
+
+    def secrets(self) -> list[str]:
+        """The values of SECRET_SETTINGS (each token of a list, the proxy's password), for redaction."""
+        values = [*self.user_tokens, self.BOT_TOKEN, *self.api_keys, self.NOTIFY_TELEGRAM_BOT_TOKEN,
+                  self.proxy_password]
+        return [v for v in values if v]
+
+    @property
+    def replies_table(self) -> str:
+        return self.CDP_REPLIES_TABLE or f"{self.CDP_TABLE_PREFIX}-replies"
+
+    @property
+    def state_table(self) -> str:
+        return self.CDP_STATE_TABLE or f"{self.CDP_TABLE_PREFIX}-state"
+
+    @property
+    def dynamodb_endpoint(self) -> str | None:
+        return self.AWS_ENDPOINT_URL_DYNAMODB or self.AWS_ENDPOINT_URL or None
+
+    @property
+    def aws_region(self) -> str | None:
+        """AWS_REGION (set by Lambda) or AWS_DEFAULT_REGION; None = boto3's own configuration."""
+        return self.AWS_REGION or self.AWS_DEFAULT_REGION or None
 
 
 _WHY = {
@@ -237,11 +281,11 @@ class _Presence(BaseSettings):
 
 
 def _missing(overrides: dict[str, object]) -> list[str]:
-    raw = _Presence(**{k: str(v) for k, v in overrides.items() if k in _Presence.model_fields})
-    present = [n for n in DISCORD_REQUIRED if getattr(raw, n).strip()]
-    missing = [n for n in DISCORD_REQUIRED if not getattr(raw, n).strip()] if present else []
-    if present and raw.DEFAULT_CHANNEL_ENABLE.strip().lower() in ("1", "true", "yes", "on") \
-            and not raw.CHANNEL_ID.strip():
+    raw = _Presence(**{k: str(v) for k, v in overrides.items() if k in _Presence.model_fields}).model_dump()
+    present = [n for n in DISCORD_REQUIRED if raw[n].strip()]
+    missing = [n for n in DISCORD_REQUIRED if not raw[n].strip()] if present else []
+    if present and raw["DEFAULT_CHANNEL_ENABLE"].strip().lower() in ("1", "true", "yes", "on") \
+            and not raw["CHANNEL_ID"].strip():
         missing.append("CHANNEL_ID")
     return [f"{name} is missing: {_WHY[name]}" for name in missing]
 

@@ -1,11 +1,7 @@
-"""Blob store port: keeps re-hosted images (Coze's pictures) after Discord forgets them.
+"""Blob store adapters (port: cdp.ports.BlobStore): keep re-hosted images (Coze's pictures) after
+Discord forgets them. `put` returns a path starting with "/" that the API serves itself and makes
+absolute with PUBLIC_BASE_URL (or the request's own base URL).
 
-Port: ``await store.put(data, content_type) -> url`` and ``await store.get(name) -> (bytes, type) | None``.
-The URL is either absolute (an adapter that
-knows its public address, e.g. S3/CloudFront) or a path starting with "/" that the API serves itself
-and makes absolute with PUBLIC_BASE_URL (or the request's own base URL).
-
-Adapters:
 - LocalBlobStore: files in FILES_DIR named ``<32 random hex>.<ext>`` (128 unguessable bits), served by
   GET /files/{name} (cdp.entry.api.images). Used by `cdp serve`.
 - S3BlobStore: objects ``<32 random hex>.<ext>`` in the private bucket BLOB_BUCKET (AWS: a Lambda's
@@ -24,9 +20,9 @@ import secrets
 import tempfile
 import threading
 from pathlib import Path
-from typing import Protocol
 
 from cdp.domain.images import IMAGE_TYPES
+from cdp.ports import BlobStore, BlobStoreError
 from cdp.settings import Settings, SettingsError
 
 log = logging.getLogger("cdp.adapters.blobs")
@@ -34,20 +30,6 @@ log = logging.getLogger("cdp.adapters.blobs")
 #: name of a stored blob: 32 lowercase hex + a known extension; nothing else is ever served.
 BLOB_NAME = re.compile(r"^[0-9a-f]{32}\.(png|jpg|gif|webp)$")
 _EXT_MIME = {ext: mime for mime, ext in IMAGE_TYPES.items()}
-
-
-class BlobStoreError(RuntimeError):
-    """The store could not be reached or refused the operation (message safe to show)."""
-
-
-class BlobStore(Protocol):
-    async def put(self, data: bytes, content_type: str) -> str:
-        """Store `data`; return its URL (absolute, or a "/files/<name>" path served by the API)."""
-        ...
-
-    async def get(self, name: str) -> tuple[bytes, str] | None:
-        """(bytes, content type) of a stored blob, or None (missing, or a name we never make)."""
-        ...
 
 
 def _new_name(content_type: str) -> str:
@@ -135,15 +117,17 @@ class S3BlobStore:
 
     The boto3 client is created on first use (cold starts that never store an image skip it) and
     every call runs in a thread (boto3 is blocking). The endpoint comes from boto3's own
-    configuration (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3: moto, LocalStack, MinIO).
+    configuration (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3: moto, LocalStack, MinIO); the region from
+    AWS_REGION / AWS_DEFAULT_REGION (cdp.settings), else boto3's own configuration.
     A missing key reads as None also when S3 answers 403: without s3:ListBucket (the functions only
     get Put/GetObject) that is how S3 reports a key that does not exist (expired by the lifecycle rule).
     """
 
     url_prefix = "/files/"
 
-    def __init__(self, bucket: str, *, client=None) -> None:
+    def __init__(self, bucket: str, *, region: str | None = None, client=None) -> None:
         self.bucket = bucket
+        self.region = region
         self._client = client
         self._lock = threading.Lock()
 
@@ -155,10 +139,9 @@ class S3BlobStore:
                     import boto3
                     from botocore.config import Config
 
-                    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
                     config = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3,
                                     read_timeout=20, max_pool_connections=16, tcp_keepalive=True)
-                    self._client = boto3.session.Session().client("s3", region_name=region, config=config)
+                    self._client = boto3.session.Session().client("s3", region_name=self.region, config=config)
         return self._client
 
     async def put(self, data: bytes, content_type: str) -> str:
@@ -207,11 +190,11 @@ def _describe(exc: BaseException) -> str:
 
 def make_blob_store(settings: Settings) -> BlobStore:
     """S3 when BLOB_BUCKET is set (AWS), else the local folder FILES_DIR (`cdp serve`)."""
-    bucket = (settings.BLOB_BUCKET or "").strip()
+    bucket = settings.BLOB_BUCKET.strip()
     if bucket:
         if not _BUCKET_NAME.match(bucket):
             problem = (f"BLOB_BUCKET: {bucket!r} is not an S3 bucket name (3-63 characters: lowercase "
                        "letters, digits, dots, hyphens)")
             raise SettingsError([problem])
-        return S3BlobStore(bucket)
+        return S3BlobStore(bucket, region=settings.aws_region)
     return LocalBlobStore(settings.FILES_DIR)

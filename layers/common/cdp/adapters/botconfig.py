@@ -34,7 +34,7 @@ class BotConfigError(SettingsError):
 
 def find_path(settings: Settings, cwd: Path | None = None) -> Path | None:
     base = cwd or Path.cwd()
-    explicit = getattr(settings, "BOT_CONFIG_PATH", "") or ""
+    explicit = settings.BOT_CONFIG_PATH
     if explicit.strip():
         p = Path(explicit.strip())
         return p if p.is_absolute() else base / p

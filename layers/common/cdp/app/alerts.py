@@ -22,6 +22,7 @@ import httpx
 
 from cdp.domain.secrets import fingerprint
 from cdp.ports import AlertStore
+from cdp.settings import Settings
 
 log = logging.getLogger("cdp.app.alerts")
 
@@ -46,9 +47,9 @@ class Alerts:
         self._tasks: set[asyncio.Task] = set()
 
     @classmethod
-    def from_settings(cls, settings, store: AlertStore) -> Alerts:
+    def from_settings(cls, settings: Settings, store: AlertStore) -> Alerts:
         return cls(bot_token=settings.NOTIFY_TELEGRAM_BOT_TOKEN, user_id=settings.NOTIFY_TELEGRAM_USER_ID,
-                   api_base=getattr(settings, "TELEGRAM_API_BASE", "") or "https://api.telegram.org",
+                   api_base=settings.TELEGRAM_API_BASE,
                    store=store, tz=settings.TZ, proxy_url=settings.PROXY_URL or None)
 
     @property

@@ -1,7 +1,8 @@
 """The conversation use case: route → pick channel and account → post as the user → await the reply.
 
-Everything here talks to ports (DiscordRest-like client, ReplyStore, ChannelRegistry); pure rules
-come from cdp.domain. The API turns a `Conversation` into an OpenAI response or stream.
+Everything here talks to ports (Discord REST, ReplyStore) and use cases (the channel keeper for
+temporary channels, the account pool); pure rules come from cdp.domain. The API turns a
+`Conversation` into an OpenAI response or stream.
 """
 
 from __future__ import annotations
@@ -9,45 +10,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
 from cdp.app import errors as se
+from cdp.app.alerts import Alerts
+from cdp.app.channels import ChannelKeeper
+from cdp.app.pool import AccountPool, BotHealth, NoUsableAccount, rest_after_limit
 from cdp.app.uploads import prepare_uploads
 from cdp.domain.completion import Decision, decide, next_wakeup
-from cdp.domain.coze import CozeErrorKind
+from cdp.domain.coze import CozeError
 from cdp.domain.discord import (
     DiscordError,
-    DiscordMaxChannels,
     DiscordNotFound,
     DiscordRateLimited,
     DiscordUnauthorized,
     DiscordVerificationRequired,
+    new_nonce,
 )
-from cdp.domain.model import ReplySnapshot, TempChannel
+from cdp.domain.housekeeping import configured_channel_ids
+from cdp.domain.model import ReplySnapshot
 from cdp.domain.prompt import PromptError, build_prompt, split_for_discord
 from cdp.domain.reply import ReplyView, render
 from cdp.domain.routing import AllRouteResting, BotEntry, NoRoute, Router
 from cdp.domain.tokens import count_tokens
-from cdp.ports import ChannelRegistry, ListenerPresence, ReplyStore
+from cdp.ports import ChannelRegistry, DiscordRestPort, ListenerPresence, ReplyStore
 from cdp.settings import Settings
 
-if TYPE_CHECKING:
-    from cdp.app.alerts import Alerts
-    from cdp.app.pool import AccountPool, BotHealth
-
 log = logging.getLogger("cdp.app.conversation")
-
-TEMP_CHANNEL_PREFIX = "cdp-chat-"
-# A temporary channel still marked in use after this long belongs to a request that never ended
-# (crash, cancelled stream): the cleanup deletes it. Above the longest possible request (15 min).
-STALE_IN_USE_SECONDS = 960
-# This many channel creations failing in a row (errors, timeouts) suggest Discord risk-controls the
-# CDP bot: one Telegram alert (at most daily).
-RISK_ALERT_AFTER_FAILURES = 3
 
 
 @dataclass(frozen=True)
@@ -159,13 +150,14 @@ class Conversation:
         """Always called when the request ends (answered, failed or client gone).
 
         Synchronous on purpose: it runs in `finally` blocks of cancelled streams, where awaiting
-        is unsafe; the deletion is scheduled as a task the service keeps alive.
+        is unsafe; the deletion is scheduled as a task the channel keeper keeps alive.
         """
         if self._closed:
             return
         self._closed = True
         if self.temporary_channel:
-            self._service.spawn(self._service.schedule_channel_delete(self.channel_id))
+            keeper = self._service.keeper
+            keeper.spawn(keeper.schedule_delete(self.channel_id))
 
     async def aclose(self) -> None:
         """`close()` for callers that can await: the deletion is registered in the store before the
@@ -174,18 +166,14 @@ class Conversation:
             return
         self._closed = True
         if self.temporary_channel:
-            await self._service.schedule_channel_delete(self.channel_id)
+            await self._service.keeper.schedule_delete(self.channel_id)
 
 
 class ConversationService:
-    def __init__(self, settings: Settings, rest, replies: ReplyStore, channels: ChannelRegistry,
+    def __init__(self, settings: Settings, rest: DiscordRestPort, replies: ReplyStore, channels: ChannelRegistry,
                  clock: Callable[[], float] = time.time, presence: ListenerPresence | None = None, *,
-                 router: Router | None = None, pool: AccountPool | None = None,
-                 bots: BotHealth | None = None, alerts: Alerts | None = None,
-                 ratelimits=None, ledger=None) -> None:
-        from cdp.adapters.store.memory import MemoryHealthStore
-        from cdp.app.pool import AccountPool, BotHealth
-
+                 pool: AccountPool, router: Router | None = None, bots: BotHealth | None = None,
+                 alerts: Alerts | None = None, ratelimits=None, ledger=None) -> None:
         self.settings = settings
         self.rest = rest
         self.replies = replies
@@ -193,14 +181,14 @@ class ConversationService:
         self.clock = clock
         self.presence = presence
         self.router = router or Router([], settings.coze_bot_ids)
-        health_kw = dict(tz=settings.TZ, reset_time=settings.DAILY_RESET_TIME, clock=clock, alerts=alerts)
-        self.pool = pool or AccountPool(settings.user_tokens, MemoryHealthStore(), **health_kw)
-        self.bots = bots or BotHealth(self.pool.store, **health_kw)
+        self.pool = pool
+        self.bots = bots or BotHealth(pool.store, tz=settings.TZ, reset_time=settings.DAILY_RESET_TIME,
+                                      clock=clock, alerts=alerts)
         self.alerts = alerts
         self.ratelimits = ratelimits  # RateLimitStore for the API's REQUEST_RATE_LIMIT (cdp.entry.api.limits)
         self.ledger = ledger  # PromptLedger: who posted each prompt (replies-stream cooldowns), or None
-        self._channel_failures = 0  # consecutive channel-creation failures (risk-control alert)
-        self._tasks: set[asyncio.Task] = set()
+        self.keeper = ChannelKeeper(settings, rest, channels, clock=clock, alerts=alerts,
+                                    keep_ids=configured_channel_ids(settings.CHANNEL_ID, self.router.entries))
 
     async def listener_stable_since(self) -> float | None:
         if self.presence is None:
@@ -212,13 +200,6 @@ class ConversationService:
             return 0.0
 
     # -- routing --------------------------------------------------------------------------------
-    def coze_bot_for(self, model: str, api_key: str | None) -> str:
-        """A bot for (model, key), ignoring bot rests (see `route`). Raises model_not_found."""
-        try:
-            return self.router.route(model, api_key).coze_bot_id
-        except NoRoute:
-            raise se.model_not_found(model) from None
-
     def models_for(self, api_key: str | None) -> list[str] | None:
         """Models this key may use (bot_config.json), or None without a bot config (any model)."""
         return self.router.models_for(api_key)
@@ -236,13 +217,11 @@ class ConversationService:
                                  f"developer's daily usage limit was reached; retry in {wait} s or use "
                                  "another model.", wait, code="coze_bot_limited") from None
 
-    async def note_coze_error(self, conv: Conversation, error) -> None:
-        """Coze answered with a limit text: rest the account (user limit) or the bot (bot limit)."""
+    async def note_coze_error(self, conv: Conversation, error: CozeError) -> None:
+        """Coze answered with an error text: a limit text rests the account or the bot."""
         try:
-            if error.kind == CozeErrorKind.USER_LIMIT and conv.account:
-                await self.pool.rest(conv.account, "coze daily limit for this user")
-            elif error.kind == CozeErrorKind.BOT_LIMIT and conv.coze_bot_id:
-                await self.bots.rest(conv.coze_bot_id, "coze bot developer limit")
+            await rest_after_limit(error.kind, self.pool, self.bots, account=conv.account,
+                                   coze_bot_id=conv.coze_bot_id)
         except Exception:  # health bookkeeping never fails the answer
             log.warning("could not record account/bot health", exc_info=True)
 
@@ -281,7 +260,7 @@ class ConversationService:
             message, account = await self._post_prompt(spec, prompt, channel_id, coze_bot_id)
         except BaseException:
             if temporary:
-                await self.schedule_channel_delete(channel_id)
+                await self.keeper.schedule_delete(channel_id)
             raise
         log.info("prompt posted", extra={"request_id": spec.request_id, "channel_id": channel_id,
                                          "prompt_message_id": message["id"], "account": account,
@@ -307,56 +286,7 @@ class ConversationService:
         if self.settings.DEFAULT_CHANNEL_ENABLE:
             # As in the original: a bot_config entry's channelId is that bot's default channel.
             return (bot.channel_id if bot and bot.channel_id else self.settings.CHANNEL_ID), False
-        name = f"{TEMP_CHANNEL_PREFIX}{spec.request_id.removeprefix('req_')}"[:100]
-        try:
-            try:
-                channel = await self.rest.create_channel(self.settings.GUILD_ID, name, type=0)
-            except DiscordMaxChannels:
-                if not await self._free_channel_slots():
-                    raise
-                channel = await self.rest.create_channel(self.settings.GUILD_ID, name, type=0)  # once
-        except DiscordMaxChannels:
-            hint = ("no cdp-chat-* channel could be deleted (MAX_CHANNEL_DEL_TYPE); delete channels by hand"
-                    if self.settings.MAX_CHANNEL_DEL_TYPE else "delete old channels or set MAX_CHANNEL_DEL_TYPE")
-            raise se.unavailable(f"The Discord server has reached its channel limit (500): {hint}.", 60,
-                                 code="channel_limit") from None
-        except DiscordRateLimited as exc:
-            raise se.unavailable("Discord is rate limiting channel creation; retry shortly.",
-                                 int((exc.retry_after or 5) + 1), code="discord_rate_limited") from None
-        except DiscordUnauthorized:
-            self._channel_creation_failed()
-            raise se.unavailable("The CDP bot (BOT_TOKEN) was refused by Discord; check BOT_TOKEN.", 300,
-                                 code="bot_unauthorized") from None
-        except DiscordError as exc:
-            self._channel_creation_failed()
-            raise se.upstream_error(f"Discord refused to create a conversation channel ({exc.status}, "
-                                    f"code {exc.code}).") from None
-        self._channel_failures = 0
-        await self.channels.add(TempChannel(channel["id"], self.settings.GUILD_ID, self.clock(),
-                                            None, spec.request_id))
-        return channel["id"], True
-
-    async def _free_channel_slots(self) -> int:
-        """The guild is full: delete cdp-chat-* channels per MAX_CHANNEL_DEL_TYPE (ALL / OLDEST)."""
-        if not self.settings.MAX_CHANNEL_DEL_TYPE:
-            return 0
-        from cdp.app.jobs import free_channel_slots
-
-        try:
-            return await free_channel_slots(self.settings, self.rest, self)
-        except DiscordError as exc:
-            log.warning("could not free channel slots", extra={"status": exc.status, "code": exc.code})
-            return 0
-
-    def _channel_creation_failed(self) -> None:
-        """Count a failed channel creation; alert once they keep failing (risk control suspected)."""
-        self._channel_failures += 1
-        if self._channel_failures >= RISK_ALERT_AFTER_FAILURES and self.alerts is not None:
-            from cdp.app.alerts import BOT_RISK
-
-            self.alerts.notify(BOT_RISK, f"The CDP bot failed to create a channel {self._channel_failures} "
-                                         "times in a row (errors or timeouts): Discord may be "
-                                         "risk-controlling it. Check the bot in the Developer Portal.")
+        return await self.keeper.create(spec.request_id), True
 
     async def _post_prompt(self, spec: ChatSpec, prompt: str, channel_id: str,
                            coze_bot_id: str) -> tuple[dict, str]:
@@ -365,8 +295,6 @@ class ConversationService:
         A 401 / "verify your account" before anything was posted marks the account dead and fails
         over to the next account within this request.
         """
-        from cdp.app.pool import NoUsableAccount
-
         parts = split_for_discord(prompt, coze_bot_id)
         tried: set[str] = set()
         while True:
@@ -380,7 +308,7 @@ class ConversationService:
                 message: dict = {}
                 for part in parts:
                     # A nonce per part: a retried send (timeout, 429, 5xx) returns the same message.
-                    nonce = f"{uuid.uuid4().int % 10**18}"
+                    nonce = new_nonce()
                     message = await self.rest.send_user_message(
                         token, channel_id, part, nonce=nonce, allowed_user_ids=[coze_bot_id])
                     posted += 1
@@ -402,51 +330,6 @@ class ConversationService:
                 raise se.upstream_error(f"Discord refused the prompt ({exc.status}, code {exc.code}).",
                                         retry=False) from None
 
-    # -- channel housekeeping -------------------------------------------------------------------
-    def spawn(self, coro) -> asyncio.Task:
-        """Run `coro` in the background, keeping a reference so it is not garbage-collected."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def schedule_channel_delete(self, channel_id: str) -> None:
-        delay = self.settings.CHANNEL_AUTO_DEL_TIME
-        if delay <= 0:
-            await self.channels.remove(channel_id)  # 0 = keep the channel
-            return
-        await self.channels.schedule_delete(channel_id, self.clock() + delay)
-        self.spawn(self._delete_later(channel_id, delay))
-
-    async def _delete_later(self, channel_id: str, delay: float) -> None:
-        await asyncio.sleep(delay)
-        try:
-            await self.delete_channel(channel_id)
-        except Exception:  # the store is unreachable: the registry entry stays, the cleanup job retries
-            log.warning("temporary channel deletion failed; the cleanup job will retry",
-                        extra={"channel_id": channel_id}, exc_info=True)
-
-    async def delete_channel(self, channel_id: str) -> bool:
-        try:
-            await self.rest.delete_channel(channel_id)
-        except DiscordNotFound:
-            pass  # already gone
-        except DiscordError as exc:
-            log.warning("could not delete temporary channel; the cleanup job will retry",
-                        extra={"channel_id": channel_id, "status": exc.status})
-            return False
-        await self.channels.remove(channel_id)
-        return True
-
-    async def delete_due_channels(self) -> int:
-        """Delete every registered temporary channel whose time has come (also after a restart)."""
-        done = 0
-        now = self.clock()
-        for ch in await self.channels.due(now, stale_before=now - STALE_IN_USE_SECONDS):
-            done += await self.delete_channel(ch.channel_id)
-        return done
-
     async def aclose(self) -> None:
-        """Let pending deletions finish that are due now; later ones stay in the registry."""
-        for task in list(self._tasks):
-            task.cancel()
+        """Cancel background work (pending channel deletions stay in the registry)."""
+        await self.keeper.aclose()

@@ -2,7 +2,7 @@
 
 Health lives in the HealthStore (memory for `cdp serve`, DynamoDB when shared), keyed by token
 fingerprint, so it survives restarts and every process sees the same state; rules come from
-cdp.domain.accounts. Tokens never leave this module other than to the caller that posts with
+cdp.domain.accounts. A Coze limit text rests what caused it (`rest_after_limit`). Tokens never leave this module other than to the caller that posts with
 them; logs and status only show fingerprints.
 """
 
@@ -26,6 +26,7 @@ from cdp.domain.accounts import (
     next_reset,
     retry_after_seconds,
 )
+from cdp.domain.coze import CozeErrorKind
 from cdp.domain.secrets import fingerprint
 from cdp.ports import HealthStore
 
@@ -33,6 +34,7 @@ log = logging.getLogger("cdp.app.pool")
 
 CLAIM_ATTEMPTS = 5
 ALL_DEAD_RETRY_AFTER = 3600
+LIMIT_KINDS = frozenset({CozeErrorKind.USER_LIMIT, CozeErrorKind.BOT_LIMIT})
 
 
 class NoUsableAccount(Exception):
@@ -215,3 +217,25 @@ class BotHealth(_Health):
         recs = [stored.get(b) or HealthRecord(b) for b in bot_ids]
         return {"by_health": counts(recs, now),
                 "bots": [{"coze_bot_id": r.key, **self.describe(r, now)} for r in recs]}
+
+
+async def rest_after_limit(kind: str, pool: AccountPool, bots: BotHealth, *, account: str,
+                           coze_bot_id: str) -> str:
+    """Coze answered with a limit text: rest the account that posted the prompt (user limit) or the
+    Coze bot (bot limit) until the next daily reset. Used by the conversation and by the
+    replies-stream consumer (which runs even when the client has gone).
+
+    Returns "account" / "bot" when one was rested, "unknown" when the one to rest is not known
+    (empty fingerprint or bot id), "" for other error kinds.
+    """
+    if kind == CozeErrorKind.USER_LIMIT:
+        if not account:
+            return "unknown"
+        await pool.rest(account, "coze daily limit for this user")
+        return "account"
+    if kind == CozeErrorKind.BOT_LIMIT:
+        if not coze_bot_id:
+            return "unknown"
+        await bots.rest(coze_bot_id, "coze bot developer limit")
+        return "bot"
+    return ""

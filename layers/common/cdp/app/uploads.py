@@ -24,7 +24,7 @@ from cdp.domain.images import (
     placeholder_url,
     replace_media,
 )
-from cdp.ports import UploadFile
+from cdp.ports import DiscordRestPort, UploadFile
 from cdp.settings import Settings
 
 log = logging.getLogger("cdp.app.uploads")
@@ -43,7 +43,7 @@ class Uploads:
         """The messages with placeholder URLs as long as real attachment URLs."""
         return replace_media(messages, {(i.message_index, i.part_index): placeholder_url(i) for i in self.items})
 
-    async def upload(self, rest, channel_id: str, messages: list) -> list:
+    async def upload(self, rest: DiscordRestPort, channel_id: str, messages: list) -> list:
         """Post the files as the CDP bot in `channel_id`; the messages with their attachment URLs.
 
         Raises ServiceError (nothing of the prompt is posted yet, so these may be retried).

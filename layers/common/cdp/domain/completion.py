@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from cdp.domain.coze import CozeError
 from cdp.domain.reply import ReplyView
 
-__all__ = ["Decision", "decide", "next_wakeup"]
+__all__ = ["Decision", "decide", "ended_by_coze", "next_wakeup"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,16 @@ def _idle_enabled(idle_timeout: float | None) -> bool:
     return idle_timeout is not None and idle_timeout > 0
 
 
+def ended_by_coze(view: ReplyView) -> Decision | None:
+    """Rules (1) and (2) of `decide`: Coze itself ended the reply (an error text, or its buttons);
+    None otherwise. The replies-stream consumer applies these alone (it has no clock)."""
+    if view.error is not None:
+        return Decision(done=True, error=view.error, reason="error_text")
+    if view.done_by_buttons:
+        return Decision(done=True, finish_reason="stop", reason="buttons")
+    return None
+
+
 def decide(
     view: ReplyView,
     *,
@@ -42,10 +52,9 @@ def decide(
     the same monotonic clock, in seconds. `idle_timeout <= 0` disables rule (3) (the original's
     behaviour: buttons or timeout only).
     """
-    if view.error is not None:
-        return Decision(done=True, error=view.error, reason="error_text")
-    if view.done_by_buttons:
-        return Decision(done=True, finish_reason="stop", reason="buttons")
+    ended = ended_by_coze(view)
+    if ended is not None:
+        return ended
     if (
         view.has_text
         and last_change_at is not None

@@ -1,7 +1,7 @@
 """Which `cdp-chat-*` channels may be deleted: pure rules, no I/O.
 
-Used by the cleanup job (sweep of stray channels), by MAX_CHANNEL_DEL_TYPE when the guild is full
-and by GET /api/channel/del/all/cdp. Channels are Discord channel objects (dicts with id, name,
+Used by the channel keeper (cdp.app.channels): the cleanup's sweep of stray channels,
+MAX_CHANNEL_DEL_TYPE when the guild is full, GET /api/channel/del/all/cdp. Channels are Discord channel objects (dicts with id, name,
 type); creation times come from the snowflake ids.
 """
 
@@ -10,8 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from cdp.domain.model import TempChannel
+from cdp.domain.routing import BotEntry
 
 TEMP_CHANNEL_PREFIX = "cdp-chat-"
+# A temporary channel still marked in use after this long belongs to a request that never ended
+# (crash, cancelled stream): the cleanup deletes it. Above the longest possible request (15 min).
+STALE_IN_USE_SECONDS = 960
 DISCORD_EPOCH_MS = 1_420_070_400_000
 TEXT_CHANNEL = 0
 
@@ -26,6 +30,11 @@ def is_temp_channel(channel: dict) -> bool:
     return (int(channel.get("type", TEXT_CHANNEL)) == TEXT_CHANNEL
             and str(channel.get("name") or "").startswith(TEMP_CHANNEL_PREFIX)
             and str(channel.get("id") or "").isdigit())
+
+
+def configured_channel_ids(channel_id: str, entries: Iterable[BotEntry]) -> frozenset[str]:
+    """Channels the configuration names (CHANNEL_ID, bot_config channelIds): never deleted as temporary."""
+    return frozenset(i for i in (channel_id, *(e.channel_id for e in entries)) if i)
 
 
 def serving_request(registered: TempChannel | None, now: float, stale_after: float) -> bool:

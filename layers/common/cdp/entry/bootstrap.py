@@ -1,30 +1,17 @@
-"""Builds the object graph from settings: one place for `cdp serve`, `cdp listener` and the Lambdas."""
+"""Builds the object graph from settings: one place for `cdp serve`, `cdp listener` and the Lambdas.
+
+bot_config.json is read once per process, into the Router (`make_router`); whatever else needs its
+entries (the listener's bot ids, the channel keeper's protected channels, keepalive) gets them from
+that Router.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-from cdp.ports import (
-    AlertStore,
-    ChannelRegistry,
-    HealthStore,
-    ListenerPresence,
-    PromptLedger,
-    RateLimitStore,
-    ReplyStore,
-)
+from cdp.domain.routing import BotEntry, Router
+from cdp.ports import ListenerPresence, ReplyStore, Stores
 from cdp.settings import Settings
-
-
-@dataclass
-class Stores:
-    replies: ReplyStore
-    channels: ChannelRegistry
-    presence: ListenerPresence | None = None  # shared stores: the external listener's heartbeat
-    health: HealthStore | None = None  # account and bot health (cdp.app.pool); None = in-memory
-    ratelimits: RateLimitStore | None = None  # REQUEST_RATE_LIMIT counters; None = in-memory
-    alerts: AlertStore | None = None  # alert dedupe; None = in-memory
-    ledger: PromptLedger | None = None  # prompt id -> account fingerprint/bot (replies-stream cooldowns)
 
 
 def make_stores(settings: Settings) -> Stores:
@@ -52,11 +39,14 @@ def make_rest(settings: Settings):
                        user_agent=settings.USER_AGENT, proxy_url=settings.PROXY_URL or None)
 
 
-def make_listener(settings: Settings, replies: ReplyStore):
-    from cdp.adapters.discord.gateway import DiscordListener, GatewayStatus, ReplyRecorder
+def make_listener(settings: Settings, replies: ReplyStore, bot_ids: list[str] | None = None):
+    """The gateway listener; it records the replies of `bot_ids` (default: every bot of the router)."""
+    from cdp.adapters.discord.gateway import DiscordListener, GatewayStatus
+    from cdp.adapters.discord.recorder import ReplyRecorder
 
     status = GatewayStatus()
-    recorder = ReplyRecorder(replies, set(make_router(settings).bot_ids()), settings.GUILD_ID)
+    bots = make_router(settings).bot_ids() if bot_ids is None else bot_ids
+    recorder = ReplyRecorder(replies, set(bots), settings.GUILD_ID)
     return DiscordListener(api_base=settings.DISCORD_API_BASE, bot_token=settings.BOT_TOKEN,
                            recorder=recorder, status=status, proxy_url=settings.PROXY_URL or None)
 
@@ -67,19 +57,25 @@ class StatusPresence:
     def __init__(self, status) -> None:
         self.status = status
 
+    async def publish(self, ready: bool, since: float) -> None:
+        """Nothing to record: the answering side reads the in-process listener's status directly."""
+
     async def stable_since(self) -> float | None:
         return self.status.since if self.status.ready else None
 
 
-def make_router(settings: Settings):
-    """Routing by bot_config.json (validated: raises BotConfigError, a SettingsError)."""
-    from cdp.adapters.botconfig import load_bot_config
-    from cdp.domain.routing import Router
+def make_router(settings: Settings, entries: Sequence[BotEntry] | None = None) -> Router:
+    """Routing by bot_config.json (validated: raises BotConfigError, a SettingsError). `entries`:
+    the file as already read (the demo mode re-points the settings, not the file)."""
+    if entries is None:
+        from cdp.adapters.botconfig import load_bot_config
 
-    return Router(load_bot_config(settings), settings.coze_bot_ids)
+        entries = load_bot_config(settings)
+    return Router(entries, settings.coze_bot_ids)
 
 
-def make_service(settings: Settings, stores: Stores, rest=None, presence: ListenerPresence | None = None):
+def make_service(settings: Settings, stores: Stores, rest=None, presence: ListenerPresence | None = None,
+                 router: Router | None = None):
     from cdp.adapters.store.memory import MemoryAlertStore, MemoryHealthStore, MemoryRateLimitStore
     from cdp.app.alerts import Alerts
     from cdp.app.conversation import ConversationService
@@ -94,7 +90,7 @@ def make_service(settings: Settings, stores: Stores, rest=None, presence: Listen
     alerts = Alerts.from_settings(settings, stores.alerts)
     kw = {"tz": settings.TZ, "reset_time": settings.DAILY_RESET_TIME, "alerts": alerts}
     return ConversationService(settings, rest or make_rest(settings), stores.replies, stores.channels,
-                               presence=presence or stores.presence, router=make_router(settings),
+                               presence=presence or stores.presence, router=router or make_router(settings),
                                pool=AccountPool(settings.user_tokens, stores.health, **kw),
                                bots=BotHealth(stores.health, **kw), alerts=alerts,
                                ratelimits=stores.ratelimits, ledger=stores.ledger)

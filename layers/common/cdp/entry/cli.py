@@ -7,18 +7,18 @@ import asyncio
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from cdp.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from cdp.domain.routing import Router
 
 log = logging.getLogger("cdp")
 
 DEMO_NOTICE = ("DEMO MODE: no Discord settings were given, so answers come from the built-in simulated "
                "Discord guild and Coze bot, not from Coze. Set USER_AUTHORIZATION, BOT_TOKEN, GUILD_ID and "
                "COZE_BOT_ID (environment or .env) to use real Discord.")
-
-
-def _secrets(settings: Settings) -> list[str]:
-    return [*settings.user_tokens, settings.BOT_TOKEN, *settings.api_keys, settings.NOTIFY_TELEGRAM_BOT_TOKEN]
 
 
 def _start_demo(settings: Settings):
@@ -36,7 +36,7 @@ def _start_demo(settings: Settings):
     return sim, settings
 
 
-async def _serve(settings: Settings, demo_notice: str | None, with_listener: bool) -> None:
+async def _serve(settings: Settings, router: Router, demo_notice: str | None, with_listener: bool) -> None:
     import uvicorn
 
     from cdp.entry.api.app import create_app
@@ -46,8 +46,9 @@ async def _serve(settings: Settings, demo_notice: str | None, with_listener: boo
     rest = make_rest(settings)
     stores = make_stores(settings)
     # With a shared store (dynamodb) the listener usually runs apart (`cdp listener`, ECS).
-    listener = make_listener(settings, stores.replies) if with_listener else None
-    service = make_service(settings, stores, rest, StatusPresence(listener.status) if listener else None)
+    listener = make_listener(settings, stores.replies, router.bot_ids()) if with_listener else None
+    service = make_service(settings, stores, rest, StatusPresence(listener.status) if listener else None,
+                           router)
     status = listener.status if listener else ExternalListener()
     app = create_app(Runtime(settings, service, status, demo_notice))
     server = uvicorn.Server(uvicorn.Config(app, host=settings.HOST, port=settings.PORT, log_config=None,
@@ -59,7 +60,7 @@ async def _serve(settings: Settings, demo_notice: str | None, with_listener: boo
     from cdp.app.jobs import schedule_jobs
     from cdp.app.scheduler import Scheduler
 
-    scheduler = Scheduler()  # channel cleanup + stray sweep, daily keepalive, daily reset
+    scheduler = Scheduler()  # channel cleanup + stray sweep, daily keepalive
     schedule_jobs(scheduler, settings, stores, rest, service)
     scheduler.start()
     try:
@@ -78,13 +79,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     from cdp.entry.bootstrap import make_router
 
-    make_router(settings)  # bot_config.json validated before anything starts (BotConfigError)
+    router = make_router(settings)  # bot_config.json read once, validated before anything starts
     sim = None
     notice = None
     if settings.demo:
         sim, settings = _start_demo(settings)
+        router = make_router(settings, router.entries)  # the sim's COZE_BOT_ID
         notice = DEMO_NOTICE
-    logs.configure(settings.LOG_LEVEL, _secrets(settings))
+    logs.configure(settings.LOG_LEVEL, settings.secrets())
     if notice:
         host = "127.0.0.1" if settings.HOST in ("0.0.0.0", "::") else settings.HOST
         auth = f" -H 'Authorization: Bearer {settings.api_keys[0]}'" if settings.api_keys else ""
@@ -96,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("starting", extra={"host": settings.HOST, "port": settings.PORT, "store": settings.CDP_STORE,
                                 "discord_api_base": settings.DISCORD_API_BASE})
     try:
-        asyncio.run(_serve(settings, notice, with_listener=not args.no_listener))
+        asyncio.run(_serve(settings, router, notice, with_listener=not args.no_listener))
     except KeyboardInterrupt:
         pass
     finally:
@@ -112,7 +114,7 @@ def cmd_listener(args: argparse.Namespace) -> int:
         print("cdp listener: needs BOT_TOKEN, GUILD_ID, COZE_BOT_ID (and USER_AUTHORIZATION); there is "
               "no demo listener", file=sys.stderr)
         return 2
-    logs.configure(settings.LOG_LEVEL, _secrets(settings))
+    logs.configure(settings.LOG_LEVEL, settings.secrets())
     from cdp.entry.listener import run_listener
 
     return asyncio.run(run_listener(settings, health_port=args.health_port))
@@ -128,7 +130,7 @@ def cmd_job(args: argparse.Namespace) -> int:
         print(f"cdp {args.command}: needs the Discord settings (USER_AUTHORIZATION, BOT_TOKEN, GUILD_ID, "
               "COZE_BOT_ID)", file=sys.stderr)
         return 2
-    logs.configure(settings.LOG_LEVEL, _secrets(settings))
+    logs.configure(settings.LOG_LEVEL, settings.secrets())
     result = asyncio.run(_run_job(settings, args))
     print(json.dumps(result, ensure_ascii=False))
     return 1 if result.get("failed") else 0

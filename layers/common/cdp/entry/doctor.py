@@ -20,6 +20,7 @@ from cdp.domain.discord import (
     DiscordVerificationRequired,
 )
 from cdp.domain.secrets import fingerprint
+from cdp.ports import DiscordRestPort
 from cdp.settings import Settings
 
 log = logging.getLogger("cdp.entry.doctor")
@@ -88,7 +89,7 @@ def permissions_of(member: dict, guild: dict) -> int:
 class Doctor:
     """The checks, sharing what they learned (the bot, its application, the guild)."""
 
-    def __init__(self, settings: Settings, rest, *, cwd=None) -> None:
+    def __init__(self, settings: Settings, rest: DiscordRestPort, *, cwd=None) -> None:
         self.s = settings
         self.rest = rest
         self.cwd = cwd
@@ -343,19 +344,15 @@ class Doctor:
         if self.s.CDP_STORE != "dynamodb":
             return Check(name, OK, "in memory (cdp serve keeps replies and channels in the process)")
         try:
-            from cdp.adapters.store.dynamodb import DynamoSettings, _call, dynamodb_client, table_names
+            from cdp.adapters.store.dynamodb import describe_table, error_code
         except ImportError:
             return Check(name, SKIP, "this build has no DynamoDB store")
-        cfg = DynamoSettings()
-        client = dynamodb_client(cfg)
         missing, states = [], []
-        for table in table_names(cfg).values():
+        for table in (self.s.replies_table, self.s.state_table):
             try:
-                resp = await _call(client.describe_table, TableName=table)
-                states.append(f"{table} {resp['Table'].get('TableStatus', '?')}")
+                states.append(f"{table} {(await describe_table(table, self.s)).get('TableStatus', '?')}")
             except Exception as exc:  # ResourceNotFoundException, no credentials, unreachable endpoint
-                code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
-                missing.append(f"{table} ({code})")
+                missing.append(f"{table} ({error_code(exc) or type(exc).__name__})")
         if missing:
             return Check(name, PROBLEM, "DynamoDB tables not usable: " + ", ".join(missing),
                          "deploy template.yaml (sam deploy), or set CDP_REPLIES_TABLE / CDP_STATE_TABLE / "
@@ -363,7 +360,7 @@ class Doctor:
         return Check(name, OK, "DynamoDB: " + ", ".join(states))
 
 
-async def run_checks(settings: Settings, rest, *, cwd=None) -> list[Check]:
+async def run_checks(settings: Settings, rest: DiscordRestPort, *, cwd=None) -> list[Check]:
     return await Doctor(settings, rest, cwd=cwd).run()
 
 

@@ -1,14 +1,12 @@
 """`cdp listener` / the ECS service: the Discord gateway listener as its own process.
 
-- builds the stores (CDP_STORE) and the listener (cdp.entry.bootstrap)
 - serves GET /healthz on `health_port` (200 when the gateway is READY, else 503 + status JSON)
 - SIGTERM / SIGINT: stop gracefully (the listener records what already arrived, then closes)
-- exits 3 when the listener status becomes "failed" (bad BOT_TOKEN, missing intents...): restarting
-  cannot fix that; the secret / Developer Portal setting must be fixed first
-- after every fresh READY (start, or a session that could not be resumed), recovers replies that
-  arrived while nobody listened: for channels with requests in flight (registry entries not yet
-  scheduled for deletion, plus CHANNEL_ID) it reads the recent messages over REST and feeds the
-  Coze bots' ones to the recorder (writes are versioned, so re-feeding is harmless)
+- exits 3 when the gateway failed for good (bad BOT_TOKEN, missing intents...): a restart cannot fix it
+- after every fresh READY (start, or a session that could not be resumed) recovers the replies that
+  arrived while nobody listened: it reads the recent messages of the temporary channels in use, of
+  CHANNEL_ID and of the bot_config.json channels, and feeds every Coze bot's replies to the recorder
+  (writes are versioned, so feeding one twice is harmless)
 """
 
 from __future__ import annotations
@@ -18,7 +16,14 @@ import contextlib
 import json
 import logging
 import signal
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cdp.adapters.discord.recorder import ReplyRecorder
+    from cdp.adapters.discord.rest import DiscordRest
+    from cdp.ports import ChannelRegistry
+    from cdp.settings import Settings
 
 log = logging.getLogger("cdp.entry.listener")
 
@@ -58,32 +63,32 @@ async def _health_server(port: int, status: Any, host: str = "0.0.0.0") -> async
     return await asyncio.start_server(handle, host, port)
 
 
-async def in_flight_channels(settings, channels) -> list[str]:
-    """Channels that may hold replies nobody recorded: temporary ones still in use, and CHANNEL_ID."""
+async def channels_to_recover(registry: ChannelRegistry, configured: Iterable[str]) -> list[str]:
+    """Channels that may hold replies nobody recorded: the temporary ones still in use and the
+    configured ones (CHANNEL_ID, bot_config.json channelIds)."""
     ids: list[str] = []
     with contextlib.suppress(Exception):
-        ids = [c.channel_id for c in await channels.all() if c.delete_at is None]
-    if settings.CHANNEL_ID and settings.CHANNEL_ID not in ids:
-        ids.append(settings.CHANNEL_ID)
-    return ids
+        ids = [c.channel_id for c in await registry.all() if c.delete_at is None]
+    return list(dict.fromkeys([*ids, *(c for c in configured if c)]))
 
 
-async def recover(settings, stores, recorder, rest, limit: int = RECOVER_LIMIT) -> int:
-    """Feed the Coze replies among the recent messages of in-flight channels to the recorder."""
-    coze = set(settings.coze_bot_ids)
+async def recover(recorder: ReplyRecorder, rest: DiscordRest, registry: ChannelRegistry,
+                  configured: Iterable[str], guild_id: str, limit: int = RECOVER_LIMIT) -> int:
+    """Feed the replies of every Coze bot the recorder knows, among the recent messages of the
+    channels to recover, to the recorder."""
     fed = 0
-    for channel_id in await in_flight_channels(settings, stores.channels):
+    for channel_id in await channels_to_recover(registry, configured):
         try:
             messages = await rest.get_messages(channel_id, limit=limit)
         except Exception as exc:  # noqa: BLE001 - deleted channel, missing access...: skip it
             log.info("recovery skipped a channel", extra={"channel_id": channel_id, "error": type(exc).__name__})
             continue
         for raw in sorted(messages or [], key=lambda m: int(m.get("id", 0))):  # oldest first
-            if str((raw.get("author") or {}).get("id")) not in coze:
+            if str((raw.get("author") or {}).get("id")) not in recorder.coze_bot_ids:
                 continue
             if not (raw.get("message_reference") or raw.get("referenced_message")):
                 continue
-            raw.setdefault("guild_id", settings.GUILD_ID)
+            raw.setdefault("guild_id", guild_id)
             try:
                 await recorder.on_message_create(raw)
                 fed += 1
@@ -97,7 +102,7 @@ async def recover(settings, stores, recorder, rest, limit: int = RECOVER_LIMIT) 
 async def _publish_presence(presence: Any, status: Any, ready: bool | None = None) -> None:
     """Tell the answering side whether replies are being recorded (it won't call a silent reply done
     while no listener is connected). A failed write is logged, never fatal."""
-    if presence is None or not hasattr(presence, "publish"):
+    if presence is None:
         return
     try:
         await presence.publish(status.ready if ready is None else ready, status.since)
@@ -105,15 +110,17 @@ async def _publish_presence(presence: Any, status: Any, ready: bool | None = Non
         log.warning("could not publish the listener's presence", exc_info=True)
 
 
-async def run_listener(settings, health_port: int | None, *, stop: asyncio.Event | None = None,
+async def run_listener(settings: Settings, health_port: int | None, *, stop: asyncio.Event | None = None,
                        install_signals: bool = True) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set): 0; or until the gateway fails for good: 3."""
-    from cdp.entry.bootstrap import make_listener, make_rest, make_stores
+    from cdp.entry.bootstrap import make_listener, make_rest, make_router, make_stores
 
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     stores = make_stores(settings)
-    listener = make_listener(settings, stores.replies)
+    router = make_router(settings)
+    listener = make_listener(settings, stores.replies, router.bot_ids())
+    configured = [settings.CHANNEL_ID, *(e.channel_id for e in router.entries if e.channel_id)]
     rest = make_rest(settings)
     status = listener.status
     installed: list[int] = []
@@ -142,7 +149,8 @@ async def run_listener(settings, health_port: int | None, *, stop: asyncio.Event
                 break
             if status.ready and status.ready_count > recovered_for:
                 recovered_for = status.ready_count
-                task = asyncio.create_task(recover(settings, stores, listener.recorder, rest))
+                task = asyncio.create_task(recover(listener.recorder, rest, stores.channels, configured,
+                                                   settings.GUILD_ID))
                 recoveries.add(task)
                 task.add_done_callback(recoveries.discard)
             waiter = asyncio.create_task(stop.wait())

@@ -1,4 +1,5 @@
-"""Logging: one JSON object per line, with every configured secret masked by its fingerprint.
+"""Logging: one JSON object per line, with every configured secret (cdp.settings.Settings.secrets())
+masked by its fingerprint.
 
 Call sites never log tokens (they log `fingerprint(token)`); the redacting filter is the second
 line of defence, for third-party libraries and exception texts.

@@ -1,26 +1,21 @@
-"""Gateway events (CDP bot) -> ReplyStore.
-
-`ReplyRecorder` turns raw MESSAGE_CREATE / MESSAGE_UPDATE dispatch data into ReplyMessages (partial
-updates merged onto the last full state). `DiscordListener` keeps a hikari GatewayBot connected
-(heartbeats, zombie detection, RESUME, op 7 / op 9 and zlib-stream are hikari's) and feeds the raw
-payloads to the recorder in arrival order. It never reconnects after a fatal close code (4004, 4010
-to 4014) or a 401 on GET /gateway/bot: status "failed" with the exact fix, logged once at ERROR.
+"""The CDP bot's gateway session: a hikari GatewayBot kept connected (heartbeats, zombie detection,
+RESUME, op 7 / op 9 and zlib-stream are hikari's), its raw message payloads fed in arrival order to
+the ReplyRecorder. A fatal close code (4004, 4010 to 4014) or a 401 on GET /gateway/bot stops it for
+good: status "failed" with the exact fix, logged once at ERROR.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from cdp.domain.model import ReplyMessage
-from cdp.domain.reply import merge_message, to_reply_message, version_of
+from cdp.adapters.discord.proxy import ProxyUnsupported, hikari_proxy_kwargs, proxy_label
+from cdp.adapters.discord.recorder import ReplyRecorder
 from cdp.domain.secrets import fingerprint, redact
-from cdp.ports import ReplyStore
 
 log = logging.getLogger("cdp.adapters.discord.gateway")
 
@@ -83,10 +78,6 @@ MALFORMED_TOKEN = (
 )
 
 STATES = ("starting", "connecting", "ready", "resuming", "failed", "stopped")
-
-
-# ------------------------------------------------------------------------------------------------
-# status
 
 
 class GatewayStatus:
@@ -152,254 +143,6 @@ class GatewayStatus:
         return f"GatewayStatus({self.to_dict()!r})"
 
 
-# ------------------------------------------------------------------------------------------------
-# recorder
-
-
-@dataclass(slots=True)
-class _Seen:
-    raw: dict
-    version: int
-    prompt_id: str
-
-
-def _raw_from_reply(m: ReplyMessage) -> dict:
-    """A message object equivalent (for to_reply_message) to a stored ReplyMessage."""
-    raw: dict[str, Any] = {
-        "id": m.message_id,
-        "channel_id": m.channel_id,
-        "author": {"id": m.author_id, "bot": True},
-        "content": m.content,
-        "message_reference": {"message_id": m.prompt_id, "channel_id": m.channel_id},
-        "embeds": [{"image": {"url": u}} for u in m.image_urls],
-        "attachments": [],
-        "components": [],
-    }
-    if m.has_components:
-        raw["components"] = [
-            {"type": 1, "components": [{"type": 2, "style": 2, "label": s} for s in m.suggestions]}
-        ]
-    return raw
-
-
-class ReplyRecorder:
-    """Raw MESSAGE_CREATE / MESSAGE_UPDATE data -> ReplyStore.put (Coze bots' replies only)."""
-
-    def __init__(
-        self,
-        store: ReplyStore,
-        coze_bot_ids: set[str],
-        guild_id: str | None = None,
-        *,
-        max_cached: int = 5000,
-    ) -> None:
-        self.store = store
-        self.coze_bot_ids = {str(i) for i in coze_bot_ids}
-        self.guild_id = str(guild_id) if guild_id else None
-        self.max_cached = max_cached
-        self._seen: OrderedDict[str, _Seen] = OrderedDict()
-        self._lock = asyncio.Lock()
-        self.recorded = 0
-        self.ignored = 0
-
-    async def on_message_create(self, payload: dict) -> None:
-        await self._handle(payload)
-
-    async def on_message_update(self, payload: dict) -> None:
-        await self._handle(payload)
-
-    async def _handle(self, payload: dict) -> None:
-        if not isinstance(payload, dict) or not payload.get("id"):
-            return
-        mid = str(payload["id"])
-        gid = payload.get("guild_id")
-        if self.guild_id and gid and str(gid) != self.guild_id:
-            self.ignored += 1
-            return
-        author = payload.get("author")
-        if (
-            isinstance(author, dict)
-            and author.get("id") is not None
-            and str(author["id"]) not in self.coze_bot_ids
-        ):
-            self.ignored += 1
-            return
-        async with self._lock:  # events of one message are applied in arrival order
-            msg = await self._merge(mid, payload)
-            if msg is None:
-                return
-        await self.store.put(msg)
-        self.recorded += 1
-
-    async def _merge(self, mid: str, payload: dict) -> ReplyMessage | None:
-        seen = self._seen.get(mid)
-        prompt_id: str | None = seen.prompt_id if seen else None
-        base: dict | None = seen.raw if seen else None
-        prev_version: int | None = seen.version if seen else None
-        has_ref = isinstance(payload.get("message_reference"), dict) or isinstance(
-            payload.get("referenced_message"), dict
-        )
-        if seen is None and not has_ref:
-            # a partial update of a message we no longer (or never) had in memory
-            prompt_id = await self.store.prompt_for_reply(mid)
-            if prompt_id is None:
-                self.ignored += 1
-                return None
-            snap = await self.store.snapshot(prompt_id)
-            stored = next((m for m in snap.messages if m.message_id == mid), None)
-            if stored is not None:
-                base = _raw_from_reply(stored)
-                prev_version = stored.version
-
-        incoming = version_of(payload)
-        if prev_version is not None and incoming is not None and incoming < prev_version:
-            return None  # stale (late, out-of-order) event: never move a reply backwards
-
-        merged = merge_message(base, payload)
-        msg = to_reply_message(merged, self.coze_bot_ids, prompt_id=prompt_id, fallback_version=prev_version)
-        if msg is None:
-            self.ignored += 1
-            return None
-        if prev_version is not None and incoming is None:
-            # An update without timestamps (partial: only embeds / components...) has no version of
-            # its own: keep the previous one if nothing changed, else move it by 1 µs (an equal-version
-            # overwrite would not change the snapshot's revision, so waiters would miss the new data).
-            prev_msg = None
-            if seen is not None:
-                prev_msg = to_reply_message(
-                    seen.raw, self.coze_bot_ids, prompt_id=seen.prompt_id, fallback_version=seen.version
-                )
-            elif base is not None:
-                prev_msg = to_reply_message(base, self.coze_bot_ids, prompt_id=prompt_id, fallback_version=0)
-            changed = prev_msg is None or replace(prev_msg, version=0) != replace(msg, version=0)
-            msg = replace(msg, version=prev_version + 1 if changed else prev_version)
-        self._seen[mid] = _Seen(merged, msg.version, msg.prompt_id)
-        self._seen.move_to_end(mid)
-        while len(self._seen) > self.max_cached:
-            self._seen.popitem(last=False)
-        return msg
-
-
-# ------------------------------------------------------------------------------------------------
-# PROXY_URL for the gateway (hikari: its REST calls such as GET /gateway/bot, and every shard)
-
-
-class ProxyUnsupported(Exception):
-    """PROXY_URL cannot be honoured by the gateway connection: the listener fails rather than
-    connecting around the proxy."""
-
-    def __init__(self, detail: str, fix: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.fix = fix
-
-
-_PROXY_SCHEMES_FIX = (
-    "PROXY_URL must be http://host:port, https://host:port, socks5://host:port or socks5h://host:port "
-    "(user:password@ allowed)"
-)
-_socks_settings_cls: Any = None
-
-
-def proxy_label(proxy_url: str | None) -> str:
-    """The proxy without its credentials, for logs and status."""
-    if not proxy_url:
-        return ""
-    u = urlsplit(proxy_url)
-    return f"{u.scheme}://{u.hostname}:{u.port}" if u.port else f"{u.scheme}://{u.hostname}"
-
-
-def hikari_proxy_kwargs(proxy_url: str | None) -> dict[str, Any]:
-    """GatewayBot keyword arguments that send hikari's REST calls and websockets through `proxy_url`.
-
-    http(s):// -> hikari's own ProxySettings (aiohttp's HTTP proxy: CONNECT for https/wss).
-    socks5:// and socks5h:// -> an aiohttp-socks connector for every connection hikari opens (see
-    _install_socks_hook); both let the proxy resolve host names, as httpx does for DiscordRest.
-    Raises ProxyUnsupported when the proxy cannot be honoured (never a silent direct connection)."""
-    if not proxy_url:
-        return {}
-    from hikari.impl import config as hconfig
-
-    scheme = urlsplit(proxy_url).scheme.lower()
-    if scheme in ("http", "https"):
-        return {"proxy_settings": hconfig.ProxySettings(url=proxy_url)}
-    if scheme in ("socks5", "socks5h"):
-        return {"http_settings": _install_socks_hook()(socks_url=proxy_url)}
-    raise ProxyUnsupported(f"PROXY_URL scheme {scheme!r} is not supported by the gateway listener",
-                           _PROXY_SCHEMES_FIX)
-
-
-def _install_socks_hook() -> type:
-    """SOCKS for hikari, through its one private seam; returns the HTTPSettings subclass to use.
-
-    hikari (2.x) has no public hook for the aiohttp connector: its REST client (RESTClientImpl.start)
-    and each shard's websocket (_GatewayTransport.connect) build theirs with the private
-    hikari.internal.net.create_tcp_connector(http_settings). We wrap that function once per process:
-    for a bot whose HTTPSettings is our subclass (it carries the SOCKS URL) it returns aiohttp-socks'
-    ProxyConnector (a TCPConnector: same settings, every connection through the proxy); for every
-    other bot it calls hikari's function unchanged. We first check that this hikari still builds both
-    connectors through that function (checked with hikari 2.7); if not, ProxyUnsupported."""
-    global _socks_settings_cls
-    if _socks_settings_cls is not None:
-        return _socks_settings_cls
-    import inspect
-
-    import attrs
-    import hikari
-    from hikari.impl import config as hconfig
-    from hikari.impl import rest as hrest
-    from hikari.impl import shard as hshard
-    from hikari.internal import net
-
-    try:
-        from aiohttp_socks import ProxyConnector, ProxyType
-    except ImportError:
-        raise ProxyUnsupported("PROXY_URL is a SOCKS proxy but aiohttp-socks is not installed",
-                               "pip install aiohttp-socks (a dependency of cdp: reinstall the package), "
-                               "or use an http:// proxy") from None
-    try:
-        sources = [inspect.getsource(hrest.RESTClientImpl.start),
-                   inspect.getsource(hshard._GatewayTransport.connect)]
-        seam_ok = (str(hikari.__version__).startswith("2.") and callable(net.create_tcp_connector)
-                   and all("net.create_tcp_connector(" in src and "TCPConnector(" not in src
-                           and "ClientSession(" not in src for src in sources))
-    except (AttributeError, OSError, TypeError):
-        seam_ok = False
-    if not seam_ok:
-        raise ProxyUnsupported(
-            f"PROXY_URL is a SOCKS proxy, which the listener cannot apply to hikari "
-            f"{getattr(hikari, '__version__', '?')} (it no longer builds its connections through "
-            f"hikari.internal.net.create_tcp_connector)",
-            "use an http:// proxy for PROXY_URL, or install hikari 2.7 (pip install 'hikari==2.7.*')")
-
-    @attrs.define(kw_only=True, weakref_slot=False)
-    class SocksHTTPSettings(hconfig.HTTPSettings):
-        socks_url: str = attrs.field(default="", repr=False)  # may hold credentials
-
-    original = net.create_tcp_connector
-
-    def create_tcp_connector(http_settings: Any, *, dns_cache: bool | int = True) -> Any:
-        if not isinstance(http_settings, SocksHTTPSettings):
-            return original(http_settings, dns_cache=dns_cache)
-        u = urlsplit(http_settings.socks_url)
-        return ProxyConnector(
-            proxy_type=ProxyType.SOCKS5, host=u.hostname or "", port=u.port or 1080,
-            username=unquote(u.username) if u.username else None,
-            password=unquote(u.password) if u.password else None,
-            rdns=True,  # names are resolved by the proxy, for socks5:// as for socks5h://
-            enable_cleanup_closed=http_settings.enable_cleanup_closed,
-            force_close=http_settings.force_close_transports,
-            limit=http_settings.connection_limit, ssl=http_settings.ssl)
-
-    net.create_tcp_connector = create_tcp_connector
-    _socks_settings_cls = SocksHTTPSettings
-    return SocksHTTPSettings
-
-
-# ------------------------------------------------------------------------------------------------
-# listener
-
-
 class DiscordListener:
     """Keeps the CDP bot on the Gateway (hikari) and records Coze replies."""
 
@@ -445,23 +188,12 @@ class DiscordListener:
         if bot is not None:
             await self._close_bot(bot)
         if self._task is not None:
-            if not self._task.done():
-                self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await _cancel(self._task)
             self._task = None
         if self._consumer is not None:
-            try:  # record what already arrived, then stop
+            with contextlib.suppress(TimeoutError):  # record what already arrived, then stop
                 await asyncio.wait_for(self._queue.join(), 5.0)
-            except TimeoutError:
-                pass
-            self._consumer.cancel()
-            try:
-                await self._consumer
-            except (asyncio.CancelledError, Exception):
-                pass
+            await _cancel(self._consumer)
             self._consumer = None
         if not self.status.failed:
             self.status.set("stopped")
@@ -621,3 +353,10 @@ class DiscordListener:
             self.status.set("connecting", f"{reason}; reconnecting in {delay:.0f}s")
             log.warning("gateway [%s]: %s; reconnecting in %.1fs", self.token_fp, reason, delay)
             await asyncio.sleep(delay)
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    """Cancel `task` (if still running) and wait for it; its outcome no longer matters."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task

@@ -78,9 +78,6 @@ class RateLimitBook:
         b = self.bucket(fp, route, major)
         return b is not None and b.remaining is not None
 
-    def global_blocked_for(self, fp: str) -> float:
-        return max(0.0, self._global_until.get(fp, 0.0) - self.clock())
-
     # -- before a request --------------------------------------------------------------------
     def reserve(self, fp: str, route: str, major: str = "") -> float:
         """0.0 = go now (a slot is taken); > 0 = wait that many seconds, then ask again."""

@@ -37,6 +37,8 @@ log = logging.getLogger("cdp.adapters.discord.rest")
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 MAX_TRANSIENT_ATTEMPTS = 3  # total attempts for idempotent calls on 5xx / network errors
 TRANSIENT_BACKOFF = 0.5  # seconds, doubled per attempt
+# Discord's major parameters (rate limits are per channel / guild): the resource a route starts with
+MAJOR_PREFIXES = (("/channels/{channel_id}", "channel_id"), ("/guilds/{guild_id}", "guild_id"))
 
 
 class DiscordRest:
@@ -106,7 +108,7 @@ class DiscordRest:
         method: str,
         route: str,
         *,
-        major: str = "",
+        major: str | None = None,
         params: dict[str, Any] | None = None,
         token: str | None = None,
         user: bool = False,
@@ -118,11 +120,15 @@ class DiscordRest:
         hide: tuple[str, ...] = (),
     ) -> Any:
         """`route` is the template ("/channels/{channel_id}/messages"); `params` fill it in.
+        `major`: the rate-limit major parameter, by default the channel or guild the route starts with.
         `hide`: further secrets in the path (an interaction token), never logged."""
         token = (token if token is not None else self._bot_token).strip()
         fp = fingerprint(token)
         secrets_ = (*self._secrets, token, *hide)
-        path = route.format(**(params or {}))
+        params = params or {}
+        path = route.format(**params)
+        if major is None:
+            major = next((str(params[name]) for prefix, name in MAJOR_PREFIXES if route.startswith(prefix)), "")
         url = self.api_base + path
         route_key = f"{method} {route}"
         headers = self._user_headers(token) if user else self._bot_headers()
@@ -219,27 +225,17 @@ class DiscordRest:
         return await self._request("GET", "/applications/@me")
 
     async def get_guild(self, guild_id: str) -> dict:
-        return await self._request(
-            "GET", "/guilds/{guild_id}", major=str(guild_id), params={"guild_id": guild_id}
-        )
+        return await self._request("GET", "/guilds/{guild_id}", params={"guild_id": guild_id})
 
     async def list_guild_channels(self, guild_id: str) -> list[dict]:
-        return await self._request(
-            "GET", "/guilds/{guild_id}/channels", major=str(guild_id), params={"guild_id": guild_id}
-        )
+        return await self._request("GET", "/guilds/{guild_id}/channels", params={"guild_id": guild_id})
 
     async def get_guild_member(self, guild_id: str, user_id: str) -> dict:
-        return await self._request(
-            "GET",
-            "/guilds/{guild_id}/members/{user_id}",
-            major=str(guild_id),
-            params={"guild_id": guild_id, "user_id": user_id},
-        )
+        return await self._request("GET", "/guilds/{guild_id}/members/{user_id}",
+                                   params={"guild_id": guild_id, "user_id": user_id})
 
     async def get_channel(self, channel_id: str) -> dict:
-        return await self._request(
-            "GET", "/channels/{channel_id}", major=str(channel_id), params={"channel_id": channel_id}
-        )
+        return await self._request("GET", "/channels/{channel_id}", params={"channel_id": channel_id})
 
     async def create_channel(
         self, guild_id: str, name: str, type: int = 0, parent_id: str | None = None
@@ -247,18 +243,11 @@ class DiscordRest:
         body: dict[str, Any] = {"name": name, "type": type}
         if parent_id:
             body["parent_id"] = str(parent_id)
-        return await self._request(
-            "POST",
-            "/guilds/{guild_id}/channels",
-            major=str(guild_id),
-            params={"guild_id": guild_id},
-            json_body=body,
-        )
+        return await self._request("POST", "/guilds/{guild_id}/channels", params={"guild_id": guild_id},
+                                   json_body=body)
 
     async def delete_channel(self, channel_id: str) -> dict:
-        return await self._request(
-            "DELETE", "/channels/{channel_id}", major=str(channel_id), params={"channel_id": channel_id}
-        )
+        return await self._request("DELETE", "/channels/{channel_id}", params={"channel_id": channel_id})
 
     async def create_thread(
         self,
@@ -270,21 +259,12 @@ class DiscordRest:
     ) -> dict:
         body: dict[str, Any] = {"name": name, "auto_archive_duration": int(auto_archive_duration)}
         if message_id:
-            return await self._request(
-                "POST",
-                "/channels/{channel_id}/messages/{message_id}/threads",
-                major=str(channel_id),
-                params={"channel_id": channel_id, "message_id": message_id},
-                json_body=body,
-            )
+            return await self._request("POST", "/channels/{channel_id}/messages/{message_id}/threads",
+                                       params={"channel_id": channel_id, "message_id": message_id},
+                                       json_body=body)
         body["type"] = type
-        return await self._request(
-            "POST",
-            "/channels/{channel_id}/threads",
-            major=str(channel_id),
-            params={"channel_id": channel_id},
-            json_body=body,
-        )
+        return await self._request("POST", "/channels/{channel_id}/threads", params={"channel_id": channel_id},
+                                   json_body=body)
 
     async def get_messages(
         self, channel_id: str, limit: int = 50, after: str | None = None, before: str | None = None
@@ -294,13 +274,8 @@ class DiscordRest:
             query["after"] = str(after)
         if before:
             query["before"] = str(before)
-        return await self._request(
-            "GET",
-            "/channels/{channel_id}/messages",
-            major=str(channel_id),
-            params={"channel_id": channel_id},
-            query=query,
-        )
+        return await self._request("GET", "/channels/{channel_id}/messages", params={"channel_id": channel_id},
+                                   query=query)
 
     async def send_bot_message(
         self, channel_id: str, content: str | None = None, files: Sequence[UploadFile] = ()
@@ -312,15 +287,7 @@ class DiscordRest:
         }
         if content is not None:
             body["content"] = content
-        return await self._request(
-            "POST",
-            "/channels/{channel_id}/messages",
-            major=str(channel_id),
-            params={"channel_id": channel_id},
-            json_body=body,
-            files=files,
-            retry_transient=True,
-        )
+        return await self._post_message(channel_id, body, files)
 
     async def put_application_commands(
         self, application_id: str, commands: list[dict], guild_id: str | None = None
@@ -363,17 +330,13 @@ class DiscordRest:
             "flags": 0,
             "allowed_mentions": {"parse": [], "users": [str(u) for u in allowed_user_ids]},
         }
-        return await self._request(
-            "POST",
-            "/channels/{channel_id}/messages",
-            major=str(channel_id),
-            params={"channel_id": channel_id},
-            token=user_token,
-            user=True,
-            json_body=body,
-            files=files,
-            retry_transient=True,
-        )
+        return await self._post_message(channel_id, body, files, token=user_token, user=True)
+
+    async def _post_message(self, channel_id: str, body: dict[str, Any], files: Sequence[UploadFile],
+                            *, token: str | None = None, user: bool = False) -> dict:
+        """POST a message; `body` carries a nonce with enforce_nonce, so transient failures are retried."""
+        return await self._request("POST", "/channels/{channel_id}/messages", params={"channel_id": channel_id},
+                                   token=token, user=user, json_body=body, files=files, retry_transient=True)
 
 
 def _json_or_none(resp: Any) -> Any:

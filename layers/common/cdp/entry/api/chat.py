@@ -126,5 +126,5 @@ async def _stream(conv: Conversation, cid: str, created: int, model: str,
         yield SSE_DONE
     finally:
         # Not `await conv.aclose()`: this runs when the client goes and the generator is cancelled,
-        # where awaiting is unsafe; close() schedules the deletion as a task the service keeps.
+        # where awaiting is unsafe; close() schedules the deletion as a task the channel keeper keeps.
         conv.close()

@@ -300,7 +300,7 @@ async def discord_interactions(request: Request) -> JSONResponse:
         ops = RuntimeOperations(runtime)
         if job.command == "status":  # the facts are in memory: answer at once
             return JSONResponse(interactions.message(await interactions.run("status", ops)))
-        runtime.service.spawn(_complete(job, ops, runtime.service.rest, time.monotonic() + 0.5))
+        runtime.service.keeper.spawn(_complete(job, ops, runtime.service.rest, time.monotonic() + 0.5))
     return JSONResponse(outcome.body, status_code=outcome.status)
 
 

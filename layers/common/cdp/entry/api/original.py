@@ -154,11 +154,9 @@ def build_router() -> APIRouter:
     @router.get("/channel/del/all/cdp", summary="删除全部CDP临时频道[谨慎调用] / delete every cdp-chat-* channel",
                 responses={200: {"model": MessageResponse}}, openapi_extra=_AUTH_DOC)
     async def channel_del_all(request: Request):
-        from cdp.app.jobs import delete_all_temp_channels
-
         rt = runtime(request)
         try:
-            deleted, failed = await delete_all_temp_channels(rt.settings, rt.service.rest, rt.service)
+            deleted, failed = await rt.service.keeper.delete_all()
         except DiscordError as exc:
             return fail(MSG_DELETE_CHANNEL_FAILED, _discord_detail(exc))
         if failed:

@@ -1,7 +1,7 @@
 """Powertools Logger and Metrics, shared by every handler; cdp's own loggers write through them.
 
 - one JSON line per record, with the Lambda request id (`inject_lambda_context`)
-- every configured secret is replaced by its fingerprint (cdp.entry.logs.RedactSecrets on the handler)
+- every configured secret (Settings.secrets()) is replaced by its fingerprint (cdp.entry.logs.RedactSecrets)
 - metrics are CloudWatch EMF lines (namespace POWERTOOLS_METRICS_NAMESPACE, default CozeDiscordProxy)
 """
 
@@ -37,10 +37,6 @@ def metrics():
         _metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE),
                            service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE))
     return _metrics
-
-
-def secrets_of(settings) -> list[str]:
-    return [*settings.user_tokens, settings.BOT_TOKEN, *settings.api_keys, settings.NOTIFY_TELEGRAM_BOT_TOKEN]
 
 
 def configure(level: str = "INFO", secrets: Iterable[str] = ()) -> None:

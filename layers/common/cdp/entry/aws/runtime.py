@@ -15,26 +15,31 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cdp.entry.aws import observability as obs
 
+if TYPE_CHECKING:
+    from cdp.app.conversation import ConversationService
+    from cdp.ports import DiscordRestPort, Stores
+    from cdp.settings import Settings
+
 log = logging.getLogger("cdp.entry.aws")
 
-_state: dict[str, Any] = {}
+state: dict[str, Any] = {}  # objects built once per execution environment, by name
 
 
 def reset() -> None:
     """Forget every object built in this process (tests; a new secret)."""
-    _state.clear()
+    state.clear()
 
 
 def event_loop() -> asyncio.AbstractEventLoop:
-    loop = _state.get("loop")
+    loop = state.get("loop")
     if loop is None or loop.is_closed():
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        _state["loop"] = loop
+        state["loop"] = loop
     return loop
 
 
@@ -42,9 +47,9 @@ def run(coro: Awaitable[Any]) -> Any:
     return event_loop().run_until_complete(coro)
 
 
-def settings(*, require_discord: bool = True):
+def settings(*, require_discord: bool = True) -> Settings:
     """Settings from the environment + the Secrets Manager secret, once per process; logging set up."""
-    cached = _state.get("settings")
+    cached = state.get("settings")
     if cached is not None:
         return cached
     from cdp.entry.aws.secrets import load_aws_settings
@@ -55,25 +60,25 @@ def settings(*, require_discord: bool = True):
 
         raise SettingsError([("no Discord settings: put USER_AUTHORIZATION and BOT_TOKEN in the CDP secret "
                               "and set GuildId / CozeBotId (see docs/aws.md)")])
-    obs.configure(s.LOG_LEVEL, obs.secrets_of(s))
-    _state["settings"] = s
+    obs.configure(s.LOG_LEVEL, s.secrets())
+    state["settings"] = s
     return s
 
 
-def objects():
+def objects() -> tuple[Settings, Stores, DiscordRestPort, ConversationService]:
     """(settings, stores, rest, service), built once per process."""
-    built = _state.get("objects")
+    built = state.get("objects")
     if built is None:
         from cdp.entry.bootstrap import make_rest, make_service, make_stores
 
         s = settings()
         stores = make_stores(s)
         rest = make_rest(s)
-        built = _state["objects"] = (s, stores, rest, make_service(s, stores, rest))
+        built = state["objects"] = (s, stores, rest, make_service(s, stores, rest))
     return built
 
 
-def build_app(s=None):
+def build_app(s: Settings | None = None):
     from cdp.entry.api.app import create_app
     from cdp.entry.api.runtime import ExternalListener, Runtime
 
@@ -99,7 +104,7 @@ def api_handler() -> Callable[[dict, Any], dict]:
 
     @plog.inject_lambda_context(clear_state=True)
     def handler(event: dict, context: Any) -> dict:
-        mangum = _state.get("mangum")
+        mangum = state.get("mangum")
         if mangum is None:
             from mangum import Mangum
 
@@ -109,7 +114,7 @@ def api_handler() -> Callable[[dict, Any], dict]:
                 plog.error("configuration error", extra={"error": str(getattr(exc, "problems", exc))})
                 return _config_error_response(exc)
             event_loop()  # Mangum runs on the thread's current loop: make it ours
-            mangum = _state["mangum"] = Mangum(app, lifespan="off")
+            mangum = state["mangum"] = Mangum(app, lifespan="off")
         return mangum(event, context)
 
     return handler

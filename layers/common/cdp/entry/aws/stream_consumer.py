@@ -1,13 +1,13 @@
 """Consumer of the replies table's DynamoDB stream: side effects that must happen even when the
 client has gone (the answering function is not there to do them).
 
-For each reply part (kind=part) that is complete - Coze added its buttons (has_components) or the
-text is a known Coze error (cdp.domain.coze.classify) - it schedules the temporary channel's
-deletion in the registry (never postponing one the API already scheduled) and emits metrics.
-Limit texts rest what caused them, with cdp.app.pool's rule (until the next DAILY_RESET_TIME in TZ):
-a user limit rests the account that posted the prompt (its fingerprint, from the PromptLedger the
-answering side wrote), a bot limit rests the Coze bot. Resting twice is harmless, so a record
-delivered twice is too; a prompt missing from the ledger is logged and skipped.
+For each reply part (kind=part) that Coze ended - its buttons, or a known Coze error text
+(cdp.domain.completion.ended_by_coze) - it schedules the temporary channel's deletion in the
+registry (never postponing one the API already scheduled) and emits metrics. Limit texts rest what
+caused them (cdp.app.pool.rest_after_limit, until the next DAILY_RESET_TIME in TZ): the account that
+posted the prompt (its fingerprint, from the PromptLedger the answering side wrote) or the Coze bot
+(the ledger's, else the reply's author). Resting twice is harmless, so a record delivered twice is
+too; a prompt missing from the ledger is logged and skipped.
 
 Returns the sequence numbers of records that could not be processed (ReportBatchItemFailures).
 """
@@ -19,6 +19,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from cdp.domain.completion import ended_by_coze
+from cdp.domain.coze import CozeErrorKind
+from cdp.domain.model import ReplySnapshot
+from cdp.domain.reply import render
 
 log = logging.getLogger("cdp.entry.aws.stream")
 
@@ -34,14 +39,6 @@ class BatchResult:
 
     def response(self) -> dict[str, Any]:
         return {"batchItemFailures": [{"itemIdentifier": seq} for seq in self.failures]}
-
-
-def _classify(text: str):
-    try:
-        from cdp.domain.coze import classify
-    except ImportError:  # pragma: no cover - older core
-        return None
-    return classify(text) if text else None
 
 
 class _RaisingHealth:
@@ -92,26 +89,20 @@ class Cooldowns:
     async def apply(self, kind: str, msg) -> str:
         """"account" / "bot" when one was rested, "unknown" when the prompt is not in the ledger,
         "" for other error kinds."""
-        from cdp.domain.coze import CozeErrorKind
+        from cdp.app.pool import LIMIT_KINDS, rest_after_limit
 
-        if kind not in (CozeErrorKind.USER_LIMIT, CozeErrorKind.BOT_LIMIT):
+        if kind not in LIMIT_KINDS:
             return ""
         entry = await self.ledger.lookup(msg.prompt_id) or {}
         pool, bots = self._health()
-        if kind == CozeErrorKind.USER_LIMIT:
-            if not entry.get("account"):
-                log.warning("user limit text for a prompt missing from the ledger; no account rested",
-                            extra={"prompt_message_id": msg.prompt_id, "channel_id": msg.channel_id})
-                return "unknown"
-            await pool.rest(entry["account"], "coze daily limit for this user")
-            self.health.check()
-            return "account"
-        bot_id = entry.get("coze_bot_id") or msg.author_id  # the reply's author is the Coze bot
-        if not bot_id:
-            return "unknown"
-        await bots.rest(bot_id, "coze bot developer limit")
+        rested = await rest_after_limit(kind, pool, bots, account=entry.get("account") or "",
+                                        # the reply's author is the Coze bot
+                                        coze_bot_id=entry.get("coze_bot_id") or msg.author_id or "")
+        if rested == "unknown" and kind == CozeErrorKind.USER_LIMIT:
+            log.warning("user limit text for a prompt missing from the ledger; no account rested",
+                        extra={"prompt_message_id": msg.prompt_id, "channel_id": msg.channel_id})
         self.health.check()
-        return "bot"
+        return rested
 
 
 async def process_records(records: list[dict], channels, *, auto_delete_seconds: float,
@@ -131,10 +122,11 @@ async def process_records(records: list[dict], channels, *, auto_delete_seconds:
                 result.skipped += 1
                 continue
             msg = reply_from_item(image)
-            error = _classify(msg.content)
-            if not (msg.has_components or error is not None):
+            ended = ended_by_coze(render(ReplySnapshot(msg.prompt_id, (msg,))))
+            if ended is None:
                 result.skipped += 1  # still streaming
                 continue
+            error = ended.error
             result.completed += 1
             if error is not None:
                 kind = str(error.kind)
@@ -177,7 +169,7 @@ def replies_stream_handler():
     Cooldowns run before the channel scheduling of the same record; a failure of either reports
     the record (ReportBatchItemFailures) and both are idempotent on the retry."""
     from cdp.entry.aws import observability as obs
-    from cdp.entry.aws.runtime import _state, run
+    from cdp.entry.aws.runtime import run, state
 
     plog = obs.logger()
     metrics = obs.metrics()
@@ -185,19 +177,18 @@ def replies_stream_handler():
     @plog.inject_lambda_context(clear_state=True)
     @metrics.log_metrics
     def handler(event: dict, context: Any) -> dict:
-        built = _state.get("stream_consumer")
+        built = state.get("stream_consumer")
         if built is None:
-            from cdp.adapters.store.dynamodb import DynamoChannelRegistry, DynamoSettings
+            from cdp.adapters.store.dynamodb import DynamoChannelRegistry
             from cdp.adapters.store.dynamodb.state import DynamoHealthStore, DynamoPromptLedger
             from cdp.settings import Settings
 
             # no Discord secrets here: CHANNEL_AUTO_DEL_TIME, TZ, DAILY_RESET_TIME, LOG_LEVEL
             s = Settings()
             obs.configure(s.LOG_LEVEL)
-            cfg = DynamoSettings()
-            cooldowns = Cooldowns(DynamoPromptLedger(cfg), DynamoHealthStore(cfg), tz=s.TZ,
+            cooldowns = Cooldowns(DynamoPromptLedger(s), DynamoHealthStore(s), tz=s.TZ,
                                   reset_time=s.DAILY_RESET_TIME)
-            built = _state["stream_consumer"] = (s, DynamoChannelRegistry(cfg), cooldowns)
+            built = state["stream_consumer"] = (s, DynamoChannelRegistry(s), cooldowns)
         s, registry, cooldowns = built
         records = event.get("Records") or []
         result = run(process_records(records, registry, auto_delete_seconds=s.CHANNEL_AUTO_DEL_TIME,

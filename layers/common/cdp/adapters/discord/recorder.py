@@ -1,0 +1,137 @@
+"""Coze replies from gateway dispatches: raw MESSAGE_CREATE / MESSAGE_UPDATE data -> ReplyMessage ->
+ReplyStore. Partial updates are merged onto the last full state; a reply never moves backwards."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cdp.domain.model import ReplyMessage
+from cdp.domain.reply import merge_message, to_reply_message, version_of
+from cdp.ports import ReplyStore
+
+
+@dataclass(slots=True)
+class _Seen:
+    raw: dict
+    version: int
+    prompt_id: str
+
+
+def _raw_from_reply(m: ReplyMessage) -> dict:
+    """A message object equivalent (for to_reply_message) to a stored ReplyMessage."""
+    raw: dict[str, Any] = {
+        "id": m.message_id,
+        "channel_id": m.channel_id,
+        "author": {"id": m.author_id, "bot": True},
+        "content": m.content,
+        "message_reference": {"message_id": m.prompt_id, "channel_id": m.channel_id},
+        "embeds": [{"image": {"url": u}} for u in m.image_urls],
+        "attachments": [],
+        "components": [],
+    }
+    if m.has_components:
+        raw["components"] = [
+            {"type": 1, "components": [{"type": 2, "style": 2, "label": s} for s in m.suggestions]}
+        ]
+    return raw
+
+
+class ReplyRecorder:
+    """Raw MESSAGE_CREATE / MESSAGE_UPDATE data -> ReplyStore.put (Coze bots' replies only)."""
+
+    def __init__(
+        self,
+        store: ReplyStore,
+        coze_bot_ids: set[str],
+        guild_id: str | None = None,
+        *,
+        max_cached: int = 5000,
+    ) -> None:
+        self.store = store
+        self.coze_bot_ids = {str(i) for i in coze_bot_ids}
+        self.guild_id = str(guild_id) if guild_id else None
+        self.max_cached = max_cached
+        self._seen: OrderedDict[str, _Seen] = OrderedDict()
+        self._lock = asyncio.Lock()
+        self.recorded = 0
+        self.ignored = 0
+
+    async def on_message_create(self, payload: dict) -> None:
+        await self._handle(payload)
+
+    async def on_message_update(self, payload: dict) -> None:
+        await self._handle(payload)
+
+    async def _handle(self, payload: dict) -> None:
+        if not isinstance(payload, dict) or not payload.get("id"):
+            return
+        mid = str(payload["id"])
+        gid = payload.get("guild_id")
+        if self.guild_id and gid and str(gid) != self.guild_id:
+            self.ignored += 1
+            return
+        author = payload.get("author")
+        if (
+            isinstance(author, dict)
+            and author.get("id") is not None
+            and str(author["id"]) not in self.coze_bot_ids
+        ):
+            self.ignored += 1
+            return
+        async with self._lock:  # events of one message are applied in arrival order
+            msg = await self._merge(mid, payload)
+            if msg is None:
+                return
+        await self.store.put(msg)
+        self.recorded += 1
+
+    async def _merge(self, mid: str, payload: dict) -> ReplyMessage | None:
+        seen = self._seen.get(mid)
+        prompt_id: str | None = seen.prompt_id if seen else None
+        base: dict | None = seen.raw if seen else None
+        prev_version: int | None = seen.version if seen else None
+        has_ref = isinstance(payload.get("message_reference"), dict) or isinstance(
+            payload.get("referenced_message"), dict
+        )
+        if seen is None and not has_ref:
+            # a partial update of a message we no longer (or never) had in memory
+            prompt_id = await self.store.prompt_for_reply(mid)
+            if prompt_id is None:
+                self.ignored += 1
+                return None
+            snap = await self.store.snapshot(prompt_id)
+            stored = next((m for m in snap.messages if m.message_id == mid), None)
+            if stored is not None:
+                base = _raw_from_reply(stored)
+                prev_version = stored.version
+
+        incoming = version_of(payload)
+        if prev_version is not None and incoming is not None and incoming < prev_version:
+            return None  # stale (late, out-of-order) event: never move a reply backwards
+
+        merged = merge_message(base, payload)
+        msg = to_reply_message(merged, self.coze_bot_ids, prompt_id=prompt_id, fallback_version=prev_version)
+        if msg is None:
+            self.ignored += 1
+            return None
+        if prev_version is not None and incoming is None:
+            # An update without timestamps (partial: only embeds / components...) has no version of
+            # its own: keep the previous one if nothing changed, else move it by 1 µs (an equal-version
+            # overwrite would not change the snapshot's revision, so waiters would miss the new data).
+            prev_msg = None
+            if seen is not None:
+                prev_msg = to_reply_message(
+                    seen.raw, self.coze_bot_ids, prompt_id=seen.prompt_id, fallback_version=seen.version
+                )
+            elif base is not None:
+                prev_msg = to_reply_message(base, self.coze_bot_ids, prompt_id=prompt_id, fallback_version=0)
+            changed = prev_msg is None or replace(prev_msg, version=0) != replace(msg, version=0)
+            msg = replace(msg, version=prev_version + 1 if changed else prev_version)
+        self._seen[mid] = _Seen(merged, msg.version, msg.prompt_id)
+        self._seen.move_to_end(mid)
+        while len(self._seen) > self.max_cached:
+            self._seen.popitem(last=False)
+        return msg

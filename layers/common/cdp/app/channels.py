@@ -1,0 +1,217 @@
+"""The channel keeper: the one owner of the temporary `cdp-chat-*` conversation channels.
+
+It creates them (and alerts once creation keeps failing: risk control suspected), registers them in
+the ChannelRegistry, schedules and performs their deletion, frees slots when the guild is full
+(MAX_CHANNEL_DEL_TYPE), sweeps stray ones and deletes them all on request. Used by the conversation
+and by the jobs; which channels qualify is decided by cdp.domain.housekeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Collection, Coroutine
+from typing import Any
+
+from cdp.app import errors as se
+from cdp.app.alerts import BOT_RISK, Alerts
+from cdp.domain.discord import (
+    DiscordError,
+    DiscordMaxChannels,
+    DiscordNotFound,
+    DiscordRateLimited,
+    DiscordUnauthorized,
+)
+from cdp.domain.housekeeping import (
+    STALE_IN_USE_SECONDS,
+    TEMP_CHANNEL_PREFIX,
+    select_stray,
+    select_to_free,
+    temp_channels,
+)
+from cdp.domain.model import TempChannel
+from cdp.ports import ChannelRegistry
+from cdp.settings import Settings
+
+log = logging.getLogger("cdp.app.channels")
+
+# This many channel creations failing in a row (errors, timeouts) suggest Discord risk-controls the
+# CDP bot: one Telegram alert (at most daily).
+RISK_ALERT_AFTER_FAILURES = 3
+
+
+class ChannelKeeper:
+    """Creates, registers and deletes temporary channels; keeps the background deletions alive."""
+
+    def __init__(self, settings: Settings, rest, registry: ChannelRegistry, *,
+                 keep_ids: Collection[str] = (), clock: Callable[[], float] = time.time,
+                 alerts: Alerts | None = None) -> None:
+        self.settings = settings
+        self.rest = rest
+        self.registry = registry
+        self.keep_ids = frozenset(keep_ids)  # configured channels: never deleted as temporary
+        self.clock = clock
+        self.alerts = alerts
+        self._failures = 0  # consecutive channel-creation failures (risk-control alert)
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- creation --------------------------------------------------------------------------------
+    async def create(self, request_id: str) -> str:
+        """A new temporary channel for this request, registered as in use. Raises ServiceError."""
+        s = self.settings
+        name = f"{TEMP_CHANNEL_PREFIX}{request_id.removeprefix('req_')}"[:100]
+        try:
+            try:
+                channel = await self.rest.create_channel(s.GUILD_ID, name, type=0)
+            except DiscordMaxChannels:
+                if not await self.free_slots():
+                    raise
+                channel = await self.rest.create_channel(s.GUILD_ID, name, type=0)  # once
+        except DiscordMaxChannels:
+            hint = ("no cdp-chat-* channel could be deleted (MAX_CHANNEL_DEL_TYPE); delete channels by hand"
+                    if s.MAX_CHANNEL_DEL_TYPE else "delete old channels or set MAX_CHANNEL_DEL_TYPE")
+            raise se.unavailable(f"The Discord server has reached its channel limit (500): {hint}.", 60,
+                                 code="channel_limit") from None
+        except DiscordRateLimited as exc:
+            raise se.unavailable("Discord is rate limiting channel creation; retry shortly.",
+                                 int((exc.retry_after or 5) + 1), code="discord_rate_limited") from None
+        except DiscordUnauthorized:
+            self._creation_failed()
+            raise se.unavailable("The CDP bot (BOT_TOKEN) was refused by Discord; check BOT_TOKEN.", 300,
+                                 code="bot_unauthorized") from None
+        except DiscordError as exc:
+            self._creation_failed()
+            raise se.upstream_error(f"Discord refused to create a conversation channel ({exc.status}, "
+                                    f"code {exc.code}).") from None
+        self._failures = 0
+        await self.registry.add(TempChannel(channel["id"], s.GUILD_ID, self.clock(), None, request_id))
+        return channel["id"]
+
+    async def create_keepalive(self, lifetime: float) -> str | None:
+        """A temporary channel for keepalives, registered first-class (deleted after `lifetime` s at
+        the latest) so a crash never orphans it; None if Discord refused."""
+        name = f"{TEMP_CHANNEL_PREFIX}keepalive-{uuid.uuid4().hex[:12]}"
+        try:
+            channel = await self.rest.create_channel(self.settings.GUILD_ID, name, type=0)
+        except DiscordError as exc:
+            log.error("keepalive: could not create a temporary channel", extra={"status": exc.status,
+                                                                               "code": exc.code})
+            return None
+        now = self.clock()
+        await self.registry.add(TempChannel(channel["id"], self.settings.GUILD_ID, now, now + lifetime,
+                                            "keepalive"))
+        return channel["id"]
+
+    def _creation_failed(self) -> None:
+        """Count a failed channel creation; alert once they keep failing (risk control suspected)."""
+        self._failures += 1
+        if self._failures >= RISK_ALERT_AFTER_FAILURES and self.alerts is not None:
+            self.alerts.notify(BOT_RISK, f"The CDP bot failed to create a channel {self._failures} "
+                                         "times in a row (errors or timeouts): Discord may be "
+                                         "risk-controlling it. Check the bot in the Developer Portal.")
+
+    # -- deletion --------------------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        """Run `coro` in the background, keeping a reference so it is not garbage-collected."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def schedule_delete(self, channel_id: str) -> None:
+        """The request using this channel ended: delete it after CHANNEL_AUTO_DEL_TIME (0 = keep it)."""
+        delay = self.settings.CHANNEL_AUTO_DEL_TIME
+        if delay <= 0:
+            await self.registry.remove(channel_id)  # 0 = keep the channel
+            return
+        await self.registry.schedule_delete(channel_id, self.clock() + delay)
+        self.spawn(self._delete_later(channel_id, delay))
+
+    async def _delete_later(self, channel_id: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await self.delete(channel_id)
+        except Exception:  # the store is unreachable: the registry entry stays, the cleanup job retries
+            log.warning("temporary channel deletion failed; the cleanup job will retry",
+                        extra={"channel_id": channel_id}, exc_info=True)
+
+    async def delete(self, channel_id: str) -> bool:
+        """Delete the channel in Discord (already gone counts as done), then forget it."""
+        try:
+            await self.rest.delete_channel(channel_id)
+        except DiscordNotFound:
+            pass  # already gone
+        except DiscordError as exc:
+            log.warning("could not delete temporary channel; the cleanup job will retry",
+                        extra={"channel_id": channel_id, "status": exc.status})
+            return False
+        await self.registry.remove(channel_id)
+        return True
+
+    async def delete_due(self) -> int:
+        """Delete every registered temporary channel whose time has come (also after a restart)."""
+        done = 0
+        now = self.clock()
+        for ch in await self.registry.due(now, stale_before=now - STALE_IN_USE_SECONDS):
+            done += await self.delete(ch.channel_id)
+        return done
+
+    async def free_slots(self) -> int:
+        """The guild is full (Discord code 30013): delete `cdp-chat-*` channels per MAX_CHANNEL_DEL_TYPE
+        (ALL = all of them, OLDEST = the oldest), sparing channels of live requests. Returns how many
+        were deleted (0 = nothing could be freed)."""
+        mode = self.settings.MAX_CHANNEL_DEL_TYPE
+        if not mode:
+            return 0
+        try:
+            channels = await self.rest.list_guild_channels(self.settings.GUILD_ID)
+            victims = select_to_free(mode, channels, await self._registered(), now=time.time(),
+                                     stale_after=STALE_IN_USE_SECONDS, keep_ids=self.keep_ids)
+            log.warning("guild channel limit reached; deleting temporary channels",
+                        extra={"mode": mode, "count": len(victims)})
+            deleted, _ = await self._delete_each(victims)
+        except DiscordError as exc:
+            log.warning("could not free channel slots", extra={"status": exc.status, "code": exc.code})
+            return 0
+        return deleted
+
+    async def sweep(self, now: float | None = None) -> int:
+        """Delete `cdp-chat-*` channels older than CHANNEL_SWEEP_AGE that no live request uses, also
+        ones the registry never knew or lost (crash, restart of the in-memory store)."""
+        s = self.settings
+        if s.CHANNEL_SWEEP_AGE <= 0 or s.CHANNEL_AUTO_DEL_TIME <= 0:
+            return 0  # sweep off, or the user keeps conversation channels (CHANNEL_AUTO_DEL_TIME=0)
+        now = time.time() if now is None else now
+        channels = await self.rest.list_guild_channels(s.GUILD_ID)
+        stray = select_stray(channels, await self._registered(), now=now, min_age=s.CHANNEL_SWEEP_AGE,
+                             stale_after=STALE_IN_USE_SECONDS, keep_ids=self.keep_ids)
+        if stray:
+            log.info("deleting stray temporary channels", extra={"count": len(stray),
+                                                                 "channel_ids": [c["id"] for c in stray]})
+        deleted, _ = await self._delete_each(stray)
+        return deleted
+
+    async def delete_all(self) -> tuple[int, int]:
+        """Every `cdp-chat-*` channel of the guild except configured ones (GET /api/channel/del/all/cdp,
+        as the original: also channels of requests in progress). Returns (deleted, failed)."""
+        channels = await self.rest.list_guild_channels(self.settings.GUILD_ID)
+        return await self._delete_each(temp_channels(channels, self.keep_ids))
+
+    async def _registered(self) -> dict[str, TempChannel]:
+        return {c.channel_id: c for c in await self.registry.all()}
+
+    async def _delete_each(self, channels: list[dict]) -> tuple[int, int]:
+        deleted = failed = 0
+        for c in channels:
+            if await self.delete(str(c["id"])):
+                deleted += 1
+            else:
+                failed += 1
+        return deleted, failed
+
+    async def aclose(self) -> None:
+        """Cancel the pending background deletions: they stay in the registry for the cleanup job."""
+        for task in list(self._tasks):
+            task.cancel()
