@@ -48,6 +48,7 @@ def test_missing_and_wrong_keys_are_401(http):
     ({"model": "gpt-4o", "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
     ({"model": "gpt-4o", "messages": OK_MESSAGES, "n": 2}, "n"),
     ({"model": "gpt-4o", "messages": OK_MESSAGES, "channelId": "general"}, "channelId"),
+    ({"model": "gpt-4o", "messages": OK_MESSAGES, "channelId": "123456789012345678\n"}, "channelId"),
     ({"model": "gpt-4o", "messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "messages.0.content"),
     ({"model": "", "messages": OK_MESSAGES}, "model"),
 ])

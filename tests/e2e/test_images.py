@@ -119,6 +119,7 @@ async def test_coze_error_texts_become_errors(stack):
     ({"prompt": "a cat", "n": 50}, "n"),
     ({"prompt": "a cat", "response_format": "png"}, "response_format"),
     ({"prompt": "a cat", "channelId": "general"}, "channelId"),
+    ({"prompt": "a cat", "channelId": "12345678901234"}, "channelId"),
 ])
 def test_bad_image_requests_are_400_and_post_nothing(stack, body, param):
     before = len(stack.fake.created_channels())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from cdp.app import errors as se
 from cdp.entry.openai import errors as oe
 from cdp.entry.openai.wire import (
     SSE_DONE,
@@ -39,5 +40,21 @@ def test_error_bodies_and_headers():
     err = oe.rate_limited(7)
     assert err.status == 429 and err.headers["Retry-After"] == "7"
     assert set(err.body()["error"]) == {"message", "type", "param", "code"}
-    assert oe.timeout(3).headers["x-should-retry"] == "false" and oe.timeout(3).status == 504
-    assert oe.model_not_found("x").status == 404 and oe.invalid_api_key().status == 401
+    timeout = oe.from_service_error(se.timeout(3))
+    assert timeout.headers["x-should-retry"] == "false" and timeout.status == 504
+    assert timeout.message == "The Coze bot did not answer within 3s." and timeout.type == "timeout"
+    assert oe.from_service_error(se.model_not_found("x")).status == 404 and oe.invalid_api_key().status == 401
+
+
+def test_service_errors_map_to_openai_statuses():
+    cases = [(se.invalid_request("bad", param="messages"), 400, {}),
+             (se.context_length_exceeded(9, 5), 400, {}),
+             (se.model_not_found("x"), 404, {}),
+             (se.unavailable("later", 12), 503, {"Retry-After": "12"}),
+             (se.upstream_error("down"), 502, {}),
+             (se.upstream_error("posted", retry=False), 502, {"x-should-retry": "false"}),
+             (se.timeout(3), 504, {"x-should-retry": "false"})]
+    for err, status, headers in cases:
+        mapped = oe.from_service_error(err)
+        assert (mapped.status, mapped.headers, mapped.message) == (status, headers, err.message)
+        assert mapped.param == err.param and mapped.code == err.code

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
 from cdp.app import errors as se
@@ -65,7 +66,7 @@ class Progress:
 
 @dataclass
 class Conversation:
-    """A prompt that has been posted; iterate `updates()` until a Progress with decision.done."""
+    """A prompt that has been posted: stream it with `updates()` or await `result()`, then close it."""
 
     spec: ChatSpec
     prompt: str
@@ -78,20 +79,23 @@ class Conversation:
     account: str = ""  # fingerprint of the user account that posted the prompt
     coze_bot_id: str = ""
 
-    async def updates(self, heartbeat: float | None = None) -> AsyncIterator[Progress]:
-        """Yield on every change of the reply, and every `heartbeat` seconds without one.
+    @property
+    def timeout_seconds(self) -> float:
+        """The effective timeout: the `out-time` header if sent, else REQUEST_OUT_TIME in total
+        (non-stream) or STREAM_REQUEST_OUT_TIME between two updates (stream), as in the original."""
+        if self.spec.timeout is not None:
+            return self.spec.timeout
+        s = self._service.settings
+        return s.STREAM_REQUEST_OUT_TIME if self.spec.stream else s.REQUEST_OUT_TIME
 
-        Timeouts: non-stream requests have one total deadline (REQUEST_OUT_TIME); stream requests
-        allow STREAM_REQUEST_OUT_TIME between two updates, as in the original.
-        """
+    async def updates(self, heartbeat: float | None = None) -> AsyncIterator[Progress]:
+        """Yield on every change of the reply, and every `heartbeat` seconds without one; the last
+        Progress yielded has decision.done. Timeouts: see `timeout_seconds` (an `out-time` header is
+        a total deadline for streams too)."""
         s = self._service.settings
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        if self.spec.timeout is not None:
-            total = self.spec.timeout
-        else:
-            total = s.STREAM_REQUEST_OUT_TIME if self.spec.stream else s.REQUEST_OUT_TIME
-        deadline = start + total
+        total = self.timeout_seconds
+        deadline = loop.time() + total
         revision: tuple = ()
         last_change_at: float | None = None
         snapshot = ReplySnapshot(self.prompt_message_id)
@@ -127,6 +131,20 @@ class Conversation:
                 yield Progress(view, decision, changed)
             if decision.done:
                 return
+
+    async def result(self, client_gone: Callable[[], Awaitable[bool]] | None = None,
+                     check_every: float = 5.0) -> Progress | None:
+        """Await the complete reply (non-streamed requests): its last Progress, decision.done.
+
+        `client_gone` is asked every `check_every` seconds while the reply is incomplete; once it
+        says yes, waiting stops and the result is None (nobody is left to answer)."""
+        last: Progress | None = None
+        async with aclosing(self.updates(heartbeat=check_every)) as updates:
+            async for last in updates:
+                if not last.decision.done and client_gone is not None and await client_gone():
+                    return None
+        assert last is not None and last.decision.done
+        return last
 
     def close(self) -> None:
         """Always called when the request ends (answered, failed or client gone).

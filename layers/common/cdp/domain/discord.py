@@ -17,7 +17,7 @@ DEFAULT_USER_AGENT = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 "
     "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 )
-_SNOWFLAKE = re.compile(r"^\d{15,21}$")
+_SNOWFLAKE = re.compile(r"\d{15,21}")
 
 # Discord JSON error codes we act on.
 CODE_MAX_CHANNELS = 30013
@@ -26,7 +26,7 @@ CODE_INVALID_FORM = 50035
 
 def is_snowflake(value: object) -> bool:
     """A Discord id: 15 to 21 digits (guilds, channels, users, messages)."""
-    return isinstance(value, str) and _SNOWFLAKE.match(value) is not None
+    return isinstance(value, str) and _SNOWFLAKE.fullmatch(value) is not None  # not `$`: it accepts a trailing \n
 
 
 def new_nonce() -> str:

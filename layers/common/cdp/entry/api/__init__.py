@@ -1,1 +1,1 @@
-"""FastAPI app: OpenAI routes, health, auth, error mapping. Same app for uvicorn, Mangum and LWA."""
+"""The HTTP API: one FastAPI app (app.create_app) for uvicorn, Mangum and LWA; a router per module."""

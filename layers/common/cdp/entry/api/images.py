@@ -25,11 +25,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cdp.adapters.blobs import BlobStore, BlobStoreError, LocalBlobStore, make_blob_store
 from cdp.adapters.media import ImageFetchError, fetch_image, http_client
+from cdp.app import errors as se
 from cdp.app.conversation import ChatSpec
-from cdp.app.errors import ServiceError
+from cdp.domain.discord import is_snowflake
 from cdp.domain.images import drawing_prompt, extract_image_urls, revised_prompt
+from cdp.entry.api.common import ApiKey, coze_error_to_openai, json_body, out_time, validation_to_openai
 from cdp.entry.api.runtime import Runtime
 from cdp.entry.openai import errors as oe
+from cdp.settings import Settings
 
 log = logging.getLogger("cdp.entry.api.images")
 
@@ -60,7 +63,7 @@ class ImagesRequest(BaseModel):
     @field_validator("channelId")
     @classmethod
     def _channel(cls, v: str | None) -> str | None:
-        if v is not None and v != "" and not (v.isdigit() and 15 <= len(v) <= 21):
+        if v is not None and v != "" and not is_snowflake(v):
             raise ValueError("channelId must be a Discord channel id (15-21 digits)")
         return v or None
 
@@ -71,29 +74,24 @@ class Drawn:
     mime: str
 
 
-def images_router(runtime: Runtime) -> APIRouter:
-    # Imported here: cdp.entry.api.app includes this router from inside create_app.
-    from cdp.entry.api.app import _json_body, _out_time, _validation_to_openai, coze_error_to_openai
-
+def build_router(runtime: Runtime) -> APIRouter:
     settings = runtime.settings
     router = APIRouter()
     store: BlobStore = make_blob_store(settings)
 
     @router.post("/v1/images/generations", tags=["openai"], response_model=None)
-    async def images_generations(request: Request) -> Response:
-        authenticate = getattr(request.app.state, "authenticate", None)
-        api_key = authenticate(request) if authenticate else None
-        body = await _json_body(request)
+    async def images_generations(request: Request, api_key: ApiKey) -> Response:
+        body = await json_body(request)
         try:
             req = ImagesRequest.model_validate(body)
         except ValidationError as exc:
-            raise _validation_to_openai(exc) from None
+            raise validation_to_openai(exc) from None
         n = req.n or 1
         if n > settings.IMAGES_MAX_N:
             raise oe.invalid_request(f"n must be between 1 and {settings.IMAGES_MAX_N} (IMAGES_MAX_N): each "
                                      "image is one Coze conversation.", param="n")
         model = req.model or "dall-e-3"
-        timeout = _out_time(request)
+        timeout = out_time(request)
         rid = request.state.request_id
 
         async def one(i: int) -> tuple[list[Drawn], str]:
@@ -103,15 +101,13 @@ def images_router(runtime: Runtime) -> APIRouter:
                             raw_prompt=drawing_prompt(req.prompt))
             conv = await runtime.service.start(spec)
             try:
-                last = None
-                async for progress in conv.updates(heartbeat=5.0):
-                    last = progress
-                assert last is not None
+                last = await conv.result()
+                assert last is not None  # no client_gone check: it runs to the end
                 decision, view = last.decision, last.view
                 if decision.error is not None:
                     raise coze_error_to_openai(decision.error)
                 if decision.timeout_without_text:
-                    raise oe.timeout(timeout or settings.REQUEST_OUT_TIME)
+                    raise se.timeout(conv.timeout_seconds)
                 urls = extract_image_urls(view.text, view.image_urls)
                 if not urls:
                     log.warning("image request answered without an image", extra={"request_id": spec.request_id})
@@ -122,7 +118,9 @@ def images_router(runtime: Runtime) -> APIRouter:
                 drawn = await _download_all(urls, settings)
                 return drawn, revised_prompt(view.text, urls, req.prompt)
             finally:
-                conv.close()
+                # Awaited: the deletion is registered before the response leaves (a buffered Lambda
+                # may freeze right after, before a background task would run).
+                await conv.aclose()
 
         results = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
         images: list[tuple[Drawn, str]] = []
@@ -133,7 +131,7 @@ def images_router(runtime: Runtime) -> APIRouter:
             else:
                 images += [(d, r[1]) for d in r[0]]
         if not images:
-            err = next((e for e in errors if isinstance(e, oe.OpenAIError | ServiceError)), None)
+            err = next((e for e in errors if isinstance(e, oe.OpenAIError | se.ServiceError)), None)
             if err is not None:
                 raise err
             raise errors[0]
@@ -175,7 +173,7 @@ def images_router(runtime: Runtime) -> APIRouter:
     return router
 
 
-async def _download_all(urls: list[str], settings) -> list[Drawn]:
+async def _download_all(urls: list[str], settings: Settings) -> list[Drawn]:
     drawn: list[Drawn] = []
     problems: list[str] = []
     async with http_client(settings) as client:

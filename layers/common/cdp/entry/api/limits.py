@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cdp.entry.openai import errors as oe
 from cdp.ports import RateLimitStore
+from cdp.settings import Settings
 
 log = logging.getLogger("cdp.entry.api.limits")
 
@@ -77,7 +78,7 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send)
 
 
-def install(app: FastAPI, settings, store: RateLimitStore | None) -> None:
+def install(app: FastAPI, settings: Settings, store: RateLimitStore | None) -> None:
     """Add the limiter as the innermost middleware (inside CORS and request ids)."""
     if store is None or settings.REQUEST_RATE_LIMIT <= 0:
         return

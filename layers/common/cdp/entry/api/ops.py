@@ -1,4 +1,5 @@
-"""Operator routes: GET /api/status (behind the API key) and POST /interactions (Discord slash commands).
+"""Operator routes: GET /, GET /healthz, GET /api/status (behind the API key) and POST /interactions
+(Discord slash commands).
 
 `install(app)` adds the router, a counter of requests in flight (ASGI middleware) and a ring buffer of
 the last warnings/errors logged under `cdp.*` (secrets redacted). Both are per process: behind API
@@ -8,19 +9,20 @@ Gateway every Lambda environment has its own (there, /api/status shows that envi
 from __future__ import annotations
 
 import collections
-import hmac
 import logging
 import threading
 import time
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from cdp.domain.secrets import fingerprint, redact
 from cdp.entry import interactions
-from cdp.entry.openai import errors as oe
+from cdp.entry.api.common import operator_key, runtime_of
+from cdp.entry.api.runtime import Runtime
+from cdp.settings import Settings
 
 log = logging.getLogger("cdp.entry.api.ops")
 
@@ -165,28 +167,21 @@ class StatusResponse(BaseModel):
         "requests_in_flight": 1, "requests_total": 42, "last_errors": []}}}
 
 
-def _secrets(settings) -> list[str]:
+def _secrets(settings: Settings) -> list[str]:
     return [t for t in [*settings.user_tokens, settings.BOT_TOKEN, *settings.api_keys] if t]
 
 
-async def collect_status(runtime) -> dict[str, Any]:
+async def collect_status(runtime: Runtime) -> dict[str, Any]:
     """The facts of GET /api/status and `/cdp status`, from the runtime's service and listener."""
     settings, service = runtime.settings, runtime.service
     now = time.time()
     gateway = runtime.gateway.to_dict()
-    accounts: list[dict[str, Any]] = []
-    bots: list[dict[str, Any]] = []
     bot_config = None
-    own = getattr(service, "status", None)
-    facts = None
-    if callable(own):  # the account pool reports health itself
-        try:
-            facts = own()
-            if hasattr(facts, "__await__"):
-                facts = await facts
-        except Exception as exc:  # the health store unreachable: still answer, with "unknown" health
-            log.warning("status: could not read account health", extra={"error": type(exc).__name__})
-            facts = None
+    try:  # the account pool reports health itself
+        facts = await service.status()
+    except Exception as exc:  # the health store unreachable: still answer, with "unknown" health
+        log.warning("status: could not read account health", extra={"error": type(exc).__name__})
+        facts = None
     if facts is not None:
         accounts, bots = _listed(facts.get("accounts"), "accounts"), _listed(facts.get("bots"), "bots")
         bot_config = facts.get("bot_config")
@@ -203,7 +198,7 @@ async def collect_status(runtime) -> dict[str, Any]:
     errors = [{**e, "message": redact(str(e["message"]), *secrets)} for e in list(RECENT_ERRORS.records)]
     usable = by_health.get("healthy", 0) + by_health.get("unknown", 0)
     ok = bool(gateway.get("ready", runtime.gateway.ready)) and (usable > 0 or not accounts)
-    started = getattr(runtime, "started_at", 0.0) or None
+    started = runtime.started_at or None
     return {
         "status": "ok" if ok else "degraded",
         "mode": "demo" if runtime.demo_notice else "discord",
@@ -266,27 +261,30 @@ class RuntimeOperations:
 router = APIRouter()
 
 
-def _authenticate(request: Request, keys: list[str]) -> None:
-    """API key as `Authorization: Bearer <key>` or `proxy-secret: <key>` (PROXY_SECRET; none = open)."""
-    if not keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    given = token.strip() if scheme.lower() == "bearer" else ""
-    given = given or request.headers.get("proxy-secret", "").strip()
-    if not given:
-        raise oe.invalid_api_key()
-    matched = [hmac.compare_digest(given.encode(), k.encode()) for k in keys]
-    if not any(matched):
-        raise oe.invalid_api_key()
+@router.get("/", include_in_schema=False)
+async def root() -> dict[str, Any]:
+    return {"name": "coze-discord-proxy", "openai_base_url": "/v1", "health": "/healthz"}
 
 
-@router.get("/api/status", tags=["ops"], response_model=StatusResponse,
+@router.get("/healthz", tags=["ops"], summary="200 once the Discord gateway session is READY, else 503")
+async def healthz(request: Request) -> JSONResponse:
+    runtime = runtime_of(request)
+    gw = runtime.gateway
+    body: dict[str, Any] = {"status": "ok" if gw.ready else "unavailable", "gateway": gw.to_dict(),
+                            "mode": "demo" if runtime.demo_notice else "discord",
+                            "store": runtime.settings.CDP_STORE}
+    if runtime.demo_notice:
+        body["warning"] = runtime.demo_notice
+    if not gw.ready:
+        body["reason"] = gw.to_dict().get("fix") or gw.to_dict().get("detail") or "gateway not ready"
+    return JSONResponse(body, status_code=200 if gw.ready else 503)
+
+
+@router.get("/api/status", tags=["ops"], response_model=StatusResponse, dependencies=[Depends(operator_key)],
             summary="Gateway state, accounts and bots by health, temporary channels, requests in flight, "
                     "last errors (API key required)")
 async def api_status(request: Request) -> dict[str, Any]:
-    runtime = request.app.state.runtime
-    _authenticate(request, runtime.settings.api_keys)
-    return await collect_status(runtime)
+    return await collect_status(runtime_of(request))
 
 
 @router.post("/interactions", tags=["ops"], include_in_schema=True,

@@ -8,16 +8,16 @@ failures add `detail`, an English explanation. A missing or wrong `proxy-secret`
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from cdp.domain.discord import DiscordError
+from cdp.domain.discord import DiscordError, is_snowflake
+from cdp.entry.api.common import KeyCheck, runtime_of
 
 log = logging.getLogger("cdp.entry.api.original")
 
@@ -81,6 +81,16 @@ def fail(message: str, detail: str | None = None, status: int = 200) -> JSONResp
     return JSONResponse(body, status_code=status)
 
 
+class Refused(Exception):
+    """A wrong or missing proxy-secret, raised by the key check; answered as the original does."""
+
+    def response(self) -> JSONResponse:
+        return fail(MSG_UNAUTHORIZED, "send one of PROXY_SECRET's keys in the header proxy-secret", status=401)
+
+
+original_key = KeyCheck("proxy-secret", refuse=Refused)
+
+
 def ok(**body: Any) -> JSONResponse:
     return JSONResponse({"success": True, **body})
 
@@ -107,39 +117,30 @@ async def _parse(request: Request, model: type[BaseModel]) -> BaseModel | JSONRe
         return fail(MSG_INVALID, f"field {field}: {err.get('msg', 'invalid value')}")
 
 
-def _is_id(value: str) -> bool:
-    return value.isdigit() and 15 <= len(value) <= 21
+def install(app: FastAPI) -> None:
+    """Called by create_app unless ONLY_OPENAI_API: the routes, and the original's 401 body."""
+
+    async def refused(request: Request, exc: Refused) -> JSONResponse:
+        return exc.response()
+
+    app.add_exception_handler(Refused, refused)
+    app.include_router(build_router())
 
 
-def build_router(settings) -> APIRouter:
-    keys = [k.encode() for k in settings.api_keys]
-
-    def denied(request: Request) -> JSONResponse | None:
-        if not keys:
-            return None
-        given = request.headers.get("proxy-secret", "").strip().encode()
-        matched = [hmac.compare_digest(given, k) for k in keys]  # no early exit: constant time
-        if given and any(matched):
-            return None
-        return fail(MSG_UNAUTHORIZED, "send one of PROXY_SECRET's keys in the header proxy-secret",
-                    status=401)
-
-    router = APIRouter(prefix="/api", tags=["original api"], responses=_RESPONSES)
-
-    def runtime(request: Request):
-        return request.app.state.runtime
+def build_router() -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["original api"], responses=_RESPONSES,
+                       dependencies=[Depends(original_key)])
+    runtime = runtime_of  # the routes below read settings and service from it
 
     @router.post("/channel/create", summary="创建频道 / create a channel",
                  responses={200: {"model": DataResponse | MessageResponse}},
                  openapi_extra={**_body_doc(ChannelCreateRequest), **_AUTH_DOC})
     async def channel_create(request: Request):
-        if (refused := denied(request)) is not None:
-            return refused
         req = await _parse(request, ChannelCreateRequest)
         if isinstance(req, JSONResponse):
             return req
         assert isinstance(req, ChannelCreateRequest)
-        if req.parentId and not _is_id(req.parentId):
+        if req.parentId and not is_snowflake(req.parentId):
             return fail(MSG_CREATE_CHANNEL_FAILED, "parentId must be a Discord channel id (15-21 digits)")
         rt = runtime(request)
         try:
@@ -153,8 +154,6 @@ def build_router(settings) -> APIRouter:
     @router.get("/channel/del/all/cdp", summary="删除全部CDP临时频道[谨慎调用] / delete every cdp-chat-* channel",
                 responses={200: {"model": MessageResponse}}, openapi_extra=_AUTH_DOC)
     async def channel_del_all(request: Request):
-        if (refused := denied(request)) is not None:
-            return refused
         rt = runtime(request)
         try:
             deleted, failed = await rt.service.keeper.delete_all()
@@ -168,9 +167,7 @@ def build_router(settings) -> APIRouter:
     @router.get("/channel/del/{id}", summary="删除频道 / delete a channel", responses={200: {"model": MessageResponse}},
                 openapi_extra=_AUTH_DOC)
     async def channel_del(id: str, request: Request):
-        if (refused := denied(request)) is not None:
-            return refused
-        if not _is_id(id):
+        if not is_snowflake(id):
             return fail(MSG_DELETE_CHANNEL_FAILED, "the id must be a Discord channel id (15-21 digits)")
         rt = runtime(request)
         try:
@@ -186,15 +183,13 @@ def build_router(settings) -> APIRouter:
     @router.post("/thread/create", summary="创建线程 / create a thread", responses={200: {"model": DataResponse | MessageResponse}},
                  openapi_extra={**_body_doc(ThreadCreateRequest), **_AUTH_DOC})
     async def thread_create(request: Request):
-        if (refused := denied(request)) is not None:
-            return refused
         req = await _parse(request, ThreadCreateRequest)
         if isinstance(req, JSONResponse):
             return req
         assert isinstance(req, ThreadCreateRequest)
         if req.archiveDuration not in ARCHIVE_DURATIONS:
             return fail(MSG_THREAD_DURATION, "archiveDuration must be 60, 1440, 4320 or 10080 (minutes)")
-        if not _is_id(req.channelId):
+        if not is_snowflake(req.channelId):
             return fail(MSG_CREATE_THREAD_FAILED, "channelId must be a Discord channel id (15-21 digits)")
         rt = runtime(request)
         try:

@@ -27,20 +27,9 @@ def invalid_request(message: str, param: str | None = None, code: str | None = N
     return OpenAIError(400, message, param=param, code=code)
 
 
-def context_length_exceeded(tokens: int, limit: int) -> OpenAIError:
-    return OpenAIError(400, f"This prompt is {tokens} tokens long, over the limit of {limit} tokens "
-                            "(MESSAGE_MAX_TOKEN). Shorten the messages.",
-                       param="messages", code="context_length_exceeded")
-
-
 def invalid_api_key() -> OpenAIError:
     return OpenAIError(401, "Incorrect API key provided. Send it as 'Authorization: Bearer <PROXY_SECRET key>'.",
                        code="invalid_api_key")
-
-
-def model_not_found(model: str) -> OpenAIError:
-    return OpenAIError(404, f"The model '{model}' does not exist or your key may not use it.",
-                       param="model", code="model_not_found")
 
 
 def not_found(path: str) -> OpenAIError:
@@ -67,12 +56,6 @@ def upstream_error(message: str, code: str = "upstream_error", status: int = 502
     return OpenAIError(status, message, type="server_error", code=code, headers=headers)
 
 
-def timeout(seconds: float) -> OpenAIError:
-    # The prompt is already posted: a retry would post it again, so tell the SDK not to.
-    return OpenAIError(504, f"The Coze bot did not answer within {seconds:g}s.", type="timeout",
-                       code="timeout", headers={"x-should-retry": "false"})
-
-
 def from_service_error(err: ServiceError) -> OpenAIError:
     """The one mapping of the use cases' errors to OpenAI's status codes and headers."""
     if err.kind is ErrorKind.INVALID_REQUEST or err.kind is ErrorKind.CONTEXT_TOO_LONG:
@@ -82,6 +65,7 @@ def from_service_error(err: ServiceError) -> OpenAIError:
     if err.kind is ErrorKind.UNAVAILABLE:
         return unavailable(err.message, err.retry_after or 60, code=err.code or "no_available_account")
     if err.kind is ErrorKind.TIMEOUT:
+        # The prompt is already posted: a retry would post it again, so tell the SDK not to.
         return OpenAIError(504, err.message, type="timeout", code=err.code or "timeout",
                            headers={"x-should-retry": "false"})
     return upstream_error(err.message, code=err.code or "upstream_error", retry=err.retryable)

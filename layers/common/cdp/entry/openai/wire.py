@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cdp.domain.discord import is_snowflake
+
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 _PART_TYPES = {"text", "input_text", "image_url", "input_image", "file", "input_file"}
 
@@ -61,7 +63,7 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("channelId")
     @classmethod
     def _channel(cls, v: str | None) -> str | None:
-        if v is not None and not (v.isdigit() and 15 <= len(v) <= 21):
+        if v is not None and not is_snowflake(v):
             raise ValueError("channelId must be a Discord channel id (15-21 digits)")
         return v or None
 

@@ -1,0 +1,130 @@
+"""POST /v1/chat/completions: a ChatSpec for the conversation use case, its reply as one OpenAI
+completion or as an SSE stream of chunks."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from cdp.app import errors as se
+from cdp.app.conversation import ChatSpec, Conversation
+from cdp.domain.stream import DeltaAssembler
+from cdp.domain.tokens import count_tokens
+from cdp.entry.api.common import ApiKey, coze_error_to_openai, json_body, out_time, validation_to_openai
+from cdp.entry.api.runtime import Runtime
+from cdp.entry.openai import errors as oe
+from cdp.entry.openai.wire import (
+    SSE_DONE,
+    SSE_PING,
+    ChatCompletionRequest,
+    chunk_body,
+    completion_body,
+    sse,
+    usage,
+    usage_chunk_body,
+)
+
+log = logging.getLogger("cdp.entry.api.chat")
+
+SSE_KEEPALIVE_SECONDS = 10.0
+DISCONNECT_CHECK_SECONDS = 5.0  # how often a non-streamed request checks that its client is still there
+MAX_DELTA_CHARS = 8000  # keeps every SSE line far below the 64 KiB clients accept
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+
+
+def build_router(runtime: Runtime) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/v1/chat/completions", tags=["openai"], response_model=None)
+    async def chat_completions(request: Request, api_key: ApiKey) -> Response:
+        body = await json_body(request)
+        try:
+            req = ChatCompletionRequest.model_validate(body)
+        except Exception as exc:  # pydantic.ValidationError
+            raise validation_to_openai(exc) from None
+        spec = ChatSpec(
+            request_id=request.state.request_id, model=req.model,
+            messages=[m.model_dump(exclude_none=True) for m in req.messages], stream=req.stream,
+            channel_id=req.channelId, timeout=out_time(request), api_key=api_key)
+        conv = await runtime.service.start(spec)  # raises ServiceError before anything is streamed
+        completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(
+                _stream(conv, completion_id, created, req.model, include_usage),
+                media_type="text/event-stream", headers={**STREAM_HEADERS, "x-should-retry": "false"})
+        try:
+            return await _complete(request, conv, completion_id, created, req.model)
+        finally:
+            await conv.aclose()
+
+    return router
+
+
+async def _complete(request: Request, conv: Conversation, cid: str, created: int, model: str) -> Response:
+    last = await conv.result(client_gone=request.is_disconnected, check_every=DISCONNECT_CHECK_SECONDS)
+    if last is None:
+        log.info("client went away before the reply completed", extra={"request_id": conv.spec.request_id})
+        return Response(status_code=499)
+    decision, view = last.decision, last.view
+    if decision.error is not None:
+        raise coze_error_to_openai(decision.error)
+    if decision.timeout_without_text:
+        raise se.timeout(conv.timeout_seconds)
+    body = completion_body(id=cid, created=created, model=model, content=view.text,
+                           finish_reason=decision.finish_reason or "stop",
+                           usage=usage(conv.prompt_tokens, count_tokens(view.text)))
+    return JSONResponse(body, headers={"x-should-retry": "false"})
+
+
+async def _stream(conv: Conversation, cid: str, created: int, model: str,
+                  include_usage: bool) -> AsyncIterator[bytes]:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return sse(chunk_body(id=cid, created=created, model=model, delta=delta, finish_reason=finish))
+
+    def content_chunks(text: str) -> list[bytes]:
+        return [chunk({"content": text[i:i + MAX_DELTA_CHARS]}) for i in range(0, len(text), MAX_DELTA_CHARS)]
+
+    assembler = DeltaAssembler()
+    try:
+        yield chunk({"role": "assistant", "content": ""})  # headers + first chunk at once
+        last = None
+        async for progress in conv.updates(heartbeat=SSE_KEEPALIVE_SECONDS):
+            last = progress
+            if progress.decision.done:
+                break
+            if progress.changed:
+                delta = assembler.update(progress.view.text)
+                for frame in content_chunks(delta):
+                    yield frame
+            else:
+                yield SSE_PING
+        assert last is not None
+        decision, view = last.decision, last.view
+        if decision.error is not None or decision.timeout_without_text:
+            err = (coze_error_to_openai(decision.error) if decision.error is not None
+                   else oe.from_service_error(se.timeout(conv.timeout_seconds)))
+            yield sse(err.body())
+            yield SSE_DONE
+            return
+        for frame in content_chunks(assembler.finish(view.text)):
+            yield frame
+        if assembler.diverged:
+            log.warning("Coze rewrote text that was already streamed; the streamed answer differs from "
+                        "the final one", extra={"request_id": conv.spec.request_id})
+        yield chunk({}, decision.finish_reason or "stop")
+        if include_usage:
+            yield sse(usage_chunk_body(id=cid, created=created, model=model,
+                                       usage=usage(conv.prompt_tokens, count_tokens(view.text))))
+        yield SSE_DONE
+    finally:
+        # Not `await conv.aclose()`: this runs when the client goes and the generator is cancelled,
+        # where awaiting is unsafe; close() schedules the deletion as a task the channel keeper keeps.
+        conv.close()

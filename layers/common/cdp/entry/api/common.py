@@ -1,0 +1,112 @@
+"""What every router shares: the runtime, JSON bodies, the `out-time` header, the key check, and
+turning validation errors and Coze's error texts into OpenAI errors."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from cdp.domain.coze import CozeError, CozeErrorKind
+from cdp.entry.api.runtime import Runtime
+from cdp.entry.openai import errors as oe
+
+BEARER = "bearer"  # a KeyCheck source: `Authorization: Bearer <key>`
+
+
+def runtime_of(request: Request) -> Runtime:
+    """The Runtime create_app stored on the app."""
+    return request.app.state.runtime
+
+
+class KeyCheck:
+    """The one key check, a FastAPI dependency: PROXY_SECRET's keys (comma-separated; none = open API).
+
+    `sources` are read in order, the first non-empty one is the caller's key: BEARER or a header name.
+    `refuse` builds the exception for a missing or wrong key (each API family keeps its error shape).
+    Returns the caller's key, which also selects bot_config.json entries (sent without keys set too).
+    """
+
+    def __init__(self, *sources: str, refuse: Callable[[], Exception]) -> None:
+        self.sources = sources
+        self.refuse = refuse
+
+    def __call__(self, request: Request) -> str | None:
+        given = next(filter(None, (self._read(request, s) for s in self.sources)), "")
+        keys = runtime_of(request).settings.api_keys
+        if not keys:
+            return given or None
+        # Compare with every key (no early exit) so timing says nothing about which one matched.
+        matched = [hmac.compare_digest(given.encode(), k.encode()) for k in keys]
+        if not given or not any(matched):
+            raise self.refuse()
+        return given
+
+    @staticmethod
+    def _read(request: Request, source: str) -> str:
+        if source != BEARER:
+            return request.headers.get(source, "").strip()
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+
+
+# The OpenAI routes take the key as a bearer token; /api/status also as `proxy-secret`.
+openai_key = KeyCheck(BEARER, refuse=oe.invalid_api_key)
+operator_key = KeyCheck(BEARER, "proxy-secret", refuse=oe.invalid_api_key)
+ApiKey = Annotated[str | None, Depends(openai_key)]
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 that says what is wrong with it."""
+    raw = await request.body()
+    if not raw.strip():
+        raise oe.invalid_request("The request body is empty; send a JSON object.")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise oe.invalid_request(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise oe.invalid_request("The request body must be a JSON object.")
+    return body
+
+
+def out_time(request: Request) -> float | None:
+    """The `out-time` header (seconds, 0 < t <= 900): overrides the settings' timeouts."""
+    raw = request.headers.get("out-time")
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise oe.invalid_request("Header out-time must be a number of seconds.", param="out-time") from None
+    if not 0 < value <= 900:
+        raise oe.invalid_request("Header out-time must be between 0 and 900 seconds.", param="out-time")
+    return value
+
+
+def validation_to_openai(exc: Exception) -> oe.OpenAIError:
+    """A pydantic/FastAPI validation error as OpenAI's 400, naming the first wrong parameter."""
+    errors = getattr(exc, "errors", lambda: [])()
+    if not errors:
+        return oe.invalid_request(str(exc))
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
+    param = ".".join(loc) or None
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if first.get("type") == "missing":
+        msg = f"Missing required parameter: '{param}'."
+    elif param:
+        msg = f"Invalid value for '{param}': {msg}"
+    return oe.invalid_request(msg, param=param)
+
+
+def coze_error_to_openai(err: CozeError) -> oe.OpenAIError:
+    """Coze's own texts never reach the client as an error message (one-api reads words like 'credit')."""
+    code = {CozeErrorKind.USER_LIMIT: "coze_account_limited", CozeErrorKind.BOT_LIMIT: "coze_bot_limited"}
+    if err.kind in code:
+        return oe.OpenAIError(503, err.public_message, type="server_error", code=code[err.kind],
+                              headers={"Retry-After": "3600", "x-should-retry": "false"})
+    return oe.upstream_error(err.public_message, code="coze_error", retry=False)
