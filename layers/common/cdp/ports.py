@@ -202,6 +202,19 @@ class PromptLedger(Protocol):
         ...
 
 
+class Notifier(Protocol):
+    """Where operator alerts go (cdp.adapters.telegram)."""
+
+    @property
+    def enabled(self) -> bool:
+        """False when not configured: alerts are then dropped silently."""
+        ...
+
+    async def send(self, text: str, key: str) -> bool:
+        """Deliver `text`; True if accepted. Never raises (`key` names the alert in logs)."""
+        ...
+
+
 class BlobStoreError(RuntimeError):
     """The blob store could not be reached or refused the operation (message safe to show)."""
 

@@ -32,7 +32,7 @@ from cdp.domain.housekeeping import (
     temp_channels,
 )
 from cdp.domain.model import TempChannel
-from cdp.ports import ChannelRegistry
+from cdp.ports import ChannelRegistry, DiscordRestPort
 from cdp.settings import Settings
 
 log = logging.getLogger("cdp.app.channels")
@@ -45,7 +45,7 @@ RISK_ALERT_AFTER_FAILURES = 3
 class ChannelKeeper:
     """Creates, registers and deletes temporary channels; keeps the background deletions alive."""
 
-    def __init__(self, settings: Settings, rest, registry: ChannelRegistry, *,
+    def __init__(self, settings: Settings, rest: DiscordRestPort, registry: ChannelRegistry, *,
                  keep_ids: Collection[str] = (), clock: Callable[[], float] = time.time,
                  alerts: Alerts | None = None) -> None:
         self.settings = settings

@@ -17,7 +17,7 @@ from cdp.app.scheduler import Scheduler, daily, every
 from cdp.domain.discord import DiscordError, DiscordUnauthorized, DiscordVerificationRequired, new_nonce
 from cdp.domain.routing import BotEntry
 from cdp.domain.schedule import parse_time_of_day, zone
-from cdp.ports import BlobStore, Stores
+from cdp.ports import BlobStore, DiscordRestPort, Stores
 from cdp.settings import Settings
 
 log = logging.getLogger("cdp.app.jobs")

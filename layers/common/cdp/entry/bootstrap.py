@@ -82,6 +82,7 @@ def make_router(settings: Settings, entries: Sequence[BotEntry] | None = None) -
 def make_service(settings: Settings, stores: Stores, rest=None, presence: ListenerPresence | None = None,
                  router: Router | None = None):
     from cdp.adapters.store.memory import MemoryAlertStore, MemoryHealthStore, MemoryRateLimitStore
+    from cdp.adapters.telegram import TelegramNotifier
     from cdp.app.alerts import Alerts
     from cdp.app.conversation import ConversationService
     from cdp.app.pool import AccountPool, BotHealth
@@ -92,7 +93,7 @@ def make_service(settings: Settings, stores: Stores, rest=None, presence: Listen
         stores.ratelimits = MemoryRateLimitStore()
     if stores.alerts is None:
         stores.alerts = MemoryAlertStore()
-    alerts = Alerts.from_settings(settings, stores.alerts)
+    alerts = Alerts(TelegramNotifier.from_settings(settings), stores.alerts, tz=settings.TZ)
     kw = {"tz": settings.TZ, "reset_time": settings.DAILY_RESET_TIME, "alerts": alerts}
     return ConversationService(settings, rest or make_rest(settings), stores.replies, stores.channels,
                                presence=presence or stores.presence, router=router or make_router(settings),

@@ -22,7 +22,6 @@ from cdp.domain.secrets import fingerprint, redact
 from cdp.entry import interactions
 from cdp.entry.api.common import operator_key, runtime_of
 from cdp.entry.api.runtime import Runtime
-from cdp.settings import Settings
 
 log = logging.getLogger("cdp.entry.api.ops")
 
@@ -167,10 +166,6 @@ class StatusResponse(BaseModel):
         "requests_in_flight": 1, "requests_total": 42, "last_errors": []}}}
 
 
-def _secrets(settings: Settings) -> list[str]:
-    return [t for t in [*settings.user_tokens, settings.BOT_TOKEN, *settings.api_keys] if t]
-
-
 async def collect_status(runtime: Runtime) -> dict[str, Any]:
     """The facts of GET /api/status and `/cdp status`, from the runtime's service and listener."""
     settings, service = runtime.settings, runtime.service
@@ -194,7 +189,7 @@ async def collect_status(runtime: Runtime) -> dict[str, Any]:
     except Exception as exc:
         log.warning("status: could not list temporary channels", extra={"error": type(exc).__name__})
         channels = []
-    secrets = _secrets(settings)
+    secrets = settings.secrets()
     errors = [{**e, "message": redact(str(e["message"]), *secrets)} for e in list(RECENT_ERRORS.records)]
     usable = by_health.get("healthy", 0) + by_health.get("unknown", 0)
     ok = bool(gateway.get("ready", runtime.gateway.ready)) and (usable > 0 or not accounts)
