@@ -11,8 +11,9 @@ from __future__ import annotations
 import pytest
 from cdp.sim import FakeDiscord
 
-from tests.e2e.conftest import MODES, coze_reply_text, fast_sim_config, start_stack
 from tests.e2e.test_chat import marker, user
+from tests.support.fake import fast_sim_config
+from tests.support.stack import MODES, coze_reply_text, start_stack
 
 EDIT_PAUSE = 4.0  # seconds between the Coze bot's edits
 

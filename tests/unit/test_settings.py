@@ -128,3 +128,11 @@ def test_dynamodb_settings_are_part_of_the_one_settings_model(monkeypatch):
     assert load_settings().aws_region == "eu-west-1"
     monkeypatch.setenv("AWS_REGION", "eu-central-1")
     assert load_settings().aws_region == "eu-central-1"
+
+
+def test_stream_holdback_defaults_to_none_and_refuses_negatives(monkeypatch):
+    assert load_settings().STREAM_HOLDBACK == 0  # each edit reaches the client at once
+    monkeypatch.setenv("STREAM_HOLDBACK", "-1")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "STREAM_HOLDBACK" in str(info.value)

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     REQUEST_OUT_TIME: float = Field(60, gt=0)
     STREAM_REQUEST_OUT_TIME: float = Field(60, gt=0)
     REPLY_IDLE_TIMEOUT: float = Field(15, gt=0)
+    # Characters a stream keeps back beyond the minimal tail (cdp.domain.stream): 0 = each edit at once.
+    STREAM_HOLDBACK: int = Field(0, ge=0, le=2000)
     REQUEST_RATE_LIMIT: int = Field(60, ge=0)
     MESSAGE_MAX_TOKEN: int = Field(128000, gt=0)
     MAX_CHANNEL_DEL_TYPE: Literal["ALL", "OLDEST", ""] = ""

@@ -1,1 +1,1 @@
-"""Pure domain logic: no I/O, no imports from api/, discord/, store adapters, boto3 or httpx."""
+"""Pure domain rules: no I/O, and nothing of cdp outside cdp.domain (checked in tests/unit/test_architecture.py)."""

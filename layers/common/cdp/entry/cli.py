@@ -50,7 +50,7 @@ async def _serve(settings: Settings, router: Router, demo_notice: str | None, wi
     service = make_service(settings, stores, rest, StatusPresence(listener.status) if listener else None,
                            router)
     status = listener.status if listener else ExternalListener()
-    app = create_app(Runtime(settings, service, status, demo_notice))
+    app = create_app(Runtime(settings, service, status, demo_notice, stores=stores))
     server = uvicorn.Server(uvicorn.Config(app, host=settings.HOST, port=settings.PORT, log_config=None,
                                            access_log=False, timeout_graceful_shutdown=5,
                                            # the client IP is TRUST_PROXY_HEADERS' call (cdp.entry.api.limits)

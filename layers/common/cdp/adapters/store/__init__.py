@@ -1,0 +1,1 @@
+"""Reply, channel and state stores: memory (one process) and dynamodb (AWS)."""

@@ -58,7 +58,8 @@ def build_router(runtime: Runtime) -> APIRouter:
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return StreamingResponse(
-                _stream(conv, completion_id, created, req.model, include_usage),
+                _stream(conv, completion_id, created, req.model, include_usage,
+                        DeltaAssembler(holdback=runtime.settings.STREAM_HOLDBACK)),
                 media_type="text/event-stream", headers={**STREAM_HEADERS, "x-should-retry": "false"})
         try:
             return await _complete(request, conv, completion_id, created, req.model)
@@ -85,14 +86,13 @@ async def _complete(request: Request, conv: Conversation, cid: str, created: int
 
 
 async def _stream(conv: Conversation, cid: str, created: int, model: str,
-                  include_usage: bool) -> AsyncIterator[bytes]:
+                  include_usage: bool, assembler: DeltaAssembler) -> AsyncIterator[bytes]:
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         return sse(chunk_body(id=cid, created=created, model=model, delta=delta, finish_reason=finish))
 
     def content_chunks(text: str) -> list[bytes]:
         return [chunk({"content": text[i:i + MAX_DELTA_CHARS]}) for i in range(0, len(text), MAX_DELTA_CHARS)]
 
-    assembler = DeltaAssembler()
     try:
         yield chunk({"role": "assistant", "content": ""})  # headers + first chunk at once
         last = None

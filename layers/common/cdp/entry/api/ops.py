@@ -22,6 +22,7 @@ from cdp.domain.secrets import fingerprint, redact
 from cdp.entry import interactions
 from cdp.entry.api.common import operator_key, runtime_of
 from cdp.entry.api.runtime import Runtime
+from cdp.ports import Stores
 
 log = logging.getLogger("cdp.entry.api.ops")
 
@@ -233,9 +234,9 @@ def _count(entries: list[dict[str, Any]]) -> dict[str, int]:
 class RuntimeOperations:
     """`/cdp` subcommands over a Runtime (cdp serve, and the Lambda follow-up)."""
 
-    def __init__(self, runtime, stores=None) -> None:
+    def __init__(self, runtime: Runtime, stores: Stores | None = None) -> None:
         self.runtime = runtime
-        self.stores = stores
+        self.stores = stores or runtime.stores
 
     async def status(self) -> dict[str, Any]:
         return await collect_status(self.runtime)

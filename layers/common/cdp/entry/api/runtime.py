@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cdp.app.conversation import ConversationService
+from cdp.ports import Stores
 from cdp.settings import Settings
 
 
@@ -33,3 +34,4 @@ class Runtime:
     gateway: GatewayHealth = field(default_factory=ExternalListener)
     demo_notice: str | None = None  # set in demo mode; shown at start-up and in /healthz
     started_at: float = 0.0
+    stores: Stores | None = None  # for the jobs that `/cdp cleanup` and `/cdp keepalive` run

@@ -82,12 +82,13 @@ def build_app(s: Settings | None = None):
     from cdp.entry.api.app import create_app
     from cdp.entry.api.runtime import ExternalListener, Runtime
 
-    s2, _, _, service = objects() if s is None else (s, None, None, None)
+    s2, stores, _, service = objects() if s is None else (s, None, None, None)
     if service is None:
         from cdp.entry.bootstrap import make_service, make_stores
 
-        service = make_service(s, make_stores(s))
-    return create_app(Runtime(s2, service, ExternalListener()))
+        stores = make_stores(s)
+        service = make_service(s, stores)
+    return create_app(Runtime(s2, service, ExternalListener(), stores=stores))
 
 
 def _config_error_response(exc: Exception) -> dict[str, Any]:
