@@ -1,4 +1,5 @@
-"""Operator routes: GET /, GET /healthz, GET /api/status (behind the API key) and POST /interactions
+"""Operator routes: GET /, GET /healthz, GET /api/status (behind the admin key: PROXY_ADMIN_SECRET, else
+PROXY_SECRET; never open) and POST /interactions
 (Discord slash commands).
 
 `install(app)` adds the router, a counter of requests in flight (ASGI middleware) and a ring buffer of
@@ -278,7 +279,7 @@ async def healthz(request: Request) -> JSONResponse:
 
 @router.get("/api/status", tags=["ops"], response_model=StatusResponse, dependencies=[Depends(operator_key)],
             summary="Gateway state, accounts and bots by health, temporary channels, requests in flight, "
-                    "last errors (API key required)")
+                    "last errors (admin key required: PROXY_ADMIN_SECRET's, else PROXY_SECRET's)")
 async def api_status(request: Request) -> dict[str, Any]:
     return await collect_status(runtime_of(request))
 

@@ -2,8 +2,10 @@
 
 Every answer is HTTP 200 `{"success": true, "data"|"message": ...}` or `{"success": false,
 "message": ...}` with the original's (Chinese) message texts, so clients written for it keep working;
-failures add `detail`, an English explanation. A missing or wrong `proxy-secret` header is HTTP 401
-(when PROXY_SECRET is set). ONLY_OPENAI_API=1 leaves this router out (404).
+failures add `detail`, an English explanation. A missing or wrong `proxy-secret` header is HTTP 401;
+these routes never run without a key (none configured: 401 too). Creating takes a PROXY_SECRET or
+PROXY_ADMIN_SECRET key; deleting takes a PROXY_ADMIN_SECRET key when that is set (a chat key: 403).
+ONLY_OPENAI_API=1 leaves this router out (404).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from cdp.domain.discord import DiscordError, is_snowflake
-from cdp.entry.api.common import KeyCheck, runtime_of
+from cdp.entry.api.common import ADMIN, CREATE, KeyCheck, runtime_of
 
 log = logging.getLogger("cdp.entry.api.original")
 
@@ -70,8 +72,11 @@ def _body_doc(model: type[BaseModel]) -> dict:
 
 _AUTH_DOC = {"parameters": [{"name": "proxy-secret", "in": "header", "required": False,
                              "schema": {"type": "string"},
-                             "description": "one of PROXY_SECRET's keys (when PROXY_SECRET is set)"}]}
-_RESPONSES: dict[int | str, dict[str, Any]] = {401: {"model": MessageResponse, "description": "wrong proxy-secret"}}
+                             "description": "one of PROXY_SECRET's keys (deletion: of PROXY_ADMIN_SECRET's, "
+                                            "when set)"}]}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": MessageResponse, "description": "wrong or missing proxy-secret, or no key configured"},
+    403: {"model": MessageResponse, "description": "a chat key on a deletion route (PROXY_ADMIN_SECRET is set)"}}
 
 
 def fail(message: str, detail: str | None = None, status: int = 200) -> JSONResponse:
@@ -84,11 +89,20 @@ def fail(message: str, detail: str | None = None, status: int = 200) -> JSONResp
 class Refused(Exception):
     """A wrong or missing proxy-secret, raised by the key check; answered as the original does."""
 
+    def __init__(self, status: int = 401, why: str = "") -> None:
+        super().__init__(why)
+        self.status = status
+        self.why = why
+
     def response(self) -> JSONResponse:
-        return fail(MSG_UNAUTHORIZED, "send one of PROXY_SECRET's keys in the header proxy-secret", status=401)
+        detail = "send one of PROXY_SECRET's keys in the header proxy-secret"
+        if self.why and not self.why.startswith("Incorrect or missing API key"):
+            detail = f"{self.why} (header proxy-secret)"
+        return fail(MSG_UNAUTHORIZED, detail, status=self.status)
 
 
-original_key = KeyCheck("proxy-secret", refuse=Refused)
+original_key = KeyCheck("proxy-secret", refuse=Refused, level=CREATE)  # create a channel or thread
+original_admin_key = KeyCheck("proxy-secret", refuse=Refused, level=ADMIN)  # delete channels
 
 
 def ok(**body: Any) -> JSONResponse:
@@ -128,11 +142,11 @@ def install(app: FastAPI) -> None:
 
 
 def build_router() -> APIRouter:
-    router = APIRouter(prefix="/api", tags=["original api"], responses=_RESPONSES,
-                       dependencies=[Depends(original_key)])
+    router = APIRouter(prefix="/api", tags=["original api"], responses=_RESPONSES)
+    create, delete = [Depends(original_key)], [Depends(original_admin_key)]
     runtime = runtime_of  # the routes below read settings and service from it
 
-    @router.post("/channel/create", summary="创建频道 / create a channel",
+    @router.post("/channel/create", summary="创建频道 / create a channel", dependencies=create,
                  responses={200: {"model": DataResponse | MessageResponse}},
                  openapi_extra={**_body_doc(ChannelCreateRequest), **_AUTH_DOC})
     async def channel_create(request: Request):
@@ -152,6 +166,7 @@ def build_router() -> APIRouter:
         return ok(data={"id": channel["id"], "name": req.name})
 
     @router.get("/channel/del/all/cdp", summary="删除全部CDP临时频道[谨慎调用] / delete every cdp-chat-* channel",
+                dependencies=delete,
                 responses={200: {"model": MessageResponse}}, openapi_extra=_AUTH_DOC)
     async def channel_del_all(request: Request):
         rt = runtime(request)
@@ -164,7 +179,7 @@ def build_router() -> APIRouter:
                                                    f"({deleted} deleted); see the log")
         return ok(message=MSG_DELETE_CHANNEL_OK)
 
-    @router.get("/channel/del/{id}", summary="删除频道 / delete a channel", responses={200: {"model": MessageResponse}},
+    @router.get("/channel/del/{id}", summary="删除频道 / delete a channel", dependencies=delete, responses={200: {"model": MessageResponse}},
                 openapi_extra=_AUTH_DOC)
     async def channel_del(id: str, request: Request):
         if not is_snowflake(id):
@@ -180,7 +195,7 @@ def build_router() -> APIRouter:
             log.warning("could not remove a deleted channel from the registry", extra={"channel_id": id})
         return ok(message=MSG_DELETE_CHANNEL_OK)
 
-    @router.post("/thread/create", summary="创建线程 / create a thread", responses={200: {"model": DataResponse | MessageResponse}},
+    @router.post("/thread/create", summary="创建线程 / create a thread", dependencies=create, responses={200: {"model": DataResponse | MessageResponse}},
                  openapi_extra={**_body_doc(ThreadCreateRequest), **_AUTH_DOC})
     async def thread_create(request: Request):
         req = await _parse(request, ThreadCreateRequest)
