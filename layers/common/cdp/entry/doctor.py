@@ -1,7 +1,7 @@
 """`cdp doctor`: every setup mistake the original's users hit, found before the first request.
 
 Each check asks Discord (through DiscordRest) or the store and yields one `Check`: ok, problem (with
-the exact fix) or skip (a check that cannot run because an earlier one failed, or does not apply).
+the exact fix), warn (works, but weaker than it should be; not a failure) or skip (a check that cannot run because an earlier one failed, or does not apply).
 `run_checks` runs them all; `render` prints one line each. Tokens only ever appear as fingerprints.
 """
 
@@ -25,7 +25,7 @@ from cdp.settings import Settings
 
 log = logging.getLogger("cdp.entry.doctor")
 
-OK, PROBLEM, SKIP = "ok", "problem", "skip"
+OK, PROBLEM, SKIP, WARN = "ok", "problem", "skip", "warn"
 FLAG_MESSAGE_CONTENT = 1 << 18  # GATEWAY_MESSAGE_CONTENT (verified bots)
 FLAG_MESSAGE_CONTENT_LIMITED = 1 << 19  # GATEWAY_MESSAGE_CONTENT_LIMITED (the portal toggle, < 100 servers)
 PERM_ADMINISTRATOR = 1 << 3
@@ -44,7 +44,7 @@ PORTAL = "https://discord.com/developers/applications"
 @dataclass(frozen=True)
 class Check:
     name: str
-    state: str  # ok | problem | skip
+    state: str  # ok | problem | warn | skip
     detail: str
     fix: str = ""
 
@@ -53,7 +53,7 @@ class Check:
         return self.state == PROBLEM
 
     def line(self) -> str:
-        label = {OK: "ok     ", PROBLEM: "PROBLEM", SKIP: "skip   "}[self.state]
+        label = {OK: "ok     ", PROBLEM: "PROBLEM", WARN: "warn   ", SKIP: "skip   "}[self.state]
         text = f"{label} {self.name}: {self.detail}"
         return f"{text} — fix: {self.fix}" if self.fix else text
 
@@ -63,7 +63,9 @@ def render(checks: Iterable[Check]) -> str:
     problems = sum(c.problem for c in checks)
     oks = sum(c.state == OK for c in checks)
     skipped = sum(c.state == SKIP for c in checks)
-    summary = (f"cdp doctor: {oks} ok, {problems} problem(s), {skipped} skipped"
+    warned = sum(c.state == WARN for c in checks)
+    summary = (f"cdp doctor: {oks} ok, {problems} problem(s), "
+               + (f"{warned} warning(s), " if warned else "") + f"{skipped} skipped"
                + (" — fix the problems above, then run `cdp doctor` again" if problems else " — ready"))
     return "\n".join([*(c.line() for c in checks), summary])
 
@@ -103,9 +105,9 @@ class Doctor:
         return str(self.app["id"]) if self.app else (str(self.bot["id"]) if self.bot else None)
 
     async def run(self) -> list[Check]:
-        checks: list[Check] = []
+        checks: list[Check] = self.api_keys()
         if self.s.demo:
-            return [Check("Discord settings", PROBLEM, "none set (cdp serve would run the built-in demo)",
+            return checks + [Check("Discord settings", PROBLEM, "none set (cdp serve would run the built-in demo)",
                           "set USER_AUTHORIZATION, BOT_TOKEN, GUILD_ID and COZE_BOT_ID (environment or .env)")]
         for step in (self.bot_token, self.message_content_intent, self.public_key, self.guild_reachable,
                      self.manage_channels, self.channel_id, self.channels_left, self.bot_config,
@@ -118,6 +120,48 @@ class Doctor:
                                 "check DISCORD_API_BASE / PROXY_URL and Discord's status, then retry")]
             checks += result if isinstance(result, list) else [result]
         return checks
+
+    # -- who may use the API -----------------------------------------------------------------------
+    def api_keys(self) -> list[Check]:
+        """An open API (no PROXY_SECRET beyond loopback, or on AWS) and the admin keys."""
+        s = self.s
+        chat, admin = set(s.api_keys), set(s.admin_keys)
+        out = []
+        name = "PROXY_SECRET"
+        aws = s.CDP_STORE == "dynamodb"  # the API behind API Gateway: public whatever HOST says
+        if chat:
+            out.append(Check(name, OK, f"{len(chat)} key(s): the API needs one"))
+        elif s.demo:
+            out.append(Check(name, SKIP, "empty: the demo answers anyone who reaches it (no real account)"))
+        elif s.open_api or aws:
+            where = ("on AWS the API Gateway URL is public" if aws and not s.open_api
+                     else f"HOST={s.HOST} listens beyond this machine")
+            fix = ("set PROXY_SECRET to one or more keys (comma-separated); clients send one as "
+                   "'Authorization: Bearer <key>'" + ("" if aws else ", or HOST=127.0.0.1"))
+            if s.ALLOW_OPEN_API:
+                out.append(Check(name, WARN, f"empty and {where}: an open API, on purpose (ALLOW_OPEN_API=1); "
+                                             "anyone who reaches it posts through your user accounts", fix))
+            else:
+                out.append(Check(name, PROBLEM, f"empty and {where}: an open API, anyone who reaches it posts "
+                                                "through your user accounts (cdp serve refuses to start)", fix))
+        else:
+            out.append(Check(name, OK, f"empty, but HOST={s.HOST} listens on this machine only"))
+        name = "PROXY_ADMIN_SECRET"
+        if chat & admin:
+            out.append(Check(name, PROBLEM, f"{len(chat & admin)} key(s) are in PROXY_SECRET too: those chat keys "
+                                            "may delete channels and read /api/status",
+                             "give the admin keys values of their own, not used by any client"))
+        elif admin:
+            out.append(Check(name, OK, f"{len(admin)} key(s) guard channel deletion and /api/status; chat keys "
+                                       "cannot use them"))
+        elif chat:
+            out.append(Check(name, WARN, "not set: every PROXY_SECRET key may also delete channels and read "
+                                         "/api/status (other keys' requests)",
+                             "set PROXY_ADMIN_SECRET to a key of its own and keep it from the clients"))
+        else:
+            out.append(Check(name, SKIP, "no key configured: the admin routes (/api/status, channel "
+                                         "deletion) refuse every request"))
+        return out
 
     # -- the CDP bot ------------------------------------------------------------------------------
     async def bot_token(self) -> Check:
