@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from cdp.domain.secrets import fingerprint, redact
-from cdp.entry import interactions
+from cdp.entry import interactions, logs
 from cdp.entry.api.common import operator_key, runtime_of
 from cdp.entry.api.runtime import Runtime
 from cdp.ports import Stores
@@ -76,8 +76,9 @@ class _RecentErrors(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            # redacted before it is cut: a cut through a secret would leave half of it unmatched
             entry = {"at": record.created, "level": record.levelname, "logger": record.name,
-                     "message": record.getMessage()[:500]}
+                     "message": logs.redact(record.getMessage())[:500]}
             for key in ("request_id", "status", "code", "account", "channel_id"):
                 if hasattr(record, key):
                     entry[key] = getattr(record, key)
