@@ -131,7 +131,7 @@ class Relay:
 
 async def main(port: int) -> None:
     relay = Relay()
-    relay.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    relay.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))  # httpx's default pool, like the proxy
     app = web.Application()
     app.router.add_post("/v1/chat/completions", relay.chat)
     app.router.add_get("/healthz", relay.healthz)
