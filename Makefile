@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 SAM_VENV := .sam-venv
 SAM_STAMP := $(SAM_VENV)/.installed
 
+# make bench BENCH_ARGS="--quick stream_bench": some benchmarks, options of bench/run.py
 .PHONY: install sam run test lint bench clean
 
 install: $(STAMP)
@@ -38,7 +39,7 @@ lint: install
 	$(BIN)/lint-imports --no-cache
 
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache
