@@ -787,7 +787,9 @@ class Sim:
 
     # ------------------------------------------------------------------ inspection
     def snapshot(self, what: str, arg: str | None = None) -> Any:
-        if what == "channels":
+        if what == "channels":  # the proxy's server only
+            return copy.deepcopy(self.guild_channels())
+        if what == "all_channels":  # also the other server's and the DM
             return copy.deepcopy(list(self.channels.values()))
         if what == "created":
             return copy.deepcopy(self.created)
