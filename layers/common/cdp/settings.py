@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     DEFAULT_CHANNEL_ENABLE: bool = False
     ALL_DIALOG_RECORD_ENABLE: bool = True
     CHANNEL_AUTO_DEL_TIME: float = Field(5, ge=0)
+    # Temporary conversation channels readable only by the CDP bot, the posting account and the Coze
+    # bot (permission overwrites; the bot needs Manage Roles). 0 = visible to the whole server.
+    TEMP_CHANNEL_PRIVATE: bool = True
     COZE_BOT_STAY_ACTIVE_ENABLE: bool = True
     REQUEST_OUT_TIME: float = Field(60, gt=0)
     STREAM_REQUEST_OUT_TIME: float = Field(60, gt=0)

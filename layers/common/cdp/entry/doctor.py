@@ -13,6 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from cdp.domain.discord import (
+    PERM_ADMINISTRATOR,
+    PERM_MANAGE_CHANNELS,
+    PERM_MANAGE_ROLES,
+    PERM_READ_MESSAGE_HISTORY,
+    PERM_SEND_MESSAGES,
+    PERM_VIEW_CHANNEL,
+    PRIVATE_MEMBER_ALLOW,
     DiscordError,
     DiscordForbidden,
     DiscordNotFound,
@@ -28,11 +35,10 @@ log = logging.getLogger("cdp.entry.doctor")
 OK, PROBLEM, SKIP, WARN = "ok", "problem", "skip", "warn"
 FLAG_MESSAGE_CONTENT = 1 << 18  # GATEWAY_MESSAGE_CONTENT (verified bots)
 FLAG_MESSAGE_CONTENT_LIMITED = 1 << 19  # GATEWAY_MESSAGE_CONTENT_LIMITED (the portal toggle, < 100 servers)
-PERM_ADMINISTRATOR = 1 << 3
-PERM_MANAGE_CHANNELS = 1 << 4
 ALL_PERMISSIONS = (1 << 53) - 1
-# VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY | MANAGE_CHANNELS: what the invite link asks for
-INVITE_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 16) | PERM_MANAGE_CHANNELS
+# VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY | MANAGE_CHANNELS | MANAGE_ROLES: what the invite
+# link asks for (Manage Roles: private temporary channels, TEMP_CHANNEL_PRIVATE)
+INVITE_PERMISSIONS = PRIVATE_MEMBER_ALLOW | PERM_MANAGE_CHANNELS | PERM_MANAGE_ROLES
 GUILD_CHANNEL_LIMIT = 500
 CHANNELS_LEFT_WARNING = 20
 TEXT_CHANNEL_TYPES = {0: "text", 5: "announcement"}
@@ -99,6 +105,7 @@ class Doctor:
         self.app: dict | None = None
         self.guild: dict | None = None
         self.bot_entries: list = []
+        self.bot_perms: int | None = None  # the bot's guild-level permissions (manage_channels)
 
     @property
     def app_id(self) -> str | None:
@@ -110,7 +117,7 @@ class Doctor:
             return checks + [Check("Discord settings", PROBLEM, "none set (cdp serve would run the built-in demo)",
                           "set USER_AUTHORIZATION, BOT_TOKEN, GUILD_ID and COZE_BOT_ID (environment or .env)")]
         for step in (self.bot_token, self.message_content_intent, self.public_key, self.guild_reachable,
-                     self.manage_channels, self.channel_id, self.channels_left, self.bot_config,
+                     self.manage_channels, self.private_channels, self.channel_id, self.channels_left, self.bot_config,
                      self.coze_bots, self.user_accounts, self.store):
             try:
                 result = await step()
@@ -237,7 +244,7 @@ class Doctor:
             return Check(name, SKIP, "needs a reachable GUILD_ID")
         member = await self.rest.get_guild_member(self.s.GUILD_ID, str(self.bot["id"]))
         member.setdefault("user", self.bot)
-        perms = permissions_of(member, self.guild)
+        perms = self.bot_perms = permissions_of(member, self.guild)
         if perms & (PERM_MANAGE_CHANNELS | PERM_ADMINISTRATOR):
             return Check(name, OK, "the bot may manage channels (temporary conversation channels)")
         if self.s.DEFAULT_CHANNEL_ENABLE:
@@ -246,6 +253,29 @@ class Doctor:
                                     "fail (it creates a temporary channel)",
                      "Server Settings → Roles → the bot's role → enable Manage Channels (or re-invite: "
                      f"{invite_url(self.app_id)})")
+
+    async def private_channels(self) -> Check:
+        """TEMP_CHANNEL_PRIVATE: the bot creates each temporary channel with permission overwrites, which
+        Discord allows with Manage Roles (or Administrator) and only for permissions the bot has."""
+        name = "private channels"
+        if self.s.DEFAULT_CHANNEL_ENABLE:
+            return Check(name, SKIP, "no temporary channels with DEFAULT_CHANNEL_ENABLE=1")
+        if not self.s.TEMP_CHANNEL_PRIVATE:
+            return Check(name, OK, "TEMP_CHANNEL_PRIVATE=0: every member of the server can read the "
+                                   "temporary channels (prompts and answers)")
+        perms = self.bot_perms
+        if perms is None or not perms & (PERM_MANAGE_CHANNELS | PERM_ADMINISTRATOR):
+            return Check(name, SKIP, "needs a bot that may manage channels (see bot permissions)")
+        missing = [label for bit, label in ((PERM_MANAGE_ROLES, "Manage Roles"), (PERM_VIEW_CHANNEL, "View Channels"),
+                                            (PERM_SEND_MESSAGES, "Send Messages"),
+                                            (PERM_READ_MESSAGE_HISTORY, "Read Message History"))
+                   if not perms & bit]
+        if not missing:
+            return Check(name, OK, "the bot may make temporary channels private (permission overwrites)")
+        return Check(name, PROBLEM, f"the bot lacks {', '.join(missing)}: it cannot create private temporary "
+                                    "channels, so every request without channelId would fail",
+                     f"Server Settings → Roles → the bot's role → enable {', '.join(missing)} (or re-invite: "
+                     f"{invite_url(self.app_id)}); or set TEMP_CHANNEL_PRIVATE=0 to let every member read them")
 
     async def channel_id(self) -> Check:
         name = "CHANNEL_ID"

@@ -160,8 +160,13 @@ class GatewayHub:
                 self._send_dispatch(s, t, copy.deepcopy(d))
 
     def dispatch_message(self, t: str, d: dict) -> None:
+        channel_id = str(d.get("channel_id") or "")
         for s in self.live_sessions():
             if not s.intents & INTENT_GUILD_MESSAGES:
+                continue
+            # as Discord: only to those who can see the channel (permission overwrites, other servers);
+            # events of a channel already deleted (MESSAGE_DELETE) go out as before
+            if channel_id in self.sim.channels and not self.sim.can(s.user_id, channel_id, 1 << 10):
                 continue
             dd = copy.deepcopy(d)
             if not s.intents & INTENT_MESSAGE_CONTENT and t != "MESSAGE_DELETE":

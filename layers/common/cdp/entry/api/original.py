@@ -18,7 +18,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from cdp.domain.discord import DiscordError, is_snowflake
+from cdp.app.errors import ErrorKind, ServiceError
+from cdp.domain.discord import CATEGORY_TYPES, DiscordError, is_snowflake
 from cdp.entry.api.common import ADMIN, CREATE, KeyCheck, runtime_of
 
 log = logging.getLogger("cdp.entry.api.original")
@@ -114,6 +115,17 @@ def _discord_detail(exc: DiscordError) -> str:
     return f"Discord answered HTTP {exc.status or 'none'}{code}: {exc.message}"
 
 
+def refused(message: str, err: ServiceError) -> JSONResponse:
+    """A channel id the routes may not act on (not a text channel or thread of GUILD_ID), in the
+    original's body: 404 when the bot cannot see it, 403 when it is of another server, a DM or of the
+    wrong type; Discord failing while asked: 503 / 502. Nothing was created or deleted."""
+    if err.kind is ErrorKind.INVALID_REQUEST:
+        status = 404 if err.code == "channel_not_found" else 403
+    else:
+        status = 503 if err.kind is ErrorKind.UNAVAILABLE else 502
+    return fail(message, err.message, status=status)
+
+
 async def _parse(request: Request, model: type[BaseModel]) -> BaseModel | JSONResponse:
     raw = await request.body()
     try:
@@ -157,6 +169,12 @@ def build_router() -> APIRouter:
         if req.parentId and not is_snowflake(req.parentId):
             return fail(MSG_CREATE_CHANNEL_FAILED, "parentId must be a Discord channel id (15-21 digits)")
         rt = runtime(request)
+        if req.parentId:
+            try:
+                await rt.service.guild_channels.require(req.parentId, what="parentId", param="parentId",
+                                                        types=CATEGORY_TYPES, kind="a category")
+            except ServiceError as err:
+                return refused(MSG_CREATE_CHANNEL_FAILED, err)
         try:
             channel = await rt.service.rest.create_channel(rt.settings.GUILD_ID, req.name, type=req.type,
                                                            parent_id=req.parentId or None)
@@ -185,10 +203,16 @@ def build_router() -> APIRouter:
         if not is_snowflake(id):
             return fail(MSG_DELETE_CHANNEL_FAILED, "the id must be a Discord channel id (15-21 digits)")
         rt = runtime(request)
+        try:  # only text channels and threads of GUILD_ID: never another server's, a DM, a category
+            await rt.service.guild_channels.require(id, what="id", param="id")
+        except ServiceError as err:
+            return refused(MSG_DELETE_CHANNEL_FAILED, err)
         try:
             await rt.service.rest.delete_channel(id)
         except DiscordError as exc:
             return fail(MSG_DELETE_CHANNEL_FAILED, _discord_detail(exc))
+        finally:
+            rt.service.guild_channels.forget(id)
         try:
             await rt.service.channels.remove(id)  # if it was one of ours, the registry forgets it
         except Exception:  # noqa: BLE001 - the store is down: the sweep catches it, answer anyway
@@ -207,6 +231,10 @@ def build_router() -> APIRouter:
         if not is_snowflake(req.channelId):
             return fail(MSG_CREATE_THREAD_FAILED, "channelId must be a Discord channel id (15-21 digits)")
         rt = runtime(request)
+        try:
+            await rt.service.guild_channels.require(req.channelId)
+        except ServiceError as err:
+            return refused(MSG_CREATE_THREAD_FAILED, err)
         try:
             thread = await rt.service.rest.create_thread(req.channelId, req.name, req.archiveDuration, type=11)
         except DiscordError as exc:
