@@ -246,3 +246,37 @@ async def test_dynamodb_stores_via_bootstrap(aws_env):
     assert isinstance(stores.channels, DynamoChannelRegistry)
     await stores.replies.put(msg("1000000000000000090", "900000000000000901"))
     assert len((await stores.replies.snapshot("900000000000000901")).messages) == 1
+
+
+async def test_writes_of_one_reply_keep_their_order_across_its_messages(moto, tables, monkeypatch):
+    """A later message of a reply (Coze's part 2) is never stored before an earlier message's edit
+    the listener received first: a reader would see part 2 after an unfinished part 1."""
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(k, v)
+    real = DynamoReplyStore(cfg(moto, tables)).client
+    log: list[str] = []
+
+    class SlowFirstWrite:
+        """The first reply write takes a while (a slow DynamoDB call): the next must wait for it."""
+
+        def put_item(self, **kw):
+            sk = kw["Item"]["sk"]["S"]
+            if sk != "prompt":
+                log.append(f"start {sk}")
+                if len(log) == 1:
+                    time.sleep(0.3)
+            try:
+                return real.put_item(**kw)
+            finally:
+                if sk != "prompt":
+                    log.append(f"end {sk}")
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    store = DynamoReplyStore(cfg(moto, tables), client=SlowFirstWrite())
+    p = "900000000000000951"
+    assert await asyncio.gather(store.put(msg("1000000000000000095", p, "part 1, done", 2)),
+                                store.put(msg("1000000000000000096", p, "part 2", 1))) == [True, True]
+    assert log == ["start 1000000000000000095", "end 1000000000000000095",
+                   "start 1000000000000000096", "end 1000000000000000096"]

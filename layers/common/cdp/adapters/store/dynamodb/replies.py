@@ -85,11 +85,12 @@ class _Lru(OrderedDict):
 
 @dataclass(slots=True)
 class _Lane:
-    """The writes of one reply message: one at a time, and a version superseded while it waited is
-    skipped (the newer one is written next; a conditional write would refuse the older one anyway)."""
+    """The writes of one prompt's reply: one at a time, in the order the recorder made them (so a
+    reader never sees a later message of the reply before an earlier message's last edit), and a
+    version superseded while it waited is skipped (a newer version of that message comes after it)."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    newest: int = -1
+    newest: dict[str, int] = field(default_factory=dict)  # message id -> newest version waiting
     users: int = 0
 
 
@@ -104,25 +105,27 @@ class DynamoReplyStore(TableAdapter):
         self._written: _Lru = _Lru(20_000)  # message id -> ReplyMessage
         self._pointers: _Lru = _Lru(20_000)  # message id -> prompt id
         self._rhythms: _Lru = _Lru(5_000)  # prompt id -> Rhythm (when to read it again)
-        self._lanes: dict[str, _Lane] = {}  # message id -> its writes in flight
+        self._lanes: dict[str, _Lane] = {}  # prompt id -> the writes of its reply in flight
 
     async def put(self, message: ReplyMessage) -> bool:
-        """Writes of one message are serialised (a newer version waiting makes an older one moot);
-        writes of different messages run concurrently, so the listener may record many at once."""
-        lane = self._lanes.get(message.message_id)
+        """Writes of one prompt's reply are serialised in call order (a newer version of a message
+        waiting makes an older one moot); writes of different prompts run concurrently, so the
+        listener records many replies at once."""
+        lane = self._lanes.get(message.prompt_id)
         if lane is None:
-            lane = self._lanes[message.message_id] = _Lane()
-        lane.newest = max(lane.newest, message.version)
+            lane = self._lanes[message.prompt_id] = _Lane()
+        mid = message.message_id
+        lane.newest[mid] = max(lane.newest.get(mid, message.version), message.version)
         lane.users += 1
         try:
             async with lane.lock:
-                if message.version < lane.newest:
+                if message.version < lane.newest[mid]:
                     return False  # superseded while it waited: the newer version is written instead
                 return await self._put(message)
         finally:
             lane.users -= 1
             if not lane.users:
-                self._lanes.pop(message.message_id, None)
+                self._lanes.pop(message.prompt_id, None)
 
     async def _put(self, message: ReplyMessage) -> bool:
         known = self._written.get(message.message_id)
