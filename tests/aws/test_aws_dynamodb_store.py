@@ -7,7 +7,9 @@ import time
 
 import pytest
 from cdp.adapters.store.dynamodb import STATS, DynamoChannelRegistry, DynamoReplyStore
-from cdp.adapters.store.dynamodb.replies import POLL_FAST, POLL_SLOW
+from cdp.adapters.store.dynamodb import rhythm as rh
+from cdp.adapters.store.dynamodb.replies import reply_item
+from cdp.adapters.store.dynamodb.rhythm import Rhythm
 from cdp.domain.model import ReplyMessage, TempChannel
 from cdp.settings import Settings
 
@@ -136,13 +138,67 @@ async def test_wait_for_change_returns_at_once_when_revision_differs(store):
     assert snap.revision == (("1000000000000000070", 4),) and time.monotonic() - t0 < 0.5
 
 
-def test_poll_interval_is_fast_after_a_change_and_backs_off():
-    s = DynamoReplyStore(Settings(_env_file=None), client=object())
-    s._last_change.put("p", 100.0)
-    assert s.poll_interval("p", 100.0) == pytest.approx(POLL_FAST)
-    assert POLL_FAST < s.poll_interval("p", 101.0) < POLL_SLOW
-    assert s.poll_interval("p", 110.0) == POLL_SLOW
-    assert s.poll_interval("unknown", 5.0) == pytest.approx(POLL_FAST)
+def test_rhythm_before_the_first_reply_polls_at_the_think_pace():
+    r = Rhythm(since=100.0)
+    assert r.delay(100.0) == rh.THINK  # the first token waits about THINK/2 for a read
+    assert r.delay(100.0 + rh.THINK_LONG_AFTER + 1) == rh.THINK_LONG
+    r.observe(None, 101.0)  # a read that found nothing changes nothing
+    assert r.last_write is None and r.delay(101.0) == rh.THINK
+
+
+def test_rhythm_sleeps_until_the_next_expected_edit_then_reads_fast():
+    r = Rhythm(since=0.0)
+    for t in (10.0, 11.0, 12.0):  # the listener wrote an edit every second
+        r.observe(t, t + 0.05)
+    assert r.pace == pytest.approx(1.0) and r.last_write == 12.0
+    expected = 12.0 + 1.0 + rh.AFTER
+    assert r.delay(12.6) == pytest.approx(expected - 12.6)  # no read in between
+    assert r.delay(12.06) == rh.QUIET  # never sleeps longer than QUIET at a time
+    assert r.delay(expected - rh.FAST / 2) == rh.FAST  # the edit is due: read fast
+    assert r.delay(expected + 0.5) == rh.FAST
+    overdue = [r.delay(expected + 1.0 + s) for s in (0.1, 0.5, 1.0, 5.0)]  # Coze paused, or it is over
+    assert overdue == sorted(overdue) and rh.FAST < overdue[0] and overdue[-1] == rh.SLOW
+
+
+def test_rhythm_pace_follows_the_edits_and_is_bounded():
+    r = Rhythm(since=0.0)
+    r.observe(10.0, 10.0)
+    assert r.pace is None and r.delay(10.0) == pytest.approx(rh.PACE_UNKNOWN + rh.AFTER)
+    r.observe(10.1, 10.2)
+    assert r.pace == pytest.approx(0.1)
+    r.observe(10.1, 10.3)  # the same write seen again: no gap
+    assert r.pace == pytest.approx(0.1)
+    r.observe(100.0, 100.0)  # a long pause weighs at most PACE_MAX
+    assert r.pace == pytest.approx((0.1 + rh.PACE_MAX) / 2)
+
+
+def test_rhythm_clamps_a_write_stamped_in_the_future():
+    r = Rhythm(since=0.0)
+    r.observe(50.0, 20.0)  # the listener's clock runs ahead: the write happened by the time it was seen
+    assert r.last_write == 20.0
+
+
+async def test_wait_for_change_learns_the_listeners_pace_from_updated_at(moto, tables, store):
+    p = "900000000000000551"
+    client = moto.client()
+    for mid, version, written in (("1000000000000000055", 1, 1000.0), ("1000000000000000056", 1, 1000.5)):
+        item = reply_item(msg(mid, p, "x", version), 2_000_000_000)
+        item["updated_at"] = {"N": str(written)}
+        client.put_item(TableName=store.table, Item=item)
+        await store.wait_for_change(p, (), timeout=1)
+    r = store.rhythm(p)
+    assert r.last_write == 1000.5 and r.pace == pytest.approx(0.5)
+
+
+async def test_concurrent_puts_of_one_message_write_the_newest_and_skip_superseded_ones(store):
+    p, mid = "900000000000000851", "1000000000000000085"
+    before = STATS.snapshot()
+    results = await asyncio.gather(*(store.put(msg(mid, p, f"v{v}", v)) for v in range(1, 6)))
+    assert results == [True, False, False, False, True]  # v2..v4 waited behind v1, then were moot
+    assert STATS.writes - before["writes"] == 3  # v1 + its pointer (in parallel), then v5
+    snap = await store.snapshot(p)
+    assert [(m.content, m.version) for m in snap.messages] == [("v5", 5)]
+    assert await store.put(msg(mid, p, "v3", 3)) is False  # older than what is stored
 
 
 async def test_counters_count_reads_and_writes(store):
@@ -190,3 +246,37 @@ async def test_dynamodb_stores_via_bootstrap(aws_env):
     assert isinstance(stores.channels, DynamoChannelRegistry)
     await stores.replies.put(msg("1000000000000000090", "900000000000000901"))
     assert len((await stores.replies.snapshot("900000000000000901")).messages) == 1
+
+
+async def test_writes_of_one_reply_keep_their_order_across_its_messages(moto, tables, monkeypatch):
+    """A later message of a reply (Coze's part 2) is never stored before an earlier message's edit
+    the listener received first: a reader would see part 2 after an unfinished part 1."""
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(k, v)
+    real = DynamoReplyStore(cfg(moto, tables)).client
+    log: list[str] = []
+
+    class SlowFirstWrite:
+        """The first reply write takes a while (a slow DynamoDB call): the next must wait for it."""
+
+        def put_item(self, **kw):
+            sk = kw["Item"]["sk"]["S"]
+            if sk != "prompt":
+                log.append(f"start {sk}")
+                if len(log) == 1:
+                    time.sleep(0.3)
+            try:
+                return real.put_item(**kw)
+            finally:
+                if sk != "prompt":
+                    log.append(f"end {sk}")
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    store = DynamoReplyStore(cfg(moto, tables), client=SlowFirstWrite())
+    p = "900000000000000951"
+    assert await asyncio.gather(store.put(msg("1000000000000000095", p, "part 1, done", 2)),
+                                store.put(msg("1000000000000000096", p, "part 2", 1))) == [True, True]
+    assert log == ["start 1000000000000000095", "end 1000000000000000095",
+                   "start 1000000000000000096", "end 1000000000000000096"]

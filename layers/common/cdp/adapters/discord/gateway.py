@@ -77,6 +77,7 @@ MALFORMED_TOKEN = (
     ),
 )
 
+MAX_RECORDING = 64  # events recorded at once (their store writes overlap; see DiscordListener._consume)
 STATES = ("starting", "connecting", "ready", "resuming", "failed", "stopped")
 
 
@@ -169,6 +170,7 @@ class DiscordListener:
         self._task: asyncio.Task | None = None
         self._consumer: asyncio.Task | None = None
         self._queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
+        self._recording: set[asyncio.Task] = set()  # events being recorded (store writes in flight)
         self._stopping = False
         self._closing: set[int] = set()
 
@@ -195,6 +197,8 @@ class DiscordListener:
                 await asyncio.wait_for(self._queue.join(), 5.0)
             await _cancel(self._consumer)
             self._consumer = None
+            for task in list(self._recording):
+                await _cancel(task)
         if not self.status.failed:
             self.status.set("stopped")
 
@@ -255,17 +259,31 @@ class DiscordListener:
             self.status.set("resuming", "disconnected; reconnecting")
 
     async def _consume(self) -> None:
+        """Record events in arrival order, up to MAX_RECORDING at once: each event starts as an
+        eager task, so the recorder merges it before the next one is taken (its lock is FIFO), and
+        only the store writes overlap. A slow store (DynamoDB: ~5-10 ms a write) must not queue
+        every other reply's edits behind one write; writes of one message stay ordered by version."""
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(MAX_RECORDING)
         while True:
             name, data = await self._queue.get()
-            try:
-                if name == "MESSAGE_CREATE":
-                    await self.recorder.on_message_create(data)
-                else:
-                    await self.recorder.on_message_update(data)
-            except Exception:
-                log.exception("could not record %s for message %s", name, data.get("id"))
-            finally:
-                self._queue.task_done()
+            await slots.acquire()
+            task = asyncio.eager_task_factory(loop, self._record(name, data, slots))
+            if not task.done():
+                self._recording.add(task)
+                task.add_done_callback(self._recording.discard)
+
+    async def _record(self, name: str, data: dict, slots: asyncio.Semaphore) -> None:
+        try:
+            if name == "MESSAGE_CREATE":
+                await self.recorder.on_message_create(data)
+            else:
+                await self.recorder.on_message_update(data)
+        except Exception:
+            log.exception("could not record %s for message %s", name, data.get("id"))
+        finally:
+            slots.release()
+            self._queue.task_done()
 
     def _fail(self, detail: str, fix: str, close_code: int | None = None) -> None:
         self.status.set("failed", detail, close_code=close_code, fix=fix)

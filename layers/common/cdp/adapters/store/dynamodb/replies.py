@@ -15,8 +15,10 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
-from cdp.adapters.store.dynamodb.client import TableAdapter, number, string, strings
+from cdp.adapters.store.dynamodb.client import TableAdapter, number, number_of, string, strings
+from cdp.adapters.store.dynamodb.rhythm import Rhythm
 from cdp.domain.model import ReplyMessage, ReplySnapshot, TempChannel
 from cdp.settings import Settings
 
@@ -24,12 +26,6 @@ CHANNEL_TTL_SECONDS = 30 * 24 * 3600  # a safety net only: entries are removed w
 KIND_PART = "part"
 KIND_POINTER = "pointer"
 CHANNEL_PK = "channel"
-
-# wait_for_change polling: fast right after a change, backing off while nothing changes.
-POLL_FAST = 0.12
-POLL_SLOW = 1.0
-POLL_BACKOFF_PER_SECOND = 0.3  # interval grows by this much per second without a change
-
 
 def reply_item(message: ReplyMessage, expires_at: int) -> dict:
     return {
@@ -87,6 +83,17 @@ class _Lru(OrderedDict):
             self.popitem(last=False)
 
 
+@dataclass(slots=True)
+class _Lane:
+    """The writes of one prompt's reply: one at a time, in the order the recorder made them (so a
+    reader never sees a later message of the reply before an earlier message's last edit), and a
+    version superseded while it waited is skipped (a newer version of that message comes after it)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    newest: dict[str, int] = field(default_factory=dict)  # message id -> newest version waiting
+    users: int = 0
+
+
 class DynamoReplyStore(TableAdapter):
     """ReplyStore on the replies table."""
 
@@ -97,9 +104,30 @@ class DynamoReplyStore(TableAdapter):
         # What this process last wrote / learnt: saves writes for duplicates and reads for pointers.
         self._written: _Lru = _Lru(20_000)  # message id -> ReplyMessage
         self._pointers: _Lru = _Lru(20_000)  # message id -> prompt id
-        self._last_change: _Lru = _Lru(5_000)  # prompt id -> monotonic time of the last seen change
+        self._rhythms: _Lru = _Lru(5_000)  # prompt id -> Rhythm (when to read it again)
+        self._lanes: dict[str, _Lane] = {}  # prompt id -> the writes of its reply in flight
 
     async def put(self, message: ReplyMessage) -> bool:
+        """Writes of one prompt's reply are serialised in call order (a newer version of a message
+        waiting makes an older one moot); writes of different prompts run concurrently, so the
+        listener records many replies at once."""
+        lane = self._lanes.get(message.prompt_id)
+        if lane is None:
+            lane = self._lanes[message.prompt_id] = _Lane()
+        mid = message.message_id
+        lane.newest[mid] = max(lane.newest.get(mid, message.version), message.version)
+        lane.users += 1
+        try:
+            async with lane.lock:
+                if message.version < lane.newest[mid]:
+                    return False  # superseded while it waited: the newer version is written instead
+                return await self._put(message)
+        finally:
+            lane.users -= 1
+            if not lane.users:
+                self._lanes.pop(message.prompt_id, None)
+
+    async def _put(self, message: ReplyMessage) -> bool:
         known = self._written.get(message.message_id)
         if known is not None:
             if known.version > message.version:
@@ -107,20 +135,22 @@ class DynamoReplyStore(TableAdapter):
             if known == message:
                 return True  # same data already stored
         expires_at = int(time.time()) + self.settings.CDP_REPLY_TTL_SECONDS
-        written = await self.write_if(
+        part = self.write_if(
             self.client.put_item, Item=reply_item(message, expires_at),
             ConditionExpression="attribute_not_exists(pk) OR version <= :v",
             ExpressionAttributeValues={":v": number(message.version)})
-        if written is None:
-            return False
-        self._written.put(message.message_id, message)
-        if self._pointers.get(message.message_id) != message.prompt_id:
-            await self.write(
+        if self._pointers.get(message.message_id) == message.prompt_id:
+            written = await part
+        else:  # first write of this message: its pointer goes in parallel (one round trip, not two)
+            written, _ = await asyncio.gather(part, self.write(
                 self.client.put_item,
                 Item={"pk": string(f"reply#{message.message_id}"), "sk": string("prompt"),
                       "kind": string(KIND_POINTER), "prompt_id": string(message.prompt_id),
-                      "expires_at": number(expires_at)})
+                      "expires_at": number(expires_at)}))
             self._pointers.put(message.message_id, message.prompt_id)
+        if written is None:
+            return False
+        self._written.put(message.message_id, message)
         return True
 
     async def prompt_for_reply(self, message_id: str) -> str | None:
@@ -136,31 +166,36 @@ class DynamoReplyStore(TableAdapter):
         self._pointers.put(message_id, prompt_id)
         return prompt_id
 
-    async def snapshot(self, prompt_id: str) -> ReplySnapshot:
-        messages = [reply_from_item(i) for i in await self.partition(prompt_id)
-                    if i.get("kind", {}).get("S", KIND_PART) == KIND_PART]
-        return ReplySnapshot.of(prompt_id, messages)
+    async def read_reply(self, prompt_id: str) -> tuple[ReplySnapshot, float | None]:
+        """The snapshot, and the newest item's `updated_at` (the listener's clock; None: no item)."""
+        parts = [i for i in await self.partition(prompt_id) if i.get("kind", {}).get("S", KIND_PART) == KIND_PART]
+        newest = max((number_of(i, "updated_at") or 0.0 for i in parts), default=None)
+        return ReplySnapshot.of(prompt_id, [reply_from_item(i) for i in parts]), newest
 
-    def poll_interval(self, prompt_id: str, now: float) -> float:
-        """Fast right after a change (edits are arriving), backing off to POLL_SLOW while Coze thinks."""
-        since = now - self._last_change.get(prompt_id, now)
-        return min(POLL_SLOW, POLL_FAST + POLL_BACKOFF_PER_SECOND * max(0.0, since))
+    async def snapshot(self, prompt_id: str) -> ReplySnapshot:
+        return (await self.read_reply(prompt_id))[0]
+
+    def rhythm(self, prompt_id: str) -> Rhythm:
+        """The polling state of a prompt, kept across calls of wait_for_change (cdp.adapters.store.dynamodb.rhythm)."""
+        rhythm = self._rhythms.get(prompt_id)
+        if rhythm is None:
+            rhythm = Rhythm(since=time.time())
+            self._rhythms.put(prompt_id, rhythm)
+        return rhythm
 
     async def wait_for_change(self, prompt_id: str, revision: tuple, timeout: float) -> ReplySnapshot:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
-        if prompt_id not in self._last_change:
-            self._last_change.put(prompt_id, loop.time())  # first wait: start fast, then back off
+        rhythm = self.rhythm(prompt_id)
         while True:
-            snap = await self.snapshot(prompt_id)
-            now = loop.time()
+            snap, newest = await self.read_reply(prompt_id)
+            rhythm.observe(newest, time.time())
             if snap.revision != revision:
-                self._last_change.put(prompt_id, now)
                 return snap
-            remaining = deadline - now
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 return snap
-            await asyncio.sleep(min(self.poll_interval(prompt_id, now), remaining))
+            await asyncio.sleep(min(rhythm.delay(time.time()), remaining))
 
 
 class DynamoChannelRegistry(TableAdapter):
