@@ -8,7 +8,6 @@ failures add `detail`, an English explanation. A missing or wrong `proxy-secret`
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -17,7 +16,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from cdp.domain.discord import DiscordError, is_snowflake
-from cdp.entry.api.common import KeyCheck, runtime_of
+from cdp.entry.api.common import BodyTooDeep, BodyTooLarge, KeyCheck, parse_json, read_body, runtime_of
+from cdp.settings import SMALL_BODY_BYTES
 
 log = logging.getLogger("cdp.entry.api.original")
 
@@ -101,10 +101,15 @@ def _discord_detail(exc: DiscordError) -> str:
 
 
 async def _parse(request: Request, model: type[BaseModel]) -> BaseModel | JSONResponse:
-    raw = await request.body()
     try:
-        data = json.loads(raw) if raw.strip() else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = await read_body(request, SMALL_BODY_BYTES)
+    except BodyTooLarge as exc:
+        return fail(MSG_INVALID, str(exc), status=413)
+    try:
+        data = parse_json(raw) if raw.strip() else None
+    except BodyTooDeep as exc:
+        return fail(MSG_INVALID, f"the body is not accepted: {exc}")
+    except ValueError as exc:  # UnicodeDecodeError, json.JSONDecodeError
         return fail(MSG_INVALID, f"the body is not valid JSON: {exc}")
     if not isinstance(data, dict):
         return fail(MSG_INVALID, "the body must be a JSON object")
