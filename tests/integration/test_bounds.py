@@ -125,7 +125,7 @@ async def test_deeply_nested_json_is_400_not_500(app, depth):
             r = await c.post(path, content=(body % nested).encode(),
                              headers={**AUTH, "Content-Type": "application/json"})
             assert "nests deeper" in error_of(r, 400)["message"]
-        r = await c.post("/api/channel/create", content=('{"name":%s}' % nested).encode(), headers=ORIGINAL_AUTH)
+        r = await c.post("/api/channel/create", content=('{"name":' + nested + '}').encode(), headers=ORIGINAL_AUTH)
         assert r.status_code == 200 and r.json()["success"] is False and "nests deeper" in r.json()["detail"]
 
 
