@@ -15,6 +15,7 @@ UV_VENV := .uv-venv
 LOCK_ARM := --python-version 3.13 --python-platform aarch64-manylinux2014 --only-binary :all:
 UV_COMPILE = $(UV_VENV)/bin/uv pip compile --quiet --generate-hashes --custom-compile-command "make lock"
 
+# make bench BENCH_ARGS="--quick stream_bench": some benchmarks, options of bench/run.py
 .PHONY: install sam run test lint bench clean lock
 
 install: $(STAMP)
@@ -56,7 +57,7 @@ lint: install
 	$(BIN)/lint-imports --no-cache
 
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(UV_VENV) .aws-sam .pytest_cache

@@ -239,3 +239,17 @@ def test_handlers_never_log_tokens(stack, capsys):
     out = capsys.readouterr()
     for token in (fake.config.bot_token, *fake.config.user_tokens):
         assert token not in out.out and token not in out.err
+
+
+def test_api_without_keys_refuses_to_serve(stack, monkeypatch):
+    """API Gateway is public: an empty PROXY_SECRET must not become an open proxy by accident."""
+    secret = support.create_secret(stack["moto"], "cdp-no-keys", {
+        "USER_AUTHORIZATION": ",".join(stack["fake"].config.user_tokens),
+        "BOT_TOKEN": stack["fake"].config.bot_token, "PROXY_SECRET": ""})
+    monkeypatch.setenv("CDP_SECRET_ID", secret)
+    mod = support.load_handler_module("api")
+    resp = mod.handler(support.load_event("api_models.json"), ctx("api"))
+    assert resp["statusCode"] == 503
+    error = body_of(resp)["error"]
+    assert error["code"] == "not_configured" and "PROXY_SECRET" in error["message"]
+    assert "ALLOW_OPEN_API" in error["message"]

@@ -104,3 +104,33 @@ def test_bad_inputs_posted_nothing(stack, http):
     http.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": OK_MESSAGES}, headers={})
     after = sum(len(stack.fake.messages(c["id"])) for c in stack.fake.created_channels())
     assert after == before
+
+
+def other_places(cfg) -> list[tuple[str, str, str]]:
+    """(channel id, error code, words of the message): channels outside GUILD_ID, or not for messages."""
+    return [(cfg.other_channel_id, "channel_not_allowed", "another server"),  # the accounts are members
+            (cfg.dm_channel_id, "channel_not_found", "cannot see"),  # a DM between the two accounts
+            (cfg.category_id, "channel_not_allowed", "category")]
+
+
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/images/generations"])
+def test_channel_id_outside_the_guild_is_refused_and_nothing_is_posted(stack, http, route):
+    """The user accounts could post into another server or their DMs: a channelId must be a text channel
+    or thread of GUILD_ID (asked of Discord once, then cached)."""
+    fake, cfg = stack.fake, stack.fake.config
+
+    def lookups() -> int:
+        return sum(1 for e in fake.request_log() if e["method"] == "GET"
+                   and e["path"].endswith(f"/channels/{cfg.other_channel_id}"))
+
+    asked = lookups()
+    for cid, code, words in other_places(cfg):
+        body = ({"model": "gpt-4o", "messages": OK_MESSAGES} if route.endswith("completions")
+                else {"prompt": "a cat"})
+        for _ in range(2):  # the second time from the cache: the same answer
+            r = http.post(route, json={**body, "channelId": cid}, headers=AUTH)
+            err = assert_openai_error(r, 400, code, "channelId")
+            assert words in err["message"] and cid in err["message"]
+        assert fake.messages(cid) == []
+        assert not [e for e in fake.request_log() if e["method"] == "POST" and cid in e["path"]]
+    assert lookups() - asked <= 1  # Discord was asked once at most (twice refused, per route)

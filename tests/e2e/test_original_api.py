@@ -74,14 +74,19 @@ def test_create_channel_bad_bodies(http, raw):
 
 
 def test_create_channel_refused_by_discord(stack, http):
-    # a text channel is no category: Discord answers 400 (50035); the original says 创建频道异常
-    r = http.post("/api/channel/create", json={"name": "x", "parentId": stack.fake.config.channel_id})
+    # Discord wants 1-100 characters: it answers 400 (50035); the original says 创建频道异常
+    r = http.post("/api/channel/create", json={"name": ""})
     assert r.status_code == 200
     body = r.json()
     assert body["success"] is False and body["message"] == "discord创建频道异常"
     assert "50035" in body["detail"]
-    r = http.post("/api/channel/create", json={"name": ""})  # Discord wants 1-100 characters
-    assert r.json()["message"] == "discord创建频道异常"
+    # a text channel is no category: refused before Discord is asked to create anything
+    before = len(stack.fake.created_channels())
+    r = http.post("/api/channel/create", json={"name": "x", "parentId": stack.fake.config.channel_id})
+    assert r.status_code == 403
+    assert r.json()["success"] is False and r.json()["message"] == "discord创建频道异常"
+    assert "not a category" in r.json()["detail"]
+    assert len(stack.fake.created_channels()) == before
 
 
 def test_delete_channel(stack, http):
@@ -90,11 +95,11 @@ def test_delete_channel(stack, http):
     assert r.status_code == 200
     assert r.json() == {"success": True, "message": "discord删除频道成功"}
     assert fake_channel(stack.fake, cid) is None
-    # again: Discord says Unknown Channel
+    # again: the channel is gone (Discord says Unknown Channel when asked): 404, the original's body
     r = http.get(f"/api/channel/del/{cid}")
-    assert r.status_code == 200
+    assert r.status_code == 404
     assert r.json()["success"] is False and r.json()["message"] == "discord删除频道异常"
-    assert "10003" in r.json()["detail"]
+    assert "does not exist" in r.json()["detail"]
     r = http.get("/api/channel/del/not-an-id")
     assert r.json()["success"] is False and r.json()["message"] == "discord删除频道异常"
 
@@ -149,8 +154,41 @@ def test_thread_bad_bodies_and_discord_errors(stack, http):
     assert r.json()["message"] == "无效的参数"  # a number where the original wants a string
     r = http.post("/api/thread/create", json={"channelId": "1100000000000000999", "name": "t",
                                               "archiveDuration": 60})
-    assert r.status_code == 200
+    assert r.status_code == 404  # no such channel: refused before Discord is asked to create a thread
     assert r.json()["success"] is False and r.json()["message"] == "discord创建线程异常"
+    # Discord refuses a thread in a thread: 200 with success false, as the original
+    tid = http.post("/api/thread/create", json={"channelId": stack.fake.config.channel_id, "name": "t",
+                                                "archiveDuration": 60}).json()["data"]["id"]
+    r = http.post("/api/thread/create", json={"channelId": tid, "name": "t2", "archiveDuration": 60})
+    assert r.status_code == 200 and r.json()["success"] is False and "50024" in r.json()["detail"]
+
+
+def discord_calls(fake, method: str, channel_id: str) -> list[dict]:
+    return [e for e in fake.request_log() if e["method"] == method and channel_id in e["path"]]
+
+
+def test_routes_act_only_on_channels_of_the_guild(stack, http):
+    """Another server's channel (the bot is a member there and could delete it), a DM, a category:
+    refused with a 4xx in the original's body shape, and Discord is never asked to change anything."""
+    fake, cfg = stack.fake, stack.fake.config
+    cases = [(cfg.other_channel_id, 403, "another server"), (cfg.dm_channel_id, 404, "cannot see"),
+             (cfg.category_id, 403, "category"), ("1100000000000000999", 404, "does not exist")]
+    for cid, status, words in cases:
+        r = http.get(f"/api/channel/del/{cid}")
+        assert r.status_code == status, (cid, r.text)
+        body = r.json()
+        assert set(body) == {"success", "message", "detail"} and body["success"] is False
+        assert body["message"] == "discord删除频道异常" and words in body["detail"]
+        assert not discord_calls(fake, "DELETE", cid)
+        r = http.post("/api/thread/create", json={"channelId": cid, "name": "t", "archiveDuration": 60})
+        assert r.status_code == status and r.json()["message"] == "discord创建线程异常"
+        assert not discord_calls(fake, "POST", cid)
+    ids = {c["id"] for c in fake.all_channels()}
+    assert {cfg.other_channel_id, cfg.dm_channel_id, cfg.category_id} <= ids
+    # a thread of the guild is fine to delete
+    tid = http.post("/api/thread/create", json={"channelId": cfg.channel_id, "name": "t",
+                                                "archiveDuration": 60}).json()["data"]["id"]
+    assert http.get(f"/api/channel/del/{tid}").json() == {"success": True, "message": "discord删除频道成功"}
 
 
 def test_swagger_ui_and_openapi(stack):

@@ -88,3 +88,54 @@ def test_message_content_intent_disabled_says_exactly_what_to_fix():
             assert fake.gateway_connections() <= 2
         finally:
             proc.stop()
+
+
+def test_open_api_beyond_loopback_refuses_to_start_naming_the_fix():
+    with FakeDiscord(fast_sim_config()) as fake:
+        for host in ("0.0.0.0", "::"):
+            proc = CdpProcess(["serve"], settings_env(fake, PORT=str(free_port()), HOST=host, PROXY_SECRET="")).start()
+            try:
+                assert proc.wait_exit(30) == 2
+            finally:
+                proc.stop()
+            out = proc.log()
+            assert "refusing to start an open API" in out and "PROXY_SECRET" in out and "ALLOW_OPEN_API=1" in out
+            assert fake.gateway_connections() == 0  # nothing was started
+            for secret in [fake.config.bot_token, *fake.config.user_tokens]:
+                assert secret not in out
+
+
+def test_allow_open_api_starts_but_admin_routes_still_need_a_key():
+    with FakeDiscord(fast_sim_config()) as fake:
+        port = free_port()
+        env = settings_env(fake, PORT=str(port), HOST="0.0.0.0", PROXY_SECRET="", ALLOW_OPEN_API="1")
+        proc = CdpProcess(["serve"], env, port).start()
+        try:
+            proc.wait_healthy()
+            assert "open API" in proc.log()
+            models = httpx.get(proc.url + "/v1/models", timeout=10)
+            assert models.status_code == 200  # the chat API is open, as asked
+            status = httpx.get(proc.url + "/api/status", headers={"Authorization": "Bearer anything"}, timeout=10)
+            assert status.status_code == 401 and "none is configured" in status.json()["error"]["message"]
+            channels = len(fake.channels())
+            for path in ("/api/channel/del/all/cdp", f"/api/channel/del/{fake.config.channel_id}"):
+                r = httpx.get(proc.url + path, headers={"proxy-secret": "anything"}, timeout=10)
+                assert r.status_code == 401 and r.json()["success"] is False
+            r = httpx.post(proc.url + "/api/channel/create", json={"name": "x"}, timeout=10)
+            assert r.status_code == 401
+            assert len(fake.channels()) == channels  # nothing created or deleted
+        finally:
+            proc.stop()
+
+
+def test_demo_mode_is_exempt_and_its_banner_never_prints_a_key():
+    port = free_port()
+    proc = CdpProcess(["serve"], {"PORT": str(port), "HOST": "0.0.0.0", "PROXY_SECRET": "sk-demo-key-123456"},
+                      port).start()
+    try:
+        proc.wait_healthy()
+        curl = next(line for line in proc.log().splitlines() if line.strip().startswith("curl "))
+        assert "Bearer <a PROXY_SECRET key>" in curl
+        assert "sk-demo-key-123456" not in proc.log()
+    finally:
+        proc.stop()

@@ -181,7 +181,7 @@ async def test_dynamodb_tables(fake, tmp_path, monkeypatch):
 
 
 def run_cli(fake, *args: str, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH")}
     return subprocess.run([sys.executable, "-m", "cdp.entry.cli", *args], capture_output=True, text=True, timeout=60, check=False,
                           env={**base, **settings_env(fake), **env}, cwd=fake_cwd())
 
@@ -210,3 +210,40 @@ def test_cli_exit_status_and_output(fake):
 def test_cli_bad_settings_are_problems(fake):
     res = run_cli(fake, "doctor", GUILD_ID="not-a-number")
     assert res.returncode == 1 and res.stdout.startswith("PROBLEM settings: GUILD_ID is malformed")
+
+
+def api_checks(fake, **over) -> dict[str, doctor.Check]:
+    """The API-key checks alone (they ask nothing of Discord)."""
+    settings = sim_settings(fake, **over)
+    checks = doctor.Doctor(settings, None).api_keys()  # type: ignore[arg-type]
+    text = doctor.render(checks)
+    for secret in ["sk-test-key-1", "sk-test-key-2", "sk-admin-key-9"]:
+        assert secret not in text
+    return {c.name: c for c in checks}
+
+
+def test_open_api_is_a_problem(fake):
+    check = api_checks(fake, PROXY_SECRET="", HOST="0.0.0.0")["PROXY_SECRET"]
+    assert check.problem and "open API" in check.detail and "PROXY_SECRET" in check.fix
+    # on AWS the API Gateway URL is public whatever HOST says
+    assert api_checks(fake, PROXY_SECRET="", HOST="127.0.0.1", CDP_STORE="dynamodb")["PROXY_SECRET"].problem
+    # opted out on purpose: still said, as a warning
+    assert api_checks(fake, PROXY_SECRET="", ALLOW_OPEN_API="1")["PROXY_SECRET"].state == doctor.WARN
+    assert api_checks(fake, PROXY_SECRET="", HOST="127.0.0.1")["PROXY_SECRET"].state == doctor.OK
+    assert api_checks(fake)["PROXY_SECRET"].state == doctor.OK
+
+
+def test_admin_key_warning_and_shared_keys(fake):
+    check = api_checks(fake)["PROXY_ADMIN_SECRET"]
+    assert check.state == doctor.WARN and "delete channels" in check.detail
+    assert "warn    PROXY_ADMIN_SECRET" in doctor.render([check]) and "1 warning(s)" in doctor.render([check])
+    assert api_checks(fake, PROXY_ADMIN_SECRET="sk-admin-key-9")["PROXY_ADMIN_SECRET"].state == doctor.OK
+    shared = api_checks(fake, PROXY_ADMIN_SECRET="sk-admin-key-9,sk-test-key-2")["PROXY_ADMIN_SECRET"]
+    assert shared.problem and "PROXY_SECRET too" in shared.detail
+
+
+def test_cli_reports_an_open_api(fake):
+    res = run_cli(fake, "doctor", PROXY_SECRET="", HOST="0.0.0.0")
+    assert res.returncode == 1
+    line = next(line for line in res.stdout.splitlines() if line.startswith("PROBLEM PROXY_SECRET"))
+    assert "open API" in line and " — fix: " in line

@@ -103,14 +103,15 @@ def test_secrets_are_every_secret_setting_and_only_those(monkeypatch):
     from cdp.settings import SECRET_SETTINGS
 
     values = {**DISCORD, "PROXY_SECRET": "sk-one-111111,sk-two-222222",
+              "PROXY_ADMIN_SECRET": "sk-admin-333333, sk-admin-444444",
               "NOTIFY_TELEGRAM_BOT_TOKEN": "123456:telegram-token",
               "PROXY_URL": "socks5://me:pr0xy-pass@proxy:1080"}
     for k, v in values.items():
         monkeypatch.setenv(k, v)
     s = load_settings()
     assert sorted(s.secrets()) == sorted(["u1.token.aaaaaa", "u2.token.bbbbbb", "bot.token.cccccc",
-                                          "sk-one-111111", "sk-two-222222", "123456:telegram-token",
-                                          "pr0xy-pass"])
+                                          "sk-one-111111", "sk-two-222222", "sk-admin-333333",
+                                          "sk-admin-444444", "123456:telegram-token", "pr0xy-pass"])
     # every setting named a secret contributes, and GUILD_ID, COZE_BOT_ID... do not
     for name in SECRET_SETTINGS:
         assert any(secret in values[name] for secret in s.secrets()), name
@@ -136,3 +137,24 @@ def test_stream_holdback_defaults_to_none_and_refuses_negatives(monkeypatch):
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert "STREAM_HOLDBACK" in str(info.value)
+
+
+@pytest.mark.parametrize("host,loopback", [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True),
+                                           ("[::1]", True), ("localhost", True), ("LOCALHOST", True),
+                                           ("0.0.0.0", False), ("::", False), ("192.168.1.5", False),
+                                           ("example.com", False)])
+def test_open_api_is_no_proxy_secret_beyond_loopback(monkeypatch, host, loopback):
+    monkeypatch.setenv("HOST", host)
+    s = load_settings()
+    assert s.loopback is loopback and s.open_api is (not loopback)
+    monkeypatch.setenv("PROXY_SECRET", "sk-one-111111")
+    assert load_settings().open_api is False
+
+
+def test_admin_keys_and_allow_open_api(monkeypatch):
+    s = load_settings()
+    assert s.admin_keys == [] and s.ALLOW_OPEN_API is False and s.HOST == "0.0.0.0" and s.open_api
+    monkeypatch.setenv("PROXY_ADMIN_SECRET", " a1-key-1111, a2-key-2222 ,")
+    monkeypatch.setenv("ALLOW_OPEN_API", "1")
+    s = load_settings()
+    assert s.admin_keys == ["a1-key-1111", "a2-key-2222"] and s.ALLOW_OPEN_API is True

@@ -38,10 +38,20 @@ class DiscordRestPort(Protocol):
 
     async def get_guild_member(self, guild_id: str, user_id: str) -> dict: ...
 
-    async def get_channel(self, channel_id: str) -> dict: ...
+    async def get_channel(self, channel_id: str) -> dict:
+        """The channel object (its guild_id and type): DiscordNotFound for unknown ids, DiscordForbidden
+        for channels the bot cannot see (other servers, DMs, private channels)."""
+        ...
 
-    async def create_channel(self, guild_id: str, name: str, type: int = 0,
-                             parent_id: str | None = None) -> dict: ...
+    async def create_channel(self, guild_id: str, name: str, type: int = 0, parent_id: str | None = None,
+                             permission_overwrites: Sequence[dict] | None = None) -> dict:
+        """A channel of the guild; `permission_overwrites` (Discord's overwrite objects) make it private."""
+        ...
+
+    async def set_channel_permission(self, channel_id: str, overwrite_id: str, allow: int, deny: int = 0,
+                                     type: int = 1) -> None:
+        """Add or replace one permission overwrite of a channel (type 1 = a member, 0 = a role)."""
+        ...
 
     async def delete_channel(self, channel_id: str) -> dict: ...
 

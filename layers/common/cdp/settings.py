@@ -20,8 +20,10 @@ from cdp.domain.housekeeping import STALE_IN_USE_SECONDS
 DISCORD_REQUIRED = ("USER_AUTHORIZATION", "BOT_TOKEN", "GUILD_ID", "COZE_BOT_ID")
 # The settings that are secrets, whole or in part (PROXY_URL: its password). `Settings.secrets()`
 # gives their values for redaction; the AWS secret may hold exactly these.
-SECRET_SETTINGS = ("USER_AUTHORIZATION", "BOT_TOKEN", "PROXY_SECRET", "NOTIFY_TELEGRAM_BOT_TOKEN",
-                   "PROXY_URL")
+SECRET_SETTINGS = ("USER_AUTHORIZATION", "BOT_TOKEN", "PROXY_SECRET", "PROXY_ADMIN_SECRET",
+                   "NOTIFY_TELEGRAM_BOT_TOKEN", "PROXY_URL")
+# HOST values that listen on this machine only (any 127.x.x.x and ::1 count too, see Settings.loopback).
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 # The longest a request may wait for its answer (REQUEST_OUT_TIME, STREAM_REQUEST_OUT_TIME, the out-time
@@ -59,6 +61,11 @@ class Settings(BaseSettings):
     CHANNEL_ID: str = ""
     # API
     PROXY_SECRET: str = ""
+    # Keys (comma-separated) for the routes that change or reveal state (channel deletion, /api/status);
+    # empty = PROXY_SECRET's keys serve them too.
+    PROXY_ADMIN_SECRET: str = ""
+    # 1 = `cdp serve` may listen beyond loopback without PROXY_SECRET (an API open to anyone who reaches it)
+    ALLOW_OPEN_API: bool = False
     HOST: str = "0.0.0.0"
     PORT: int = Field(7077, ge=1, le=65535)
     SWAGGER_ENABLE: bool = True
@@ -67,6 +74,9 @@ class Settings(BaseSettings):
     DEFAULT_CHANNEL_ENABLE: bool = False
     ALL_DIALOG_RECORD_ENABLE: bool = True
     CHANNEL_AUTO_DEL_TIME: float = Field(5, ge=0)
+    # Temporary conversation channels readable only by the CDP bot, the posting account and the Coze
+    # bot (permission overwrites; the bot needs Manage Roles). 0 = visible to the whole server.
+    TEMP_CHANNEL_PRIVATE: bool = True
     COZE_BOT_STAY_ACTIVE_ENABLE: bool = True
     REQUEST_OUT_TIME: float = Field(60, gt=0, le=MAX_REQUEST_SECONDS)
     STREAM_REQUEST_OUT_TIME: float = Field(60, gt=0, le=MAX_REQUEST_SECONDS)
@@ -258,6 +268,29 @@ class Settings(BaseSettings):
         return _split_csv(self.PROXY_SECRET)
 
     @property
+    def admin_keys(self) -> list[str]:
+        """PROXY_ADMIN_SECRET's keys; empty = the admin routes take PROXY_SECRET's keys."""
+        return _split_csv(self.PROXY_ADMIN_SECRET)
+
+    @property
+    def loopback(self) -> bool:
+        """HOST listens on this machine only (127.0.0.0/8, ::1, localhost)."""
+        import ipaddress
+
+        host = self.HOST.strip().strip("[]").lower()
+        if host in LOOPBACK_HOSTS:
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def open_api(self) -> bool:
+        """No PROXY_SECRET while listening beyond loopback: anyone who reaches the port may chat."""
+        return not self.api_keys and not self.loopback
+
+    @property
     def coze_bot_ids(self) -> list[str]:
         return _split_csv(self.COZE_BOT_ID)
 
@@ -267,8 +300,8 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """The values of SECRET_SETTINGS (each token of a list, the proxy's password), for redaction."""
-        values = [*self.user_tokens, self.BOT_TOKEN, *self.api_keys, self.NOTIFY_TELEGRAM_BOT_TOKEN,
-                  self.proxy_password]
+        values = [*self.user_tokens, self.BOT_TOKEN, *self.api_keys, *self.admin_keys,
+                  self.NOTIFY_TELEGRAM_BOT_TOKEN, self.proxy_password]
         return [v for v in values if v]
 
     @property

@@ -1,6 +1,8 @@
-"""The channel keeper: the one owner of the temporary `cdp-chat-*` conversation channels.
+"""The channel keeper: the one owner of the temporary `cdp-chat-*` conversation channels; and
+GuildChannels: which other channel ids the proxy may act on at all (channels of GUILD_ID only).
 
-It creates them (and alerts once creation keeps failing: risk control suspected), registers them in
+The keeper creates them (private with TEMP_CHANNEL_PRIVATE: only the CDP bot, the posting account and
+the Coze bot see them), alerts once creation keeps failing (risk control suspected), registers them in
 the ChannelRegistry, schedules and performs their deletion, frees slots when the guild is full
 (MAX_CHANNEL_DEL_TYPE), sweeps stray ones and deletes them all on request. Used by the conversation
 and by the jobs; which channels qualify is decided by cdp.domain.housekeeping.
@@ -12,17 +14,22 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection, Coroutine
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Any
 
 from cdp.app import errors as se
 from cdp.app.alerts import BOT_RISK, Alerts
 from cdp.domain.discord import (
+    MESSAGE_CHANNEL_TYPES,
+    PRIVATE_MEMBER_ALLOW,
     DiscordError,
+    DiscordForbidden,
     DiscordMaxChannels,
     DiscordNotFound,
     DiscordRateLimited,
     DiscordUnauthorized,
+    private_overwrites,
 )
 from cdp.domain.housekeeping import (
     STALE_IN_USE_SECONDS,
@@ -56,19 +63,34 @@ class ChannelKeeper:
         self.alerts = alerts
         self._failures = 0  # consecutive channel-creation failures (risk-control alert)
         self._tasks: set[asyncio.Task] = set()
+        self._bot_user_id: str | None = None
 
     # -- creation --------------------------------------------------------------------------------
-    async def create(self, request_id: str) -> str:
-        """A new temporary channel for this request, registered as in use. Raises ServiceError."""
+    async def bot_user_id(self) -> str:
+        """The CDP bot's own user id (GET /users/@me once per process)."""
+        if self._bot_user_id is None:
+            self._bot_user_id = str((await self.rest.get_current_user())["id"])
+        return self._bot_user_id
+
+    async def create(self, request_id: str, members: Sequence[str] | None = None) -> str:
+        """A new temporary channel for this request, registered as in use. Raises ServiceError.
+
+        `members` (user ids: the posting account, the Coze bot) make it private: @everyone may not see
+        it; the CDP bot and `members` may see it, post and read its history. None = visible to all."""
         s = self.settings
         name = f"{TEMP_CHANNEL_PREFIX}{request_id.removeprefix('req_')}"[:100]
         try:
+            overwrites = None
+            if members is not None:
+                overwrites = private_overwrites(s.GUILD_ID, [await self.bot_user_id(), *members])
             try:
-                channel = await self.rest.create_channel(s.GUILD_ID, name, type=0)
+                channel = await self.rest.create_channel(s.GUILD_ID, name, type=0,
+                                                         permission_overwrites=overwrites)
             except DiscordMaxChannels:
                 if not await self.free_slots():
                     raise
-                channel = await self.rest.create_channel(s.GUILD_ID, name, type=0)  # once
+                channel = await self.rest.create_channel(s.GUILD_ID, name, type=0,
+                                                         permission_overwrites=overwrites)  # once
         except DiscordMaxChannels:
             hint = ("no cdp-chat-* channel could be deleted (MAX_CHANNEL_DEL_TYPE); delete channels by hand"
                     if s.MAX_CHANNEL_DEL_TYPE else "delete old channels or set MAX_CHANNEL_DEL_TYPE")
@@ -81,6 +103,12 @@ class ChannelKeeper:
             self._creation_failed()
             raise se.unavailable("The CDP bot (BOT_TOKEN) was refused by Discord; check BOT_TOKEN.", 300,
                                  code="bot_unauthorized") from None
+        except DiscordForbidden as exc:
+            need = ("Manage Channels and Manage Roles (private channels; or set TEMP_CHANNEL_PRIVATE=0)"
+                    if members is not None else "Manage Channels")
+            raise se.upstream_error(f"The CDP bot may not create conversation channels ({exc.status}, code "
+                                    f"{exc.code}): give its role {need}.",
+                                    code="bot_missing_permissions") from None
         except DiscordError as exc:
             self._creation_failed()
             raise se.upstream_error(f"Discord refused to create a conversation channel ({exc.status}, "
@@ -88,6 +116,10 @@ class ChannelKeeper:
         self._failures = 0
         await self.registry.add(TempChannel(channel["id"], s.GUILD_ID, self.clock(), None, request_id))
         return channel["id"]
+
+    async def grant(self, channel_id: str, user_id: str) -> None:
+        """Let one more member see and post in a private channel (an account failed over to)."""
+        await self.rest.set_channel_permission(channel_id, user_id, PRIVATE_MEMBER_ALLOW)
 
     async def create_keepalive(self, lifetime: float) -> str | None:
         """A temporary channel for keepalives, registered first-class (deleted after `lifetime` s at
@@ -215,3 +247,88 @@ class ChannelKeeper:
         """Cancel the pending background deletions: they stay in the registry for the cleanup job."""
         for task in list(self._tasks):
             task.cancel()
+
+
+# -- which channels the proxy may act on --------------------------------------------------------------
+# How long a verdict on a channel id is remembered (seconds), and how many ids at most. A channel never
+# changes server, and deletion is seen at once (forget()); a refusal is remembered too, so a key holder
+# repeating a bad id costs the bot no Discord call (its REST budget is shared by every request).
+CHANNEL_CHECK_TTL = 300.0
+CHANNEL_CHECK_REFUSED_TTL = 60.0
+CHANNEL_CHECK_MAX_ENTRIES = 2048
+CHANNEL_TYPE_NAMES = {0: "text channel", 1: "direct message", 2: "voice channel", 3: "group DM", 4: "category",
+                      5: "announcement channel", 10: "thread", 11: "thread", 12: "thread", 13: "stage channel",
+                      15: "forum", 16: "media channel"}
+
+
+class GuildChannels:
+    """Checks that a channel id is a channel of GUILD_ID of the wanted types before anything is posted,
+    created or deleted there: a `channelId` of a request, a bot's `channelId` in bot_config.json,
+    CHANNEL_ID, and the ids of the original's /api routes. Asks Discord once (GET /channels/{id} with
+    the bot token) and caches the answer here, next to the rule that reads it: the REST adapter stays
+    a stateless client, so `cdp doctor` and the cleanup job always see Discord's live state."""
+
+    def __init__(self, settings: Settings, rest: DiscordRestPort, *, clock: Callable[[], float] = time.monotonic,
+                 ttl: float = CHANNEL_CHECK_TTL, refused_ttl: float = CHANNEL_CHECK_REFUSED_TTL,
+                 max_entries: int = CHANNEL_CHECK_MAX_ENTRIES) -> None:
+        self.settings = settings
+        self.rest = rest
+        self.clock = clock
+        self.ttl = ttl
+        self.refused_ttl = refused_ttl
+        self.max_entries = max_entries
+        self._cache: OrderedDict[str, tuple[float, dict | None]] = OrderedDict()  # id -> (expires, channel)
+
+    def forget(self, channel_id: str) -> None:
+        """The channel was deleted: the next check asks Discord again."""
+        self._cache.pop(str(channel_id), None)
+
+    async def lookup(self, channel_id: str) -> dict | None:
+        """{"id", "guild_id", "type", "name"} of the channel, or None if the bot cannot see it (unknown
+        id, another server, a DM). Transient failures raise ServiceError and are not cached."""
+        now = self.clock()
+        hit = self._cache.get(channel_id)
+        if hit is not None and hit[0] > now:
+            self._cache.move_to_end(channel_id)
+            return hit[1]
+        try:
+            raw = await self.rest.get_channel(channel_id)
+            channel: dict | None = {"id": str(raw.get("id")), "guild_id": raw.get("guild_id"),
+                                    "type": raw.get("type"), "name": raw.get("name")}
+        except (DiscordNotFound, DiscordForbidden):
+            channel = None
+        except DiscordUnauthorized:
+            raise se.unavailable("The CDP bot (BOT_TOKEN) was refused by Discord; check BOT_TOKEN.", 300,
+                                 code="bot_unauthorized") from None
+        except DiscordRateLimited as exc:
+            raise se.unavailable("Discord is rate limiting the bot; retry shortly.",
+                                 int((exc.retry_after or 5) + 1), code="discord_rate_limited") from None
+        except DiscordError as exc:
+            raise se.upstream_error(f"Discord could not be asked about channel {channel_id} ({exc.status}, "
+                                    f"code {exc.code}).") from None
+        self._cache[channel_id] = (now + (self.ttl if channel is not None else self.refused_ttl), channel)
+        self._cache.move_to_end(channel_id)
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
+        return channel
+
+    async def require(self, channel_id: str, *, what: str = "channelId", param: str | None = "channelId",
+                      types: frozenset[int] = MESSAGE_CHANNEL_TYPES, kind: str = "a text channel or thread") -> dict:
+        """The channel if it is one of GUILD_ID of `types`; else ServiceError (invalid_request, code
+        channel_not_found or channel_not_allowed) naming `what` (the field or setting that held it)."""
+        guild = self.settings.GUILD_ID
+        channel = await self.lookup(str(channel_id))
+        if channel is None:
+            raise se.invalid_request(f"{what}: channel {channel_id} does not exist or the CDP bot cannot see "
+                                     f"it; use {kind} of the proxy's Discord server ({guild}).",
+                                     param=param, code="channel_not_found")
+        if str(channel.get("guild_id") or "") != guild:
+            where = "a direct message" if not channel.get("guild_id") else "a channel of another server"
+            raise se.invalid_request(f"{what}: channel {channel_id} is {where}; only {kind} of the proxy's "
+                                     f"Discord server ({guild}) may be used.", param=param,
+                                     code="channel_not_allowed")
+        if channel.get("type") not in types:
+            name = CHANNEL_TYPE_NAMES.get(channel.get("type"), f"channel of type {channel.get('type')}")
+            raise se.invalid_request(f"{what}: channel {channel_id} is a {name}, not {kind}.", param=param,
+                                     code="channel_not_allowed")
+        return channel

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from cdp.app import errors as se
 from cdp.app.alerts import Alerts
-from cdp.app.channels import ChannelKeeper
+from cdp.app.channels import ChannelKeeper, GuildChannels
 from cdp.app.pool import AccountPool, BotHealth, NoUsableAccount, rest_after_limit
 from cdp.app.uploads import prepare_uploads
 from cdp.domain.completion import Decision, decide, next_wakeup
@@ -189,6 +189,8 @@ class ConversationService:
         self.ledger = ledger  # PromptLedger: who posted each prompt (replies-stream cooldowns), or None
         self.keeper = ChannelKeeper(settings, rest, channels, clock=clock, alerts=alerts,
                                     keep_ids=configured_channel_ids(settings.CHANNEL_ID, self.router.entries))
+        self.guild_channels = GuildChannels(settings, rest)  # channel ids must be of GUILD_ID
+        self._user_ids: dict[str, str] = {}  # account fingerprint -> its Discord user id
 
     async def listener_stable_since(self) -> float | None:
         if self.presence is None:
@@ -271,13 +273,15 @@ class ConversationService:
         coze_bot_id = bot.coze_bot_id
         prompt, prompt_tokens = await self._prompt_of(
             replace(spec, messages=uploads.preview(spec.messages)) if uploads else spec, max_tokens, coze_bot_id)
-        channel_id, temporary = await self._channel_for(spec, bot)
+        channel_id, temporary, first = await self._channel_for(spec, bot)
+        private = temporary and first is not None
         try:
             if uploads:  # the CDP bot uploads them to the channel; their URLs go into the prompt
                 spec = replace(spec, messages=await uploads.upload(self.rest, channel_id, spec.messages))
                 prompt, prompt_tokens = await self._prompt_of(spec, max_tokens, coze_bot_id)
-            message, account = await self._post_prompt(spec, prompt, channel_id, coze_bot_id,
-                                                       client_gone=client_gone, deadline=deadline)
+            message, account = await self._post_prompt(spec, prompt, channel_id, coze_bot_id, first=first,
+                                                       private=private, client_gone=client_gone,
+                                                       deadline=deadline)
         except BaseException:
             if temporary:
                 await self.keeper.schedule_delete(channel_id)
@@ -300,13 +304,26 @@ class ConversationService:
             log.warning("could not record who posted the prompt", exc_info=True,
                         extra={"prompt_message_id": prompt_id, "account": account})
 
-    async def _channel_for(self, spec: ChatSpec, bot: BotEntry | None = None) -> tuple[str, bool]:
+    async def _channel_for(self, spec: ChatSpec, bot: BotEntry) -> tuple[str, bool, tuple[str, str] | None]:
+        """(channel id, temporary?, the account already picked for it or None). Channels named by the
+        request or the configuration must be text channels or threads of GUILD_ID (checked once,
+        cached). A private temporary channel needs its posting account first: it is picked here."""
         if spec.channel_id:
-            return spec.channel_id, False
+            await self.guild_channels.require(spec.channel_id)
+            return spec.channel_id, False, None
         if self.settings.DEFAULT_CHANNEL_ENABLE:
             # As in the original: a bot_config entry's channelId is that bot's default channel.
-            return (bot.channel_id if bot and bot.channel_id else self.settings.CHANNEL_ID), False
-        return await self.keeper.create(spec.request_id), True
+            if bot.channel_id:
+                await self.guild_channels.require(bot.channel_id, param=None,
+                                                  what=f"channelId of bot '{bot.coze_bot_id}' in bot_config.json")
+                return bot.channel_id, False, None
+            await self.guild_channels.require(self.settings.CHANNEL_ID, param=None, what="CHANNEL_ID")
+            return self.settings.CHANNEL_ID, False, None
+        if not self.settings.TEMP_CHANNEL_PRIVATE:
+            return await self.keeper.create(spec.request_id), True, None
+        token, fp, user_id = await self._first_account()
+        channel_id = await self.keeper.create(spec.request_id, members=[user_id, bot.coze_bot_id])
+        return channel_id, True, (token, fp)
 
     def request_seconds(self, spec: ChatSpec) -> float:
         """The request's own timeout: the `out-time` header, else REQUEST_OUT_TIME / STREAM_REQUEST_OUT_TIME."""
@@ -315,15 +332,59 @@ class ConversationService:
         s = self.settings
         return s.STREAM_REQUEST_OUT_TIME if spec.stream else s.REQUEST_OUT_TIME
 
+    async def _acquire(self, tried: set[str]) -> tuple[str, str]:
+        try:
+            return await self.pool.acquire(tried)
+        except NoUsableAccount as exc:
+            raise se.unavailable(exc.message, exc.retry_after) from None
+
+    async def _first_account(self) -> tuple[str, str, str]:
+        """(token, fingerprint, user id) of the account that will post into a new private channel; an
+        account Discord refuses (401, must verify) is marked dead and the next one is tried."""
+        tried: set[str] = set()
+        while True:
+            token, fp = await self._acquire(tried)
+            tried.add(fp)
+            try:
+                return token, fp, await self._account_user_id(token, fp)
+            except (DiscordUnauthorized, DiscordVerificationRequired) as exc:
+                await self.pool.mark_dead(fp, "401 unauthorized" if isinstance(exc, DiscordUnauthorized)
+                                          else "account must be verified")
+            except DiscordRateLimited as exc:
+                raise se.unavailable("Discord is rate limiting this account; retry shortly.",
+                                     int((exc.retry_after or 5) + 1), code="discord_rate_limited") from None
+            except DiscordError as exc:
+                raise se.upstream_error(f"Discord could not be asked who a user account is ({exc.status}, "
+                                        f"code {exc.code}).") from None
+
+    async def _account_user_id(self, token: str, fp: str) -> str:
+        """The account's Discord user id (GET /users/@me with its token, once per fingerprint)."""
+        uid = self._user_ids.get(fp)
+        if uid is None:
+            uid = self._user_ids[fp] = str((await self.rest.get_current_user(token))["id"])
+        return uid
+
+    async def _grant(self, channel_id: str, user_id: str) -> None:
+        """Let an account failed over to into the private channel (a bot call: its errors are the
+        bot's, never the account's)."""
+        try:
+            await self.keeper.grant(channel_id, user_id)
+        except DiscordError as exc:
+            raise se.upstream_error(f"The CDP bot could not let the next user account into the private "
+                                    f"channel ({exc.status}, code {exc.code}).") from None
+
     async def _post_prompt(self, spec: ChatSpec, prompt: str, channel_id: str, coze_bot_id: str, *,
+                           first: tuple[str, str] | None = None, private: bool = False,
                            client_gone: Callable[[], Awaitable[bool]] | None = None,
                            deadline: float | None = None) -> tuple[dict, str]:
-        """Post as a user account from the pool; (last message, account fingerprint).
+        """Post as a user account from the pool (`first`: the one already picked); (last message,
+        account fingerprint).
 
         A 401 / "verify your account" before anything was posted marks the account dead and fails
-        over to the next account within this request. Before each part after the first, posting
-        stops (a ServiceError, not retryable) once `client_gone()` says yes or `deadline` (event-loop
-        time) has passed: the rest of a long prompt is not posted for nobody.
+        over to the next account within this request; in a `private` channel the bot first lets
+        that account in. Before each part after the first, posting stops (a ServiceError, not
+        retryable) once `client_gone()` says yes or `deadline` (event-loop time) has passed: the rest
+        of a long prompt is not posted for nobody.
         """
         try:
             parts = split_within(prompt, coze_bot_id, self.settings.PROMPT_MAX_PARTS)
@@ -332,13 +393,16 @@ class ConversationService:
         loop = asyncio.get_running_loop()
         tried: set[str] = set()
         while True:
-            try:
-                token, fp = await self.pool.acquire(tried)
-            except NoUsableAccount as exc:
-                raise se.unavailable(exc.message, exc.retry_after) from None
+            if first is not None:
+                (token, fp), first, granted = first, None, True
+            else:
+                token, fp = await self._acquire(tried)
+                granted = not private
             tried.add(fp)
             posted = 0
             try:
+                if not granted:
+                    await self._grant(channel_id, await self._account_user_id(token, fp))
                 message: dict = {}
                 for part in parts:
                     if posted:

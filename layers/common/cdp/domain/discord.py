@@ -24,6 +24,43 @@ CODE_MAX_CHANNELS = 30013
 CODE_INVALID_FORM = 50035
 
 
+# Permission bits (https://discord.com/developers/docs/topics/permissions)
+PERM_ADMINISTRATOR = 1 << 3
+PERM_MANAGE_CHANNELS = 1 << 4
+PERM_VIEW_CHANNEL = 1 << 10
+PERM_SEND_MESSAGES = 1 << 11
+PERM_READ_MESSAGE_HISTORY = 1 << 16
+PERM_MANAGE_ROLES = 1 << 28
+# What a member of a private conversation channel is allowed (see private_overwrites).
+PRIVATE_MEMBER_ALLOW = PERM_VIEW_CHANNEL | PERM_SEND_MESSAGES | PERM_READ_MESSAGE_HISTORY
+OVERWRITE_ROLE = 0
+OVERWRITE_MEMBER = 1
+
+# Channel types a prompt may be posted in / the original's routes may act on: text, announcement and
+# the three thread types. Categories (4), voice (2), forums (15) and DMs (1, 3) are not.
+TEXT_CHANNEL_TYPES = frozenset({0, 5})
+THREAD_TYPES = frozenset({10, 11, 12})
+MESSAGE_CHANNEL_TYPES = TEXT_CHANNEL_TYPES | THREAD_TYPES
+CATEGORY_TYPES = frozenset({4})
+
+
+def member_overwrite(user_id: str, allow: int = PRIVATE_MEMBER_ALLOW) -> dict:
+    """A permission overwrite allowing `allow` to one member (Discord's overwrite object)."""
+    return {"id": str(user_id), "type": OVERWRITE_MEMBER, "allow": str(allow), "deny": "0"}
+
+
+def private_overwrites(guild_id: str, member_ids: list[str]) -> list[dict]:
+    """permission_overwrites of a private channel: @everyone (the role whose id is the guild id) may not
+    see it; each of `member_ids` may see it, post and read its history. Duplicates are dropped."""
+    out = [{"id": str(guild_id), "type": OVERWRITE_ROLE, "allow": "0", "deny": str(PERM_VIEW_CHANNEL)}]
+    seen: set[str] = set()
+    for uid in member_ids:
+        if uid and str(uid) not in seen:
+            seen.add(str(uid))
+            out.append(member_overwrite(str(uid)))
+    return out
+
+
 def is_snowflake(value: object) -> bool:
     """A Discord id: 15 to 21 digits (guilds, channels, users, messages)."""
     return isinstance(value, str) and _SNOWFLAKE.fullmatch(value) is not None  # not `$`: it accepts a trailing \n

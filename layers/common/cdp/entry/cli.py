@@ -21,6 +21,15 @@ DEMO_NOTICE = ("DEMO MODE: no Discord settings were given, so answers come from 
                "COZE_BOT_ID (environment or .env) to use real Discord.")
 
 
+def open_api_refusal(settings: Settings) -> str:
+    """Why `cdp serve` will not start an API open to the network (PROXY_SECRET empty, HOST not loopback)."""
+    return (f"cdp serve: refusing to start an open API: PROXY_SECRET is empty and HOST={settings.HOST} listens "
+            f"beyond this machine, so anyone who reaches port {settings.PORT} could post through your Discord "
+            "user accounts. Set PROXY_SECRET to one or more keys (comma-separated; clients send one as "
+            "'Authorization: Bearer <key>'), or HOST=127.0.0.1 to listen on this machine only, or "
+            "ALLOW_OPEN_API=1 to run an open API on purpose.")
+
+
 def _start_demo(settings: Settings):
     """Start the simulated Discord in this process and point the settings at it."""
     from cdp.sim import FakeDiscord, SimConfig
@@ -77,6 +86,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from cdp.entry import logs
     overrides = {k: v for k, v in {"HOST": args.host, "PORT": args.port}.items() if v is not None}
     settings = load_settings(**overrides)
+    if settings.open_api and not settings.demo and not settings.ALLOW_OPEN_API:
+        print(open_api_refusal(settings), file=sys.stderr, flush=True)
+        return 2
     from cdp.entry.bootstrap import make_router
 
     router = make_router(settings)  # bot_config.json read once, validated before anything starts
@@ -89,12 +101,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logs.configure(settings.LOG_LEVEL, settings.secrets())
     if notice:
         host = "127.0.0.1" if settings.HOST in ("0.0.0.0", "::") else settings.HOST
-        auth = f" -H 'Authorization: Bearer {settings.api_keys[0]}'" if settings.api_keys else ""
+        # never a key in the banner: it goes to terminals, scroll-back and container logs
+        auth = " -H 'Authorization: Bearer <a PROXY_SECRET key>'" if settings.api_keys else ""
         banner = "=" * 78
         print(f"{banner}\n{notice}\nTry it:\n  curl http://{host}:{settings.PORT}/v1/chat/completions "
               f"-H 'Content-Type: application/json'{auth} -d '{{\"model\":\"gpt-4o\",\"messages\":"
               f"[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n{banner}", file=sys.stderr, flush=True)
         log.warning(notice)
+    if settings.open_api and not settings.demo:
+        log.warning("open API: PROXY_SECRET is empty and HOST listens beyond this machine (ALLOW_OPEN_API=1); "
+                    "anyone who reaches the port may chat", extra={"host": settings.HOST})
     log.info("starting", extra={"host": settings.HOST, "port": settings.PORT, "store": settings.CDP_STORE,
                                 "discord_api_base": settings.DISCORD_API_BASE})
     try:

@@ -1,7 +1,7 @@
 """`cdp doctor`: every setup mistake the original's users hit, found before the first request.
 
 Each check asks Discord (through DiscordRest) or the store and yields one `Check`: ok, problem (with
-the exact fix) or skip (a check that cannot run because an earlier one failed, or does not apply).
+the exact fix), warn (works, but weaker than it should be; not a failure) or skip (a check that cannot run because an earlier one failed, or does not apply).
 `run_checks` runs them all; `render` prints one line each. Tokens only ever appear as fingerprints.
 """
 
@@ -13,6 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from cdp.domain.discord import (
+    PERM_ADMINISTRATOR,
+    PERM_MANAGE_CHANNELS,
+    PERM_MANAGE_ROLES,
+    PERM_READ_MESSAGE_HISTORY,
+    PERM_SEND_MESSAGES,
+    PERM_VIEW_CHANNEL,
+    PRIVATE_MEMBER_ALLOW,
     DiscordError,
     DiscordForbidden,
     DiscordNotFound,
@@ -25,14 +32,13 @@ from cdp.settings import Settings
 
 log = logging.getLogger("cdp.entry.doctor")
 
-OK, PROBLEM, SKIP = "ok", "problem", "skip"
+OK, PROBLEM, SKIP, WARN = "ok", "problem", "skip", "warn"
 FLAG_MESSAGE_CONTENT = 1 << 18  # GATEWAY_MESSAGE_CONTENT (verified bots)
 FLAG_MESSAGE_CONTENT_LIMITED = 1 << 19  # GATEWAY_MESSAGE_CONTENT_LIMITED (the portal toggle, < 100 servers)
-PERM_ADMINISTRATOR = 1 << 3
-PERM_MANAGE_CHANNELS = 1 << 4
 ALL_PERMISSIONS = (1 << 53) - 1
-# VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY | MANAGE_CHANNELS: what the invite link asks for
-INVITE_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 16) | PERM_MANAGE_CHANNELS
+# VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY | MANAGE_CHANNELS | MANAGE_ROLES: what the invite
+# link asks for (Manage Roles: private temporary channels, TEMP_CHANNEL_PRIVATE)
+INVITE_PERMISSIONS = PRIVATE_MEMBER_ALLOW | PERM_MANAGE_CHANNELS | PERM_MANAGE_ROLES
 GUILD_CHANNEL_LIMIT = 500
 CHANNELS_LEFT_WARNING = 20
 TEXT_CHANNEL_TYPES = {0: "text", 5: "announcement"}
@@ -44,7 +50,7 @@ PORTAL = "https://discord.com/developers/applications"
 @dataclass(frozen=True)
 class Check:
     name: str
-    state: str  # ok | problem | skip
+    state: str  # ok | problem | warn | skip
     detail: str
     fix: str = ""
 
@@ -53,7 +59,7 @@ class Check:
         return self.state == PROBLEM
 
     def line(self) -> str:
-        label = {OK: "ok     ", PROBLEM: "PROBLEM", SKIP: "skip   "}[self.state]
+        label = {OK: "ok     ", PROBLEM: "PROBLEM", WARN: "warn   ", SKIP: "skip   "}[self.state]
         text = f"{label} {self.name}: {self.detail}"
         return f"{text} — fix: {self.fix}" if self.fix else text
 
@@ -63,7 +69,9 @@ def render(checks: Iterable[Check]) -> str:
     problems = sum(c.problem for c in checks)
     oks = sum(c.state == OK for c in checks)
     skipped = sum(c.state == SKIP for c in checks)
-    summary = (f"cdp doctor: {oks} ok, {problems} problem(s), {skipped} skipped"
+    warned = sum(c.state == WARN for c in checks)
+    summary = (f"cdp doctor: {oks} ok, {problems} problem(s), "
+               + (f"{warned} warning(s), " if warned else "") + f"{skipped} skipped"
                + (" — fix the problems above, then run `cdp doctor` again" if problems else " — ready"))
     return "\n".join([*(c.line() for c in checks), summary])
 
@@ -97,18 +105,19 @@ class Doctor:
         self.app: dict | None = None
         self.guild: dict | None = None
         self.bot_entries: list = []
+        self.bot_perms: int | None = None  # the bot's guild-level permissions (manage_channels)
 
     @property
     def app_id(self) -> str | None:
         return str(self.app["id"]) if self.app else (str(self.bot["id"]) if self.bot else None)
 
     async def run(self) -> list[Check]:
-        checks: list[Check] = []
+        checks: list[Check] = self.api_keys()
         if self.s.demo:
-            return [Check("Discord settings", PROBLEM, "none set (cdp serve would run the built-in demo)",
+            return checks + [Check("Discord settings", PROBLEM, "none set (cdp serve would run the built-in demo)",
                           "set USER_AUTHORIZATION, BOT_TOKEN, GUILD_ID and COZE_BOT_ID (environment or .env)")]
         for step in (self.bot_token, self.message_content_intent, self.public_key, self.guild_reachable,
-                     self.manage_channels, self.channel_id, self.channels_left, self.bot_config,
+                     self.manage_channels, self.private_channels, self.channel_id, self.channels_left, self.bot_config,
                      self.coze_bots, self.user_accounts, self.store):
             try:
                 result = await step()
@@ -118,6 +127,48 @@ class Doctor:
                                 "check DISCORD_API_BASE / PROXY_URL and Discord's status, then retry")]
             checks += result if isinstance(result, list) else [result]
         return checks
+
+    # -- who may use the API -----------------------------------------------------------------------
+    def api_keys(self) -> list[Check]:
+        """An open API (no PROXY_SECRET beyond loopback, or on AWS) and the admin keys."""
+        s = self.s
+        chat, admin = set(s.api_keys), set(s.admin_keys)
+        out = []
+        name = "PROXY_SECRET"
+        aws = s.CDP_STORE == "dynamodb"  # the API behind API Gateway: public whatever HOST says
+        if chat:
+            out.append(Check(name, OK, f"{len(chat)} key(s): the API needs one"))
+        elif s.demo:
+            out.append(Check(name, SKIP, "empty: the demo answers anyone who reaches it (no real account)"))
+        elif s.open_api or aws:
+            where = ("on AWS the API Gateway URL is public" if aws and not s.open_api
+                     else f"HOST={s.HOST} listens beyond this machine")
+            fix = ("set PROXY_SECRET to one or more keys (comma-separated); clients send one as "
+                   "'Authorization: Bearer <key>'" + ("" if aws else ", or HOST=127.0.0.1"))
+            if s.ALLOW_OPEN_API:
+                out.append(Check(name, WARN, f"empty and {where}: an open API, on purpose (ALLOW_OPEN_API=1); "
+                                             "anyone who reaches it posts through your user accounts", fix))
+            else:
+                out.append(Check(name, PROBLEM, f"empty and {where}: an open API, anyone who reaches it posts "
+                                                "through your user accounts (cdp serve refuses to start)", fix))
+        else:
+            out.append(Check(name, OK, f"empty, but HOST={s.HOST} listens on this machine only"))
+        name = "PROXY_ADMIN_SECRET"
+        if chat & admin:
+            out.append(Check(name, PROBLEM, f"{len(chat & admin)} key(s) are in PROXY_SECRET too: those chat keys "
+                                            "may delete channels and read /api/status",
+                             "give the admin keys values of their own, not used by any client"))
+        elif admin:
+            out.append(Check(name, OK, f"{len(admin)} key(s) guard channel deletion and /api/status; chat keys "
+                                       "cannot use them"))
+        elif chat:
+            out.append(Check(name, WARN, "not set: every PROXY_SECRET key may also delete channels and read "
+                                         "/api/status (other keys' requests)",
+                             "set PROXY_ADMIN_SECRET to a key of its own and keep it from the clients"))
+        else:
+            out.append(Check(name, SKIP, "no key configured: the admin routes (/api/status, channel "
+                                         "deletion) refuse every request"))
+        return out
 
     # -- the CDP bot ------------------------------------------------------------------------------
     async def bot_token(self) -> Check:
@@ -193,7 +244,7 @@ class Doctor:
             return Check(name, SKIP, "needs a reachable GUILD_ID")
         member = await self.rest.get_guild_member(self.s.GUILD_ID, str(self.bot["id"]))
         member.setdefault("user", self.bot)
-        perms = permissions_of(member, self.guild)
+        perms = self.bot_perms = permissions_of(member, self.guild)
         if perms & (PERM_MANAGE_CHANNELS | PERM_ADMINISTRATOR):
             return Check(name, OK, "the bot may manage channels (temporary conversation channels)")
         if self.s.DEFAULT_CHANNEL_ENABLE:
@@ -202,6 +253,29 @@ class Doctor:
                                     "fail (it creates a temporary channel)",
                      "Server Settings → Roles → the bot's role → enable Manage Channels (or re-invite: "
                      f"{invite_url(self.app_id)})")
+
+    async def private_channels(self) -> Check:
+        """TEMP_CHANNEL_PRIVATE: the bot creates each temporary channel with permission overwrites, which
+        Discord allows with Manage Roles (or Administrator) and only for permissions the bot has."""
+        name = "private channels"
+        if self.s.DEFAULT_CHANNEL_ENABLE:
+            return Check(name, SKIP, "no temporary channels with DEFAULT_CHANNEL_ENABLE=1")
+        if not self.s.TEMP_CHANNEL_PRIVATE:
+            return Check(name, OK, "TEMP_CHANNEL_PRIVATE=0: every member of the server can read the "
+                                   "temporary channels (prompts and answers)")
+        perms = self.bot_perms
+        if perms is None or not perms & (PERM_MANAGE_CHANNELS | PERM_ADMINISTRATOR):
+            return Check(name, SKIP, "needs a bot that may manage channels (see bot permissions)")
+        missing = [label for bit, label in ((PERM_MANAGE_ROLES, "Manage Roles"), (PERM_VIEW_CHANNEL, "View Channels"),
+                                            (PERM_SEND_MESSAGES, "Send Messages"),
+                                            (PERM_READ_MESSAGE_HISTORY, "Read Message History"))
+                   if not perms & bit]
+        if not missing:
+            return Check(name, OK, "the bot may make temporary channels private (permission overwrites)")
+        return Check(name, PROBLEM, f"the bot lacks {', '.join(missing)}: it cannot create private temporary "
+                                    "channels, so every request without channelId would fail",
+                     f"Server Settings → Roles → the bot's role → enable {', '.join(missing)} (or re-invite: "
+                     f"{invite_url(self.app_id)}); or set TEMP_CHANNEL_PRIVATE=0 to let every member read them")
 
     async def channel_id(self) -> Check:
         name = "CHANNEL_ID"

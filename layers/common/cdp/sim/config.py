@@ -30,6 +30,13 @@ class SimConfig:
     channel_id: str = "1100000000000000002"  # text channel "general"
     category_id: str = "1100000000000000003"  # category "Text Channels"
 
+    # A second server the CDP bot and the user accounts are also members of (the bot may manage its
+    # channels there), and a direct-message channel between the first two user accounts: the places a
+    # proxy must never post into or delete (GUILD_ID is its only server).
+    other_guild_id: str = "1500000000000000001"
+    other_channel_id: str = "1500000000000000002"  # text channel "elsewhere" of the other server
+    dm_channel_id: str = "1500000000000000003"  # DM between the first two user accounts
+
     # the CDP bot (the listener, connects to the gateway)
     bot_token: str = make_token("1200000000000000001", "sim-bot-token-cdp-000000000000000000")
     bot_user_id: str = "1200000000000000001"
@@ -52,6 +59,9 @@ class SimConfig:
         }
     )
     owner_id: str = "1400000000000000001"
+    # a plain member of the server that is no account of the proxy: who must not read private channels
+    bystander_id: str = "1400000000000000009"
+    bystander_token: str = make_token("1400000000000000009", "sim-user-token-eve-0000000000000000")
 
     # gateway
     heartbeat_interval_ms: int = 41250

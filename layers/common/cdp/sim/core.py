@@ -18,8 +18,19 @@ EVERYONE_PERMS = "2222085186637376"
 PERM_ADMINISTRATOR = 1 << 3
 PERM_MANAGE_CHANNELS = 1 << 4
 PERM_MANAGE_GUILD = 1 << 5
-# the managed role Discord gives a bot invited with permissions (here: the CDP bot may manage channels)
-BOT_ROLE_PERMS = str(int(EVERYONE_PERMS) | PERM_MANAGE_CHANNELS)
+PERM_VIEW_CHANNEL = 1 << 10
+PERM_SEND_MESSAGES = 1 << 11
+PERM_READ_MESSAGE_HISTORY = 1 << 16
+PERM_MANAGE_ROLES = 1 << 28
+ALL_PERMS = (1 << 53) - 1
+# the managed role Discord gives a bot invited with permissions (here: the CDP bot may manage channels
+# and roles, so it may create channels with permission overwrites)
+BOT_ROLE_PERMS = str(int(EVERYONE_PERMS) | PERM_MANAGE_CHANNELS | PERM_MANAGE_ROLES)
+# what every member has in the other server (the bot included: it may delete channels there)
+OTHER_GUILD_PERMS = int(EVERYONE_PERMS) | PERM_MANAGE_CHANNELS
+DM_PERMS = PERM_VIEW_CHANNEL | PERM_SEND_MESSAGES | PERM_READ_MESSAGE_HISTORY
+THREAD_TYPES = (10, 11, 12)
+DM_TYPES = (1, 3)
 INTERACTION_TOKEN_TTL = 15 * 60
 
 USER_MENTION_RE = re.compile(r"<@!?(\d{15,25})>")
@@ -65,6 +76,10 @@ class Sim:
             name = ["alice", "bob", "carol", "dave"][i] if i < 4 else f"user{i}"
             self.users.setdefault(uid, _user(uid, name, global_name=name.title()))
             self.tokens[tok] = ("user", uid)
+        self.users[cfg.bystander_id] = _user(cfg.bystander_id, "eve", global_name="Eve")
+        self.tokens[cfg.bystander_token] = ("user", cfg.bystander_id)
+        # the other server: the CDP bot and the proxy's user accounts are members of it too
+        self.other_members = {cfg.bot_user_id, *cfg.user_tokens.values()}
         self.revoked: set[str] = set()
         self.unverified: set[str] = set()
         self.max_channels = cfg.max_channels
@@ -101,6 +116,11 @@ class Sim:
         self.deleted: list[dict] = []
         self._add_channel({"id": cfg.category_id, "type": 4, "name": "Text Channels", "parent_id": None}, record=False)
         self._add_channel({"id": cfg.channel_id, "type": 0, "name": "general", "parent_id": cfg.category_id}, record=False)
+        self._add_channel({"id": cfg.other_channel_id, "type": 0, "name": "elsewhere", "parent_id": None,
+                           "guild_id": cfg.other_guild_id}, record=False)
+        accounts = list(dict.fromkeys(cfg.user_tokens.values()))[:2]
+        self.channels[cfg.dm_channel_id] = {"id": cfg.dm_channel_id, "type": 1, "last_message_id": None, "flags": 0,
+                                            "recipients": [copy.deepcopy(self.users[u]) for u in accounts]}
         self.messages: dict[str, list[dict]] = {}
         self.msg_index: dict[str, dict] = {}
         self.attachments: dict[tuple[str, str, str], tuple[bytes, str]] = {}
@@ -215,7 +235,7 @@ class Sim:
             "hub_type": None,
         }
         if full:
-            members = [self.member(uid) for uid in self.users]
+            members = [self.member(uid) for uid in self.users if uid not in self.non_members]
             g.update(
                 {
                     "joined_at": self.joined_at,
@@ -225,8 +245,8 @@ class Sim:
                     "member_count": len(members),
                     "voice_states": [],
                     "members": members,
-                    "channels": [copy.deepcopy(c) for c in self.channels.values() if c["type"] not in (10, 11, 12)],
-                    "threads": [copy.deepcopy(c) for c in self.channels.values() if c["type"] in (10, 11, 12)],
+                    "channels": [copy.deepcopy(c) for c in self.guild_channels() if c["type"] not in THREAD_TYPES],
+                    "threads": [copy.deepcopy(c) for c in self.guild_channels() if c["type"] in THREAD_TYPES],
                     "presences": [],
                     "stage_instances": [],
                     "guild_scheduled_events": [],
@@ -272,11 +292,12 @@ class Sim:
 
     def _add_channel(self, spec: dict, *, record: bool = True) -> dict:
         ctype = int(spec.get("type", 0))
-        position = sum(1 for c in self.channels.values() if c["type"] == ctype)
+        guild_id = spec.get("guild_id") or self.cfg.guild_id
+        position = sum(1 for c in self.channels.values() if c["type"] == ctype and c.get("guild_id") == guild_id)
         ch: dict[str, Any] = {
             "id": spec["id"],
             "type": ctype,
-            "guild_id": self.cfg.guild_id,
+            "guild_id": guild_id,
             "name": spec["name"],
             "position": spec.get("position", position),
             "permission_overwrites": spec.get("permission_overwrites", []),
@@ -309,6 +330,101 @@ class Sim:
         for rid in self.member_roles.get(uid, []):
             perms |= by_id.get(rid, 0)
         return (1 << 53) - 1 if perms & PERM_ADMINISTRATOR else perms
+
+    def guild_channels(self) -> list[dict]:
+        """The channels (and threads) of the proxy's server, not those of the other server or DMs."""
+        return [c for c in self.channels.values() if c.get("guild_id") == self.cfg.guild_id]
+
+    def channel_permissions(self, uid: str, ch: dict) -> int:
+        """Discord's permission computation for `uid` in channel `ch`: guild base permissions, then the
+        channel's overwrites (@everyone, the member's roles, the member); threads use their parent's."""
+        if ch["type"] in DM_TYPES:
+            return DM_PERMS if any(u["id"] == uid for u in ch.get("recipients") or []) else 0
+        if ch["type"] in THREAD_TYPES and ch.get("parent_id") in self.channels:
+            return self.channel_permissions(uid, self.channels[ch["parent_id"]])
+        gid = ch.get("guild_id")
+        if gid != self.cfg.guild_id:
+            return OTHER_GUILD_PERMS if uid in self.other_members else 0
+        if uid in self.non_members or uid not in self.users:
+            return 0
+        base = self.permissions(uid)
+        if base & PERM_ADMINISTRATOR or uid == self.cfg.owner_id:
+            return ALL_PERMS
+        ows = {str(o.get("id")): o for o in ch.get("permission_overwrites") or []}
+
+        def apply(perms: int, allow: int, deny: int) -> int:
+            return (perms & ~deny) | allow
+
+        if gid in ows:
+            base = apply(base, int(ows[gid].get("allow") or 0), int(ows[gid].get("deny") or 0))
+        allow = deny = 0
+        for rid in self.member_roles.get(uid, []):
+            o = ows.get(rid)
+            if o is not None and int(o.get("type", 0)) == 0:
+                allow |= int(o.get("allow") or 0)
+                deny |= int(o.get("deny") or 0)
+        base = apply(base, allow, deny)
+        o = ows.get(uid)
+        if o is not None and int(o.get("type", 0)) == 1:
+            base = apply(base, int(o.get("allow") or 0), int(o.get("deny") or 0))
+        return base
+
+    def can(self, uid: str, channel_id: str, perm: int) -> bool:
+        """Whether `uid` has every bit of `perm` in the channel (unknown channels: False)."""
+        ch = self.channels.get(channel_id)
+        return ch is not None and self.channel_permissions(uid, ch) & perm == perm
+
+    def require_channel_permission(self, uid: str, channel_id: str, perm: int) -> dict:
+        """The channel, if `uid` may see it and has `perm` there: 404 for unknown channels, 403 50001
+        (Missing Access) for ones it cannot see, 403 50013 (Missing Permissions) otherwise."""
+        ch = self.get_channel(channel_id)
+        perms = self.channel_permissions(uid, ch)
+        if not perms & PERM_VIEW_CHANNEL:
+            raise ApiError(403, 50001, "Missing Access")
+        if perms & perm != perm:
+            raise ApiError(403, 50013, "Missing Permissions")
+        return ch
+
+    def check_overwrites(self, uid: str, guild_id: str, overwrites: Any) -> list[dict]:
+        """Validate `permission_overwrites` of a channel creation by `uid` as Discord does: well-formed,
+        and (without Administrator) the creator needs MANAGE_ROLES and may only allow or deny
+        permissions it has itself. Returns them normalized (strings)."""
+        if overwrites is None:
+            return []
+        if not isinstance(overwrites, list):
+            raise form_error(["permission_overwrites"], "MODEL_TYPE_CONVERT", "Only iterables may be used in a ListType")
+        out = []
+        for i, o in enumerate(overwrites):
+            if not isinstance(o, dict) or not str(o.get("id", "")).isdigit() or o.get("type") not in (0, 1, "0", "1"):
+                raise form_error(["permission_overwrites", i], "MODEL_TYPE_CONVERT", "Invalid overwrite")
+            try:
+                allow, deny = int(o.get("allow") or 0), int(o.get("deny") or 0)
+            except (TypeError, ValueError):
+                raise form_error(["permission_overwrites", i, "allow"], "NUMBER_TYPE_COERCE", "Value is not int.") from None
+            if int(o["type"]) == 0 and str(o["id"]) not in {r["id"] for r in self.roles}:
+                raise form_error(["permission_overwrites", i, "id"], "UNKNOWN_ROLE", "Unknown role")
+            out.append({"id": str(o["id"]), "type": int(o["type"]), "allow": str(allow), "deny": str(deny)})
+        if out and guild_id == self.cfg.guild_id:
+            perms = self.permissions(uid)
+            if not perms & PERM_ADMINISTRATOR:
+                wanted = 0
+                for o in out:
+                    wanted |= int(o["allow"]) | int(o["deny"])
+                if not perms & PERM_MANAGE_ROLES or wanted & ~perms:
+                    raise ApiError(403, 50013, "Missing Permissions")
+        return out
+
+    def set_overwrite(self, uid: str, channel_id: str, overwrite_id: str, body: dict) -> None:
+        """PUT /channels/{id}/permissions/{overwrite_id} by `uid`: add or replace one overwrite."""
+        ch = self.require_channel_permission(uid, channel_id, 0)
+        if ch["type"] in DM_TYPES or ch["type"] in THREAD_TYPES:
+            raise ApiError(400, 50024, "Cannot execute action on this channel type")
+        if ch.get("guild_id") == self.cfg.guild_id and not self.permissions(uid) & (PERM_MANAGE_ROLES | PERM_ADMINISTRATOR):
+            raise ApiError(403, 50013, "Missing Permissions")
+        (ow,) = self.check_overwrites(uid, ch["guild_id"], [{**body, "id": overwrite_id}])
+        rest = [o for o in ch.get("permission_overwrites") or [] if str(o["id"]) != overwrite_id]
+        ch["permission_overwrites"] = [*rest, ow]
+        self.gateway.dispatch_guild("CHANNEL_UPDATE", copy.deepcopy(ch), INTENT_GUILDS)
 
     def require_permission(self, uid: str, perm: int) -> None:
         if not self.permissions(uid) & perm:
@@ -347,9 +463,10 @@ class Sim:
             raise ApiError(404, 10003, "Unknown Channel")
         return ch
 
-    def create_channel(self, guild_id: str, body: dict) -> dict:
+    def create_channel(self, guild_id: str, body: dict, creator_id: str = "") -> dict:
         if guild_id != self.cfg.guild_id:
             raise ApiError(404, 10004, "Unknown Guild")
+        overwrites = self.check_overwrites(creator_id, guild_id, body.get("permission_overwrites"))
         name = body.get("name")
         if not isinstance(name, str) or not (1 <= len(name) <= 100):
             raise form_error(["name"], "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
@@ -359,11 +476,11 @@ class Sim:
         parent = body.get("parent_id")
         if parent is not None:
             p = self.channels.get(str(parent))
-            if p is None or p["type"] != 4:
+            if p is None or p["type"] != 4 or p.get("guild_id") != guild_id:
                 raise form_error(["parent_id"], "CHANNEL_PARENT_INVALID_TYPE", "Not a category")
             if ctype == 4:
                 raise form_error(["parent_id"], "CHANNEL_PARENT_INVALID_TYPE", "Categories cannot have parents")
-        count = sum(1 for c in self.channels.values() if c["type"] not in (10, 11, 12))
+        count = sum(1 for c in self.guild_channels() if c["type"] not in THREAD_TYPES)
         if count >= self.max_channels:
             raise ApiError(400, 30013, f"Maximum number of server channels reached ({self.max_channels})")
         if ctype == 0:
@@ -377,7 +494,7 @@ class Sim:
                 "topic": body.get("topic"),
                 "nsfw": body.get("nsfw", False),
                 "rate_limit_per_user": body.get("rate_limit_per_user", 0),
-                "permission_overwrites": body.get("permission_overwrites", []),
+                "permission_overwrites": overwrites,
             }
         )
         self.gateway.dispatch_guild("CHANNEL_CREATE", copy.deepcopy(ch), INTENT_GUILDS)
@@ -426,7 +543,7 @@ class Sim:
         th = {
             "id": tid,
             "type": ttype,
-            "guild_id": self.cfg.guild_id,
+            "guild_id": parent.get("guild_id"),
             "parent_id": channel_id,
             "owner_id": author_id,
             "name": name,
@@ -632,7 +749,12 @@ class Sim:
 
     def gateway_message(self, msg: dict) -> dict:
         d = copy.deepcopy(msg)
-        d["guild_id"] = self.cfg.guild_id
+        gid = (self.channels.get(msg["channel_id"]) or {}).get("guild_id", self.cfg.guild_id)
+        if gid is None:  # a DM: no guild, no member objects
+            return d
+        d["guild_id"] = gid
+        if gid != self.cfg.guild_id:
+            return d
         d["member"] = self.member(msg["author"]["id"], with_user=False)
         for u in d["mentions"]:
             if u["id"] in self.users:
@@ -665,7 +787,9 @@ class Sim:
 
     # ------------------------------------------------------------------ inspection
     def snapshot(self, what: str, arg: str | None = None) -> Any:
-        if what == "channels":
+        if what == "channels":  # the proxy's server only
+            return copy.deepcopy(self.guild_channels())
+        if what == "all_channels":  # also the other server's and the DM
             return copy.deepcopy(list(self.channels.values()))
         if what == "created":
             return copy.deepcopy(self.created)

@@ -172,7 +172,8 @@ class CozeSim:
             return
         ids = [u["id"] for u in msg.get("mentions") or []]
         for cid in self.sim.cfg.coze_bot_ids:
-            if cid in ids:
+            # a Coze bot answers only where it may see the channel and post (permission overwrites)
+            if cid in ids and self.sim.can(cid, msg["channel_id"], (1 << 10) | (1 << 11) | (1 << 16)):
                 self.replies_started += 1
                 t = asyncio.get_running_loop().create_task(self._reply(copy.deepcopy(msg), cid))
                 self.tasks.add(t)
@@ -269,7 +270,7 @@ class CozeSim:
                     self._dispatch_update(msg, d, held)
                     held = None
             if d.has("partial"):
-                self._dispatch_update(msg, d, {"id": msg["id"], "channel_id": msg["channel_id"], "guild_id": cfg.guild_id, "embeds": copy.deepcopy(msg["embeds"])})
+                self._dispatch_update(msg, d, {"id": msg["id"], "channel_id": msg["channel_id"], "guild_id": sim.channels[msg["channel_id"]].get("guild_id"), "embeds": copy.deepcopy(msg["embeds"])})
             if si == drop_at:
                 sim.gateway.drop(cfg.bot_user_id)
         if held is not None:
@@ -296,7 +297,7 @@ class CozeSim:
             components = number_components(components)
             sim.update_message(msg["id"], {"components": components, "edited_timestamp": iso_now()}, dispatch=False)
             if d.has("partial"):
-                self._dispatch_update(msg, d, {"id": msg["id"], "channel_id": msg["channel_id"], "guild_id": cfg.guild_id, "components": copy.deepcopy(components)})
+                self._dispatch_update(msg, d, {"id": msg["id"], "channel_id": msg["channel_id"], "guild_id": sim.channels[msg["channel_id"]].get("guild_id"), "components": copy.deepcopy(components)})
             else:
                 self._dispatch_update(msg, d)
         return True

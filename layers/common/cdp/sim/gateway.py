@@ -10,6 +10,7 @@ import secrets
 import time
 import urllib.parse
 import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .config import (
@@ -90,11 +91,15 @@ class Conn:
             try:
                 if item[0] == "send":
                     text = json.dumps(item[1], ensure_ascii=False, separators=(",", ":"))
+                    sent_at = time.perf_counter()
                     if self.z is not None:
                         data = self.z.compress(text.encode("utf-8")) + self.z.flush(zlib.Z_SYNC_FLUSH)
+                        sent_at = time.perf_counter()
                         await self.raw_send({"type": "websocket.send", "bytes": data})
                     else:
                         await self.raw_send({"type": "websocket.send", "text": text})
+                    if self.hub.on_sent is not None:
+                        self.hub.on_sent(self.session, item[1], sent_at)
                 elif item[0] == "close":
                     await self.raw_send({"type": "websocket.close", "code": item[1], "reason": item[2]})
                     return
@@ -122,6 +127,10 @@ class GatewayHub:
         self.stop_acks = False
         self.forced_identify_close: int | None = None
         self.events: list[dict] = []  # log of (conn path, op, t, s)
+        # Optional observer (bench/stream_bench.py): on the fake's loop, after each payload was written
+        # to a client's socket, called with (session, payload, time.perf_counter() just before the
+        # write); must be quick and must not raise.
+        self.on_sent: Callable[[Session | None, dict, float], None] | None = None
 
     # ------------------------------------------------------------ dispatch
     def _send_dispatch(self, sess: Session, t: str, d: Any) -> None:
@@ -151,8 +160,13 @@ class GatewayHub:
                 self._send_dispatch(s, t, copy.deepcopy(d))
 
     def dispatch_message(self, t: str, d: dict) -> None:
+        channel_id = str(d.get("channel_id") or "")
         for s in self.live_sessions():
             if not s.intents & INTENT_GUILD_MESSAGES:
+                continue
+            # as Discord: only to those who can see the channel (permission overwrites, other servers);
+            # events of a channel already deleted (MESSAGE_DELETE) go out as before
+            if channel_id in self.sim.channels and not self.sim.can(s.user_id, channel_id, 1 << 10):
                 continue
             dd = copy.deepcopy(d)
             if not s.intents & INTENT_MESSAGE_CONTENT and t != "MESSAGE_DELETE":

@@ -17,6 +17,11 @@ from starlette.responses import JSONResponse, Response
 from .ratelimit import RateLimited
 from .util import ApiError, fingerprint, form_error, tiny_png
 
+VIEW = 1 << 10
+SEND = 1 << 11
+HISTORY = 1 << 16
+MANAGE_CHANNELS = 1 << 4
+
 if TYPE_CHECKING:
     from .core import Sim
 
@@ -141,7 +146,7 @@ async def get_guild(ctx: Ctx, guild_id: str) -> Any:
 @route("GET", "/guilds/{guild_id}/channels")
 async def get_guild_channels(ctx: Ctx, guild_id: str) -> Any:
     _guild(ctx, guild_id)
-    return [copy.deepcopy(c) for c in ctx.sim.channels.values() if c["type"] not in (10, 11, 12)]
+    return [copy.deepcopy(c) for c in ctx.sim.guild_channels() if c["type"] not in (10, 11, 12)]
 
 
 @route("POST", "/guilds/{guild_id}/channels")
@@ -149,7 +154,7 @@ async def post_guild_channel(ctx: Ctx, guild_id: str) -> Any:
     if ctx.kind == "bot" and guild_id == ctx.sim.cfg.guild_id:
         _guild(ctx, guild_id)
         ctx.sim.require_permission(ctx.user_id or "", 1 << 4)  # MANAGE_CHANNELS
-    return 201, copy.deepcopy(ctx.sim.create_channel(guild_id, _need_body(ctx)))
+    return 201, copy.deepcopy(ctx.sim.create_channel(guild_id, _need_body(ctx), ctx.user_id or ""))
 
 
 @route("GET", "/guilds/{guild_id}/members/{user_id}")
@@ -165,28 +170,44 @@ async def get_member(ctx: Ctx, guild_id: str, user_id: str) -> Any:
 # ----------------------------------------------------------------------------- channels
 @route("GET", "/channels/{channel_id}")
 async def get_channel(ctx: Ctx, channel_id: str) -> Any:
-    return copy.deepcopy(ctx.sim.get_channel(channel_id))
+    # 404 for unknown ids; 403 50001 for channels the token cannot see (another server, someone
+    # else's DM, a private channel)
+    return copy.deepcopy(ctx.sim.require_channel_permission(ctx.user_id or "", channel_id, 0))
 
 
 @route("DELETE", "/channels/{channel_id}")
 async def delete_channel(ctx: Ctx, channel_id: str) -> Any:
-    if ctx.kind == "bot" and ctx.sim.channels.get(channel_id, {}).get("type") not in (10, 11, 12, None):
-        ctx.sim.require_permission(ctx.user_id or "", 1 << 4)  # MANAGE_CHANNELS
+    ch = ctx.sim.require_channel_permission(ctx.user_id or "", channel_id, 0)
+    if ch["type"] in (1, 3):
+        raise ApiError(403, 50003, "Cannot execute action on a DM channel")
+    if ch["type"] not in (10, 11, 12) and ch.get("guild_id") == ctx.sim.cfg.guild_id:
+        ctx.sim.require_permission(ctx.user_id or "", MANAGE_CHANNELS)
+    elif ch["type"] not in (10, 11, 12):
+        ctx.sim.require_channel_permission(ctx.user_id or "", channel_id, MANAGE_CHANNELS)
     return copy.deepcopy(ctx.sim.delete_channel(channel_id))
+
+
+@route("PUT", "/channels/{channel_id}/permissions/{overwrite_id}")
+async def put_overwrite(ctx: Ctx, channel_id: str, overwrite_id: str) -> Any:
+    ctx.sim.set_overwrite(ctx.user_id or "", channel_id, overwrite_id, _need_body(ctx))
+    return 204, None
 
 
 @route("POST", "/channels/{channel_id}/threads")
 async def post_thread(ctx: Ctx, channel_id: str) -> Any:
+    ctx.sim.require_channel_permission(ctx.user_id or "", channel_id, 0)
     return 201, copy.deepcopy(ctx.sim.create_thread(channel_id, _need_body(ctx), ctx.user_id or "", None))
 
 
 @route("POST", "/channels/{channel_id}/messages/{message_id}/threads")
 async def post_thread_from_message(ctx: Ctx, channel_id: str, message_id: str) -> Any:
+    ctx.sim.require_channel_permission(ctx.user_id or "", channel_id, HISTORY)
     return 201, copy.deepcopy(ctx.sim.create_thread(channel_id, _need_body(ctx), ctx.user_id or "", message_id))
 
 
 @route("GET", "/channels/{channel_id}/messages")
 async def get_messages(ctx: Ctx, channel_id: str) -> Any:
+    ctx.sim.require_channel_permission(ctx.user_id or "", channel_id, HISTORY)
     q = ctx.request.query_params
     limit = _qint(ctx.request, "limit", 50, 1, 100)
     return ctx.sim.list_messages(channel_id, limit, q.get("before"), q.get("after"), q.get("around"))
@@ -194,7 +215,7 @@ async def get_messages(ctx: Ctx, channel_id: str) -> Any:
 
 @route("GET", "/channels/{channel_id}/messages/{message_id}")
 async def get_message(ctx: Ctx, channel_id: str, message_id: str) -> Any:
-    ctx.sim.get_channel(channel_id)
+    ctx.sim.require_channel_permission(ctx.user_id or "", channel_id, HISTORY)
     m = ctx.sim.msg_index.get(message_id)
     if m is None or m["channel_id"] != channel_id:
         raise ApiError(404, 10008, "Unknown Message")
@@ -204,7 +225,7 @@ async def get_message(ctx: Ctx, channel_id: str, message_id: str) -> Any:
 @route("DELETE", "/channels/{channel_id}/messages/{message_id}")
 async def delete_message(ctx: Ctx, channel_id: str, message_id: str) -> Any:
     sim = ctx.sim
-    sim.get_channel(channel_id)
+    sim.require_channel_permission(ctx.user_id or "", channel_id, 0)
     m = sim.msg_index.get(message_id)
     if m is None or m["channel_id"] != channel_id:
         raise ApiError(404, 10008, "Unknown Message")
@@ -217,6 +238,7 @@ async def delete_message(ctx: Ctx, channel_id: str, message_id: str) -> Any:
 @route("POST", "/channels/{channel_id}/messages")
 async def post_message(ctx: Ctx, channel_id: str) -> Any:
     body = _need_body(ctx)
+    ctx.sim.require_channel_permission(ctx.user_id or "", channel_id, SEND)
     msg, created = ctx.sim.post_message(channel_id, ctx.user_id or "", body, ctx.files)
     return 200, msg
 

@@ -60,6 +60,7 @@ def op_add_old_channel(sim: Sim, name: str, age: float = 0.0, type: int = 0, par
 OPS: dict[str, Callable[..., Any]] = {
     "info": lambda sim: sim.info(),
     "channels": lambda sim: sim.snapshot("channels"),
+    "all_channels": lambda sim: sim.snapshot("all_channels"),
     "created_channels": lambda sim: sim.snapshot("created"),
     "deleted_channels": lambda sim: sim.snapshot("deleted"),
     "messages": lambda sim, channel_id: sim.snapshot("messages", channel_id),
@@ -311,7 +312,8 @@ class FakeDiscord:
 
     # inspection
     def info(self) -> dict: return self._call("info")
-    def channels(self) -> list[dict]: return self._call("channels")
+    def channels(self) -> list[dict]: return self._call("channels")  # of the proxy's server (GUILD_ID)
+    def all_channels(self) -> list[dict]: return self._call("all_channels")  # also the other server's, the DM
     def created_channels(self) -> list[dict]: return self._call("created_channels")
     def deleted_channels(self) -> list[dict]: return self._call("deleted_channels")
     def messages(self, channel_id: str) -> list[dict]: return self._call("messages", str(channel_id))

@@ -238,13 +238,25 @@ class DiscordRest:
         return await self._request("GET", "/channels/{channel_id}", params={"channel_id": channel_id})
 
     async def create_channel(
-        self, guild_id: str, name: str, type: int = 0, parent_id: str | None = None
+        self, guild_id: str, name: str, type: int = 0, parent_id: str | None = None,
+        permission_overwrites: Sequence[dict] | None = None,
     ) -> dict:
         body: dict[str, Any] = {"name": name, "type": type}
         if parent_id:
             body["parent_id"] = str(parent_id)
+        if permission_overwrites:
+            body["permission_overwrites"] = [dict(o) for o in permission_overwrites]
         return await self._request("POST", "/guilds/{guild_id}/channels", params={"guild_id": guild_id},
                                    json_body=body)
+
+    async def set_channel_permission(
+        self, channel_id: str, overwrite_id: str, allow: int, deny: int = 0, type: int = 1
+    ) -> None:
+        """PUT /channels/{id}/permissions/{overwrite_id} (idempotent: retried like a GET)."""
+        await self._request("PUT", "/channels/{channel_id}/permissions/{overwrite_id}",
+                            params={"channel_id": channel_id, "overwrite_id": overwrite_id},
+                            json_body={"allow": str(int(allow)), "deny": str(int(deny)), "type": int(type)},
+                            retry_transient=True)
 
     async def delete_channel(self, channel_id: str) -> dict:
         return await self._request("DELETE", "/channels/{channel_id}", params={"channel_id": channel_id})

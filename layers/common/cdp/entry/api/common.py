@@ -24,27 +24,51 @@ def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-class KeyCheck:
-    """The one key check, a FastAPI dependency: PROXY_SECRET's keys (comma-separated; none = open API).
+CHAT, CREATE, ADMIN = "chat", "create", "admin"  # what a KeyCheck guards (its `level`)
 
+
+class KeyCheck:
+    """The one key check, a FastAPI dependency. Two key lists: PROXY_SECRET's (chat keys) and
+    PROXY_ADMIN_SECRET's (admin keys), both comma-separated.
+
+    `level` says what the route does:
+    - CHAT (the OpenAI API): a chat or admin key; with no PROXY_SECRET the API is open.
+    - CREATE (the original's create routes): a chat or admin key, and never without one: with no key
+      configured at all, refused.
+    - ADMIN (deletion, /api/status: what changes or reveals state): an admin key; without
+      PROXY_ADMIN_SECRET a chat key, as before; with no key configured at all, refused. A chat key
+      while admin keys are set is refused with 403.
     `sources` are read in order, the first non-empty one is the caller's key: BEARER or a header name.
-    `refuse` builds the exception for a missing or wrong key (each API family keeps its error shape).
-    Returns the caller's key, which also selects bot_config.json entries (sent without keys set too).
+    `refuse(status, why)` builds the exception for a missing or wrong key (each API family keeps its
+    error shape). Returns the caller's key, which also selects bot_config.json entries (sent without
+    keys set too).
     """
 
-    def __init__(self, *sources: str, refuse: Callable[[], Exception]) -> None:
+    def __init__(self, *sources: str, refuse: Callable[[int, str], Exception], level: str = CHAT) -> None:
+        if level not in (CHAT, CREATE, ADMIN):
+            raise ValueError(f"unknown key level {level!r}")
         self.sources = sources
         self.refuse = refuse
+        self.level = level
 
     def __call__(self, request: Request) -> str | None:
         given = next(filter(None, (self._read(request, s) for s in self.sources)), "")
-        keys = runtime_of(request).settings.api_keys
-        if not keys:
-            return given or None
-        # Compare with every key (no early exit) so timing says nothing about which one matched.
-        matched = [hmac.compare_digest(given.encode(), k.encode()) for k in keys]
-        if not given or not any(matched):
-            raise self.refuse()
+        settings = runtime_of(request).settings
+        chat, admin = list(settings.api_keys), list(getattr(settings, "admin_keys", []) or [])
+        if self.level == CHAT and not chat:
+            return given or None  # open API (cdp serve refuses this beyond loopback unless ALLOW_OPEN_API)
+        if not chat and not admin:
+            raise self.refuse(401, "This route needs a key and none is configured: set PROXY_SECRET "
+                                   "(or PROXY_ADMIN_SECRET for the admin routes) and send one of its keys.")
+        if self.level == ADMIN and admin:
+            if _matches(given, admin):
+                return given
+            if _matches(given, chat):
+                raise self.refuse(403, "This key may not use this route: it needs one of PROXY_ADMIN_SECRET's "
+                                       "keys.")
+            raise self.refuse(401, "Incorrect or missing admin key: send one of PROXY_ADMIN_SECRET's keys.")
+        if not _matches(given, [*chat, *admin]):
+            raise self.refuse(401, "Incorrect or missing API key: send one of PROXY_SECRET's keys.")
         return given
 
     @staticmethod
@@ -55,9 +79,22 @@ class KeyCheck:
         return token.strip() if scheme.lower() == "bearer" else ""
 
 
-# The OpenAI routes take the key as a bearer token; /api/status also as `proxy-secret`.
-openai_key = KeyCheck(BEARER, refuse=oe.invalid_api_key)
-operator_key = KeyCheck(BEARER, "proxy-secret", refuse=oe.invalid_api_key)
+def _matches(given: str, keys: list[str]) -> bool:
+    """Compare with every key (no early exit) so timing says nothing about which one matched."""
+    matched = [hmac.compare_digest(given.encode(), k.encode()) for k in keys]
+    return bool(given) and any(matched)
+
+
+def openai_refusal(status: int, why: str) -> oe.OpenAIError:
+    """A refused key on the OpenAI-shaped routes: 401 invalid_api_key, or 403 for a chat key on an admin route."""
+    if status == 401 and why.startswith("Incorrect or missing API key"):
+        return oe.invalid_api_key()
+    return oe.OpenAIError(status, why, code="invalid_api_key" if status == 401 else "admin_key_required")
+
+
+# The OpenAI routes take the key as a bearer token; /api/status (an admin route) also as `proxy-secret`.
+openai_key = KeyCheck(BEARER, refuse=openai_refusal)
+operator_key = KeyCheck(BEARER, "proxy-secret", refuse=openai_refusal, level=ADMIN)
 ApiKey = Annotated[str | None, Depends(openai_key)]
 
 

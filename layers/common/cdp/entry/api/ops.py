@@ -1,4 +1,5 @@
-"""Operator routes: GET /, GET /healthz, GET /api/status (behind the API key) and POST /interactions
+"""Operator routes: GET /, GET /healthz, GET /api/status (behind the admin key: PROXY_ADMIN_SECRET, else
+PROXY_SECRET; never open) and POST /interactions
 (Discord slash commands).
 
 `install(app)` adds the router, a counter of requests in flight (ASGI middleware) and a ring buffer of
@@ -19,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from cdp.domain.secrets import fingerprint, redact
-from cdp.entry import interactions
+from cdp.entry import interactions, logs
 from cdp.entry.api.common import BodyTooLarge, operator_key, read_body, runtime_of
 from cdp.entry.api.runtime import Runtime
 from cdp.ports import Stores
@@ -75,8 +76,9 @@ class _RecentErrors(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            # redacted before it is cut: a cut through a secret would leave half of it unmatched
             entry = {"at": record.created, "level": record.levelname, "logger": record.name,
-                     "message": record.getMessage()[:500]}
+                     "message": logs.redact(record.getMessage())[:500]}
             for key in ("request_id", "status", "code", "account", "channel_id"):
                 if hasattr(record, key):
                     entry[key] = getattr(record, key)
@@ -278,7 +280,7 @@ async def healthz(request: Request) -> JSONResponse:
 
 @router.get("/api/status", tags=["ops"], response_model=StatusResponse, dependencies=[Depends(operator_key)],
             summary="Gateway state, accounts and bots by health, temporary channels, requests in flight, "
-                    "last errors (API key required)")
+                    "last errors (admin key required: PROXY_ADMIN_SECRET's, else PROXY_SECRET's)")
 async def api_status(request: Request) -> dict[str, Any]:
     return await collect_status(runtime_of(request))
 

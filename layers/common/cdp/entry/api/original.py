@@ -2,8 +2,10 @@
 
 Every answer is HTTP 200 `{"success": true, "data"|"message": ...}` or `{"success": false,
 "message": ...}` with the original's (Chinese) message texts, so clients written for it keep working;
-failures add `detail`, an English explanation. A missing or wrong `proxy-secret` header is HTTP 401
-(when PROXY_SECRET is set). ONLY_OPENAI_API=1 leaves this router out (404).
+failures add `detail`, an English explanation. A missing or wrong `proxy-secret` header is HTTP 401;
+these routes never run without a key (none configured: 401 too). Creating takes a PROXY_SECRET or
+PROXY_ADMIN_SECRET key; deleting takes a PROXY_ADMIN_SECRET key when that is set (a chat key: 403).
+ONLY_OPENAI_API=1 leaves this router out (404).
 """
 
 from __future__ import annotations
@@ -15,8 +17,18 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from cdp.domain.discord import DiscordError, is_snowflake
-from cdp.entry.api.common import BodyTooDeep, BodyTooLarge, KeyCheck, parse_json, read_body, runtime_of
+from cdp.app.errors import ErrorKind, ServiceError
+from cdp.domain.discord import CATEGORY_TYPES, DiscordError, is_snowflake
+from cdp.entry.api.common import (
+    ADMIN,
+    CREATE,
+    BodyTooDeep,
+    BodyTooLarge,
+    KeyCheck,
+    parse_json,
+    read_body,
+    runtime_of,
+)
 from cdp.settings import SMALL_BODY_BYTES
 
 log = logging.getLogger("cdp.entry.api.original")
@@ -70,8 +82,11 @@ def _body_doc(model: type[BaseModel]) -> dict:
 
 _AUTH_DOC = {"parameters": [{"name": "proxy-secret", "in": "header", "required": False,
                              "schema": {"type": "string"},
-                             "description": "one of PROXY_SECRET's keys (when PROXY_SECRET is set)"}]}
-_RESPONSES: dict[int | str, dict[str, Any]] = {401: {"model": MessageResponse, "description": "wrong proxy-secret"}}
+                             "description": "one of PROXY_SECRET's keys (deletion: of PROXY_ADMIN_SECRET's, "
+                                            "when set)"}]}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": MessageResponse, "description": "wrong or missing proxy-secret, or no key configured"},
+    403: {"model": MessageResponse, "description": "a chat key on a deletion route (PROXY_ADMIN_SECRET is set)"}}
 
 
 def fail(message: str, detail: str | None = None, status: int = 200) -> JSONResponse:
@@ -84,11 +99,20 @@ def fail(message: str, detail: str | None = None, status: int = 200) -> JSONResp
 class Refused(Exception):
     """A wrong or missing proxy-secret, raised by the key check; answered as the original does."""
 
+    def __init__(self, status: int = 401, why: str = "") -> None:
+        super().__init__(why)
+        self.status = status
+        self.why = why
+
     def response(self) -> JSONResponse:
-        return fail(MSG_UNAUTHORIZED, "send one of PROXY_SECRET's keys in the header proxy-secret", status=401)
+        detail = "send one of PROXY_SECRET's keys in the header proxy-secret"
+        if self.why and not self.why.startswith("Incorrect or missing API key"):
+            detail = f"{self.why} (header proxy-secret)"
+        return fail(MSG_UNAUTHORIZED, detail, status=self.status)
 
 
-original_key = KeyCheck("proxy-secret", refuse=Refused)
+original_key = KeyCheck("proxy-secret", refuse=Refused, level=CREATE)  # create a channel or thread
+original_admin_key = KeyCheck("proxy-secret", refuse=Refused, level=ADMIN)  # delete channels
 
 
 def ok(**body: Any) -> JSONResponse:
@@ -98,6 +122,17 @@ def ok(**body: Any) -> JSONResponse:
 def _discord_detail(exc: DiscordError) -> str:
     code = f", code {exc.code}" if exc.code is not None else ""
     return f"Discord answered HTTP {exc.status or 'none'}{code}: {exc.message}"
+
+
+def refused(message: str, err: ServiceError) -> JSONResponse:
+    """A channel id the routes may not act on (not a text channel or thread of GUILD_ID), in the
+    original's body: 404 when the bot cannot see it, 403 when it is of another server, a DM or of the
+    wrong type; Discord failing while asked: 503 / 502. Nothing was created or deleted."""
+    if err.kind is ErrorKind.INVALID_REQUEST:
+        status = 404 if err.code == "channel_not_found" else 403
+    else:
+        status = 503 if err.kind is ErrorKind.UNAVAILABLE else 502
+    return fail(message, err.message, status=status)
 
 
 async def _parse(request: Request, model: type[BaseModel]) -> BaseModel | JSONResponse:
@@ -133,11 +168,11 @@ def install(app: FastAPI) -> None:
 
 
 def build_router() -> APIRouter:
-    router = APIRouter(prefix="/api", tags=["original api"], responses=_RESPONSES,
-                       dependencies=[Depends(original_key)])
+    router = APIRouter(prefix="/api", tags=["original api"], responses=_RESPONSES)
+    create, delete = [Depends(original_key)], [Depends(original_admin_key)]
     runtime = runtime_of  # the routes below read settings and service from it
 
-    @router.post("/channel/create", summary="创建频道 / create a channel",
+    @router.post("/channel/create", summary="创建频道 / create a channel", dependencies=create,
                  responses={200: {"model": DataResponse | MessageResponse}},
                  openapi_extra={**_body_doc(ChannelCreateRequest), **_AUTH_DOC})
     async def channel_create(request: Request):
@@ -148,6 +183,12 @@ def build_router() -> APIRouter:
         if req.parentId and not is_snowflake(req.parentId):
             return fail(MSG_CREATE_CHANNEL_FAILED, "parentId must be a Discord channel id (15-21 digits)")
         rt = runtime(request)
+        if req.parentId:
+            try:
+                await rt.service.guild_channels.require(req.parentId, what="parentId", param="parentId",
+                                                        types=CATEGORY_TYPES, kind="a category")
+            except ServiceError as err:
+                return refused(MSG_CREATE_CHANNEL_FAILED, err)
         try:
             channel = await rt.service.rest.create_channel(rt.settings.GUILD_ID, req.name, type=req.type,
                                                            parent_id=req.parentId or None)
@@ -157,6 +198,7 @@ def build_router() -> APIRouter:
         return ok(data={"id": channel["id"], "name": req.name})
 
     @router.get("/channel/del/all/cdp", summary="删除全部CDP临时频道[谨慎调用] / delete every cdp-chat-* channel",
+                dependencies=delete,
                 responses={200: {"model": MessageResponse}}, openapi_extra=_AUTH_DOC)
     async def channel_del_all(request: Request):
         rt = runtime(request)
@@ -169,23 +211,29 @@ def build_router() -> APIRouter:
                                                    f"({deleted} deleted); see the log")
         return ok(message=MSG_DELETE_CHANNEL_OK)
 
-    @router.get("/channel/del/{id}", summary="删除频道 / delete a channel", responses={200: {"model": MessageResponse}},
+    @router.get("/channel/del/{id}", summary="删除频道 / delete a channel", dependencies=delete, responses={200: {"model": MessageResponse}},
                 openapi_extra=_AUTH_DOC)
     async def channel_del(id: str, request: Request):
         if not is_snowflake(id):
             return fail(MSG_DELETE_CHANNEL_FAILED, "the id must be a Discord channel id (15-21 digits)")
         rt = runtime(request)
+        try:  # only text channels and threads of GUILD_ID: never another server's, a DM, a category
+            await rt.service.guild_channels.require(id, what="id", param="id")
+        except ServiceError as err:
+            return refused(MSG_DELETE_CHANNEL_FAILED, err)
         try:
             await rt.service.rest.delete_channel(id)
         except DiscordError as exc:
             return fail(MSG_DELETE_CHANNEL_FAILED, _discord_detail(exc))
+        finally:
+            rt.service.guild_channels.forget(id)
         try:
             await rt.service.channels.remove(id)  # if it was one of ours, the registry forgets it
         except Exception:  # noqa: BLE001 - the store is down: the sweep catches it, answer anyway
             log.warning("could not remove a deleted channel from the registry", extra={"channel_id": id})
         return ok(message=MSG_DELETE_CHANNEL_OK)
 
-    @router.post("/thread/create", summary="创建线程 / create a thread", responses={200: {"model": DataResponse | MessageResponse}},
+    @router.post("/thread/create", summary="创建线程 / create a thread", dependencies=create, responses={200: {"model": DataResponse | MessageResponse}},
                  openapi_extra={**_body_doc(ThreadCreateRequest), **_AUTH_DOC})
     async def thread_create(request: Request):
         req = await _parse(request, ThreadCreateRequest)
@@ -197,6 +245,10 @@ def build_router() -> APIRouter:
         if not is_snowflake(req.channelId):
             return fail(MSG_CREATE_THREAD_FAILED, "channelId must be a Discord channel id (15-21 digits)")
         rt = runtime(request)
+        try:
+            await rt.service.guild_channels.require(req.channelId)
+        except ServiceError as err:
+            return refused(MSG_CREATE_THREAD_FAILED, err)
         try:
             thread = await rt.service.rest.create_thread(req.channelId, req.name, req.archiveDuration, type=11)
         except DiscordError as exc:

@@ -83,6 +83,11 @@ def build_app(s: Settings | None = None):
     from cdp.entry.api.runtime import ExternalListener, Runtime
 
     s2, stores, _, service = objects() if s is None else (s, None, None, None)
+    if not s2.api_keys and not s2.ALLOW_OPEN_API:  # API Gateway is public: no key = anyone's proxy
+        from cdp.settings import SettingsError
+
+        raise SettingsError(["PROXY_SECRET is empty: put API keys in the CDP secret (or set ALLOW_OPEN_API=1 "
+                             "to serve an open API on purpose)"])
     if service is None:
         from cdp.entry.bootstrap import make_service, make_stores
 
