@@ -8,17 +8,35 @@ STAMP := $(VENV)/.installed
 SAM_VENV := .sam-venv
 SAM_STAMP := $(SAM_VENV)/.installed
 
+# Pinned dependencies (with hashes), made by uv from the declared ones: requirements.lock (project + dev,
+# any platform, for `make install`), and for the AWS pieces (python3.13, arm64): the layer, the listener
+# image, the interactions function. `make lock` after changing pyproject.toml or an *.in/requirements.txt.
+UV_VENV := .uv-venv
+LOCK_ARM := --python-version 3.13 --python-platform aarch64-manylinux2014 --only-binary :all:
+UV_COMPILE = $(UV_VENV)/bin/uv pip compile --quiet --generate-hashes --custom-compile-command "make lock"
+
 # make bench BENCH_ARGS="--quick stream_bench": some benchmarks, options of bench/run.py
-.PHONY: install sam run test lint bench clean
+.PHONY: install sam run test lint bench clean lock
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@test -n "$(PYTHON)" || { echo "Python 3.13 (or 3.12) not found; set PYTHON=/path/to/python3.13"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+$(UV_VENV)/bin/uv:
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/python -m pip install --quiet 'uv>=0.5'
+
+lock: $(UV_VENV)/bin/uv
+	$(UV_COMPILE) pyproject.toml --extra dev --universal --python-version 3.12 -o requirements.lock
+	$(UV_COMPILE) layers/common/requirements.txt $(LOCK_ARM) -o layers/common/requirements.lock
+	$(UV_COMPILE) pyproject.toml $(LOCK_ARM) -o listener/requirements.lock
+	$(UV_COMPILE) functions/interactions/requirements.in $(LOCK_ARM) -o functions/interactions/requirements.txt
 
 run: install
 	$(BIN)/cdp serve
@@ -42,4 +60,4 @@ bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) $(UV_VENV) .aws-sam .pytest_cache

@@ -18,7 +18,7 @@ from cdp.adapters.discord import proxy as proxy_mod
 from cdp.adapters.discord.gateway import DiscordListener
 from cdp.adapters.discord.recorder import ReplyRecorder
 from cdp.adapters.discord.rest import DiscordRest
-from cdp.adapters.media import fetch_image, http_client
+from cdp.adapters.media import ImageFetchError, fetch_image, http_client
 from cdp.adapters.store.memory import MemoryReplyStore
 from cdp.domain.discord import DiscordUnavailable
 from cdp.sim import FakeDiscord, final_text
@@ -97,9 +97,15 @@ async def test_rest_goes_through_the_proxy(fd, proxies, kind):
 async def test_image_download_goes_through_the_proxy(fd, proxies, kind):
     proxy = proxies[kind]
     before = len(proxy.relays_to(fd.port))
-    settings = SimpleNamespace(PROXY_URL=proxy_url(proxies, kind), USER_AGENT="cdp-test")
+    # The fake serves its CDN on the Discord API host, which is trusted (a mirror may be local);
+    # any other host is checked here before the proxy is asked for it (cdp.adapters.media).
+    settings = SimpleNamespace(PROXY_URL=proxy_url(proxies, kind), USER_AGENT="cdp-test",
+                               DISCORD_API_BASE=api_base(fd))
     async with http_client(settings) as client:
         data, mime = await fetch_image(client, f"http://{FAKE_HOST}:{fd.port}/cdn/a.png", 1 << 20)
+        for url in (f"http://127.0.0.1:{fd.port}/cdn/a.png", f"http://cdn.proxy-test.invalid:{fd.port}/cdn/a.png"):
+            with pytest.raises(ImageFetchError, match="non-public address|does not resolve"):
+                await fetch_image(client, url, 1 << 20)
     assert mime == "image/png" and data.startswith(b"\x89PNG")
     assert [r.first_line for r in proxy.relays_to(fd.port)[before:]] == ["GET /cdn/a.png HTTP/1.1"]
 

@@ -174,8 +174,8 @@ async def test_image_downloads_refuse_non_public_addresses_but_trust_the_discord
     async with http_client(trusted) as client:
         with _pytest.raises(ImageFetchError, match="download failed"):
             await fetch_image(client, "http://127.0.0.1:9/a.png", 1024)
-    # Through a proxy the proxy resolves names: no local check.
+    # Through a proxy the check stays: what the proxy would be asked to reach is checked first.
     proxied = load_settings(PROXY_URL="http://127.0.0.1:9")
     async with http_client(proxied) as client:
-        with _pytest.raises(ImageFetchError, match="download failed"):
+        with _pytest.raises(ImageFetchError, match="non-public address"):
             await fetch_image(client, "http://10.1.2.3/a.png", 1024)

@@ -10,10 +10,11 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cdp.domain.discord import DEFAULT_USER_AGENT, is_snowflake
+from cdp.domain.housekeeping import STALE_IN_USE_SECONDS
 
 # The four settings that say "talk to real Discord"; with none of them set, `cdp serve` runs the demo.
 DISCORD_REQUIRED = ("USER_AUTHORIZATION", "BOT_TOKEN", "GUILD_ID", "COZE_BOT_ID")
@@ -23,6 +24,15 @@ SECRET_SETTINGS = ("USER_AUTHORIZATION", "BOT_TOKEN", "PROXY_SECRET", "PROXY_ADM
                    "NOTIFY_TELEGRAM_BOT_TOKEN", "PROXY_URL")
 # HOST values that listen on this machine only (any 127.x.x.x and ::1 count too, see Settings.loopback).
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+# The longest a request may wait for its answer (REQUEST_OUT_TIME, STREAM_REQUEST_OUT_TIME, the out-time
+# header): below the longest Lambda function timeout (900 s, the stream function in template.yaml) so
+# the function still answers, and, with IMAGE_DOWNLOAD_TIMEOUT and the posting, below the age at which
+# the cleanup takes a channel marked in use for stale (STALE_IN_USE_SECONDS, 960 s).
+MAX_REQUEST_SECONDS = 840
+# Bodies of the routes that take small JSON (/api/*, /interactions): larger ones are a 413.
+SMALL_BODY_BYTES = 1024 * 1024
 
 
 class SettingsError(ValueError):
@@ -68,13 +78,21 @@ class Settings(BaseSettings):
     # bot (permission overwrites; the bot needs Manage Roles). 0 = visible to the whole server.
     TEMP_CHANNEL_PRIVATE: bool = True
     COZE_BOT_STAY_ACTIVE_ENABLE: bool = True
-    REQUEST_OUT_TIME: float = Field(60, gt=0)
-    STREAM_REQUEST_OUT_TIME: float = Field(60, gt=0)
+    REQUEST_OUT_TIME: float = Field(60, gt=0, le=MAX_REQUEST_SECONDS)
+    STREAM_REQUEST_OUT_TIME: float = Field(60, gt=0, le=MAX_REQUEST_SECONDS)
     REPLY_IDLE_TIMEOUT: float = Field(15, gt=0)
     # Characters a stream keeps back beyond the minimal tail (cdp.domain.stream): 0 = each edit at once.
     STREAM_HOLDBACK: int = Field(0, ge=0, le=2000)
     REQUEST_RATE_LIMIT: int = Field(60, ge=0)
     MESSAGE_MAX_TOKEN: int = Field(128000, gt=0)
+    # Bounded work per request (cdp.app.conversation.build_prompt), all refused with a 400 before
+    # anything is posted: Discord messages one prompt may become, messages in a request, characters of
+    # the request's message text. REQUEST_MAX_BODY_BYTES: larger /v1 bodies are a 413 before parsing;
+    # 0 = room for UPLOAD_MAX_TOTAL_BYTES of base64 plus 1 MiB.
+    PROMPT_MAX_PARTS: int = Field(10, ge=1, le=100)
+    PROMPT_MAX_MESSAGES: int = Field(1000, ge=1)
+    PROMPT_MAX_CHARS: int = Field(200_000, ge=1)
+    REQUEST_MAX_BODY_BYTES: int = Field(0, ge=0)
     MAX_CHANNEL_DEL_TYPE: Literal["ALL", "OLDEST", ""] = ""
     # Many bots and accounts (cdp.adapters.botconfig, cdp.app.pool)
     BOT_CONFIG_PATH: str = ""  # empty = data/config/bot_config.json, then config/bot_config.json
@@ -120,6 +138,17 @@ class Settings(BaseSettings):
     UPLOAD_MAX_TOTAL_BYTES: int = Field(25 * 1024 * 1024, gt=0)  # all inline images/files of a request
     IMAGE_MAX_DOWNLOAD_BYTES: int = Field(25 * 1024 * 1024, gt=0)  # per image fetched from Coze's reply
     IMAGES_MAX_N: int = Field(4, ge=1, le=10)  # largest `n` of /v1/images/generations
+    # One request's downloads of the images in Coze's replies: one deadline and one byte budget in total.
+    IMAGE_DOWNLOAD_TIMEOUT: float = Field(60, gt=0, le=120)
+    IMAGE_DOWNLOAD_TOTAL_BYTES: int = Field(50 * 1024 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _bounded_timeouts(self) -> Settings:
+        longest = max(self.REQUEST_OUT_TIME, self.STREAM_REQUEST_OUT_TIME) + self.IMAGE_DOWNLOAD_TIMEOUT
+        if longest >= STALE_IN_USE_SECONDS:
+            raise ValueError(f"REQUEST_OUT_TIME/STREAM_REQUEST_OUT_TIME + IMAGE_DOWNLOAD_TIMEOUT must stay below "
+                             f"{STALE_IN_USE_SECONDS} s (the age at which a channel in use counts as stale)")
+        return self
 
     @field_validator("PUBLIC_BASE_URL", mode="after")
     @classmethod
@@ -274,6 +303,11 @@ class Settings(BaseSettings):
         values = [*self.user_tokens, self.BOT_TOKEN, *self.api_keys, *self.admin_keys,
                   self.NOTIFY_TELEGRAM_BOT_TOKEN, self.proxy_password]
         return [v for v in values if v]
+
+    @property
+    def max_body_bytes(self) -> int:
+        """REQUEST_MAX_BODY_BYTES, or room for UPLOAD_MAX_TOTAL_BYTES as base64 plus 1 MiB of JSON."""
+        return self.REQUEST_MAX_BODY_BYTES or (self.UPLOAD_MAX_TOTAL_BYTES * 4 // 3 + 1024 * 1024)
 
     @property
     def replies_table(self) -> str:

@@ -31,7 +31,7 @@ from cdp.domain.discord import (
 )
 from cdp.domain.housekeeping import configured_channel_ids
 from cdp.domain.model import ReplySnapshot
-from cdp.domain.prompt import PromptError, build_prompt, split_for_discord
+from cdp.domain.prompt import LONGEST_BOT_ID, PromptError, build_prompt, check_request_size, split_within
 from cdp.domain.reply import ReplyView, render
 from cdp.domain.routing import AllRouteResting, BotEntry, NoRoute, Router
 from cdp.domain.tokens import count_tokens
@@ -232,36 +232,56 @@ class ConversationService:
         return {"accounts": await self.pool.status(), "bots": await self.bots.status(self.router.bot_ids()),
                 "bot_config": self.router.configured}
 
-    def build_prompt(self, spec: ChatSpec, max_tokens: int | None = None) -> tuple[str, int]:
+    def build_prompt(self, spec: ChatSpec, max_tokens: int | None = None,
+                     coze_bot_id: str = LONGEST_BOT_ID) -> tuple[str, int]:
+        """The prompt and its tokens, or a ServiceError (400) before anything is posted: more than
+        PROMPT_MAX_MESSAGES messages or PROMPT_MAX_CHARS characters of text, more than PROMPT_MAX_PARTS
+        Discord messages, more tokens than `max_tokens` (a bot's messageMaxToken) or MESSAGE_MAX_TOKEN.
+        The sizes are checked before the tokens are counted, so counting stays bounded."""
+        s = self.settings
         try:
-            prompt = spec.raw_prompt if spec.raw_prompt is not None else \
-                build_prompt(spec.messages, self.settings.ALL_DIALOG_RECORD_ENABLE)
+            if spec.raw_prompt is not None:
+                prompt = spec.raw_prompt
+            else:
+                check_request_size(spec.messages, s.PROMPT_MAX_MESSAGES, s.PROMPT_MAX_CHARS)
+                prompt = build_prompt(spec.messages, s.ALL_DIALOG_RECORD_ENABLE)
+            split_within(prompt, coze_bot_id, s.PROMPT_MAX_PARTS)
         except PromptError as exc:
-            raise se.invalid_request(str(exc), param=getattr(exc, "param", None) or "messages") from None
+            raise se.invalid_request(str(exc), param=exc.param or "messages", code=exc.code) from None
         tokens = count_tokens(prompt)
-        limit = max_tokens or self.settings.MESSAGE_MAX_TOKEN  # a bot's messageMaxToken overrides
+        limit = max_tokens or s.MESSAGE_MAX_TOKEN  # a bot's messageMaxToken overrides
         if tokens > limit:
             raise se.context_length_exceeded(tokens, limit)
         return prompt, tokens
 
+    async def _prompt_of(self, spec: ChatSpec, max_tokens: int | None, coze_bot_id: str) -> tuple[str, int]:
+        """`build_prompt` off the event loop (tiktoken takes ~0.2 s on 200,000 spaces)."""
+        return await asyncio.to_thread(self.build_prompt, spec, max_tokens, coze_bot_id)
+
     # -- the use case ---------------------------------------------------------------------------
-    async def start(self, spec: ChatSpec) -> Conversation:
-        """Validate, pick a channel and an account, post the prompt. Raises ServiceError."""
+    async def start(self, spec: ChatSpec,
+                    client_gone: Callable[[], Awaitable[bool]] | None = None) -> Conversation:
+        """Validate, pick a channel and an account, post the prompt. Raises ServiceError.
+
+        Posting a prompt of several parts stops when `client_gone()` says yes or the request's
+        timeout has passed (nobody is left to read the answer)."""
+        deadline = asyncio.get_running_loop().time() + self.request_seconds(spec)
         # Inline images/files (data: URLs, file parts) are checked before anything is posted.
         uploads = prepare_uploads(spec.messages, self.settings) if spec.raw_prompt is None else None
         bot = await self.route(spec)
         max_tokens = bot.message_max_token
-        prompt, prompt_tokens = self.build_prompt(
-            replace(spec, messages=uploads.preview(spec.messages)) if uploads else spec, max_tokens)
         coze_bot_id = bot.coze_bot_id
+        prompt, prompt_tokens = await self._prompt_of(
+            replace(spec, messages=uploads.preview(spec.messages)) if uploads else spec, max_tokens, coze_bot_id)
         channel_id, temporary, first = await self._channel_for(spec, bot)
         private = temporary and first is not None
         try:
             if uploads:  # the CDP bot uploads them to the channel; their URLs go into the prompt
                 spec = replace(spec, messages=await uploads.upload(self.rest, channel_id, spec.messages))
-                prompt, prompt_tokens = self.build_prompt(spec, max_tokens)
+                prompt, prompt_tokens = await self._prompt_of(spec, max_tokens, coze_bot_id)
             message, account = await self._post_prompt(spec, prompt, channel_id, coze_bot_id, first=first,
-                                                       private=private)
+                                                       private=private, client_gone=client_gone,
+                                                       deadline=deadline)
         except BaseException:
             if temporary:
                 await self.keeper.schedule_delete(channel_id)
@@ -305,6 +325,13 @@ class ConversationService:
         channel_id = await self.keeper.create(spec.request_id, members=[user_id, bot.coze_bot_id])
         return channel_id, True, (token, fp)
 
+    def request_seconds(self, spec: ChatSpec) -> float:
+        """The request's own timeout: the `out-time` header, else REQUEST_OUT_TIME / STREAM_REQUEST_OUT_TIME."""
+        if spec.timeout is not None:
+            return spec.timeout
+        s = self.settings
+        return s.STREAM_REQUEST_OUT_TIME if spec.stream else s.REQUEST_OUT_TIME
+
     async def _acquire(self, tried: set[str]) -> tuple[str, str]:
         try:
             return await self.pool.acquire(tried)
@@ -347,15 +374,23 @@ class ConversationService:
                                     f"channel ({exc.status}, code {exc.code}).") from None
 
     async def _post_prompt(self, spec: ChatSpec, prompt: str, channel_id: str, coze_bot_id: str, *,
-                           first: tuple[str, str] | None = None, private: bool = False) -> tuple[dict, str]:
+                           first: tuple[str, str] | None = None, private: bool = False,
+                           client_gone: Callable[[], Awaitable[bool]] | None = None,
+                           deadline: float | None = None) -> tuple[dict, str]:
         """Post as a user account from the pool (`first`: the one already picked); (last message,
         account fingerprint).
 
         A 401 / "verify your account" before anything was posted marks the account dead and fails
         over to the next account within this request; in a `private` channel the bot first lets
-        that account in.
+        that account in. Before each part after the first, posting stops (a ServiceError, not
+        retryable) once `client_gone()` says yes or `deadline` (event-loop time) has passed: the rest
+        of a long prompt is not posted for nobody.
         """
-        parts = split_for_discord(prompt, coze_bot_id)
+        try:
+            parts = split_within(prompt, coze_bot_id, self.settings.PROMPT_MAX_PARTS)
+        except PromptError as exc:
+            raise se.invalid_request(str(exc), param=exc.param, code=exc.code) from None
+        loop = asyncio.get_running_loop()
         tried: set[str] = set()
         while True:
             if first is not None:
@@ -370,6 +405,8 @@ class ConversationService:
                     await self._grant(channel_id, await self._account_user_id(token, fp))
                 message: dict = {}
                 for part in parts:
+                    if posted:
+                        await self._may_go_on(spec, loop, posted, len(parts), client_gone, deadline)
                     # A nonce per part: a retried send (timeout, 429, 5xx) returns the same message.
                     nonce = new_nonce()
                     message = await self.rest.send_user_message(
@@ -392,6 +429,20 @@ class ConversationService:
             except DiscordError as exc:
                 raise se.upstream_error(f"Discord refused the prompt ({exc.status}, code {exc.code}).",
                                         retry=False) from None
+
+    @staticmethod
+    async def _may_go_on(spec: ChatSpec, loop: asyncio.AbstractEventLoop, posted: int, total: int,
+                         client_gone: Callable[[], Awaitable[bool]] | None, deadline: float | None) -> None:
+        why = None
+        if deadline is not None and loop.time() >= deadline:
+            why = "the request's timeout passed"
+        elif client_gone is not None and await client_gone():
+            why = "the client went away"
+        if why is not None:
+            log.info("stopped posting a prompt", extra={"request_id": spec.request_id, "posted": posted,
+                                                        "parts": total, "reason": why})
+            raise se.upstream_error(f"Stopped posting the prompt after {posted} of {total} parts: {why}.",
+                                    code="prompt_interrupted", retry=False)
 
     async def aclose(self) -> None:
         """Cancel background work (pending channel deletions stay in the registry)."""

@@ -11,16 +11,26 @@ import unicodedata
 from typing import Any
 
 __all__ = [
+    "DISCORD_MESSAGE_LIMIT",
+    "LONGEST_BOT_ID",
     "MENTION",
     "PromptError",
     "build_prompt",
+    "check_request_size",
     "is_cluster_boundary",
     "message_text",
     "split_for_discord",
+    "split_within",
 ]
 
 #: Appended to the (last part of the) prompt, as the original does: prompt + "\n <@COZE_BOT_ID>".
 MENTION = "\n <@{bot_id}>"
+
+#: Discord's limit on a message's length (code points), for user accounts without Nitro.
+DISCORD_MESSAGE_LIMIT = 2000
+
+#: The longest snowflake (21 digits): the mention of an unknown bot is never longer.
+LONGEST_BOT_ID = "9" * 21
 
 #: How far back from the end of a window split_for_discord looks for a nice cut ("\n", then space).
 SPLIT_LOOKBACK = 200
@@ -33,10 +43,11 @@ _FILE_PART_TYPES = frozenset({"file", "input_file"})
 class PromptError(ValueError):
     """The request's messages cannot make a prompt. `param` names the offending request field."""
 
-    def __init__(self, message: str, param: str | None = "messages") -> None:
+    def __init__(self, message: str, param: str | None = "messages", code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.code = code
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,6 +141,21 @@ def build_prompt(messages: list[dict], all_dialog_record: bool) -> str:
     raise PromptError("messages contain no message with role 'user'", "messages")
 
 
+def check_request_size(messages: list[dict], max_messages: int, max_chars: int) -> None:
+    """Refuse a request with more than `max_messages` messages or more than `max_chars` characters of
+    message text (as :func:`message_text` flattens it), before a prompt is built or counted."""
+    if isinstance(messages, (list, tuple)) and len(messages) > max_messages:
+        raise PromptError(f"messages has {len(messages)} entries, over the limit of {max_messages} "
+                          "(PROMPT_MAX_MESSAGES).", "messages", code="too_many_messages")
+    total = 0
+    for m in messages if isinstance(messages, (list, tuple)) else ():
+        if isinstance(m, dict):
+            total += len(message_text(m.get("content")))
+            if total > max_chars:
+                raise PromptError(f"The messages hold over {max_chars} characters of text (PROMPT_MAX_CHARS); "
+                                  "shorten them.", "messages", code="prompt_too_long")
+
+
 # --------------------------------------------------------------------------------------------
 # splitting
 
@@ -220,4 +246,18 @@ def split_for_discord(prompt: str, coze_bot_id: str, limit: int = 2000) -> list[
         parts.append(prompt[pos:cut])
         pos = cut
     parts.append(prompt[pos:] + mention)
+    return parts
+
+
+def split_within(prompt: str, coze_bot_id: str, max_parts: int, limit: int = DISCORD_MESSAGE_LIMIT) -> list[str]:
+    """:func:`split_for_discord`, refused with :class:`PromptError` (code ``prompt_too_long``) when the
+    prompt would take more than `max_parts` Discord messages. A prompt longer than `max_parts` whole
+    messages is refused without splitting it (the cost stays bounded for any input)."""
+    too_long = PromptError(f"The prompt would take more than {max_parts} Discord messages of {limit} characters "
+                           "(PROMPT_MAX_PARTS); shorten the messages.", "messages", code="prompt_too_long")
+    if len(prompt) > max_parts * limit:
+        raise too_long
+    parts = split_for_discord(prompt, coze_bot_id, limit)
+    if len(parts) > max_parts:
+        raise too_long
     return parts

@@ -46,6 +46,9 @@ class InteractionResponseFlags:
 
 log = logging.getLogger("cdp.entry.interactions")
 
+# Larger bodies are refused (413) before the signature is checked or anything is parsed; Discord's
+# interactions are a few kilobytes.
+MAX_BODY_BYTES = 1024 * 1024
 MAX_TIMESTAMP_SKEW = 300  # seconds; older (or future) signed requests are refused as replays
 EPHEMERAL = InteractionResponseFlags.EPHEMERAL
 PERM_ADMINISTRATOR = 1 << 3
@@ -185,6 +188,8 @@ def refusal(interaction: Mapping[str, Any], guild_id: str) -> str | None:
 def handle(body: bytes, headers: Mapping[str, str], *, public_key: str, guild_id: str = "",
            now: float | None = None) -> Outcome:
     """One POST to the interactions endpoint → the HTTP answer (and a Job to run for commands)."""
+    if len(body) > MAX_BODY_BYTES:
+        return Outcome(413, {"error": f"the body is over {MAX_BODY_BYTES} bytes"})
     try:
         verify_request(public_key, _header(headers, "x-signature-ed25519"),
                        _header(headers, "x-signature-timestamp"), body, now=now)
@@ -196,6 +201,8 @@ def handle(body: bytes, headers: Mapping[str, str], *, public_key: str, guild_id
         interaction = json.loads(body)
     except (UnicodeDecodeError, ValueError):
         return Outcome(400, {"error": "the body is not JSON"})
+    except RecursionError:
+        return Outcome(400, {"error": "the body nests too deeply"})
     if not isinstance(interaction, dict):
         return Outcome(400, {"error": "the body is not a JSON object"})
     itype = interaction.get("type")

@@ -52,7 +52,8 @@ def build_router(runtime: Runtime) -> APIRouter:
             request_id=request.state.request_id, model=req.model,
             messages=[m.model_dump(exclude_none=True) for m in req.messages], stream=req.stream,
             channel_id=req.channelId, timeout=out_time(request), api_key=api_key)
-        conv = await runtime.service.start(spec)  # raises ServiceError before anything is streamed
+        # Raises ServiceError before anything is streamed; stops posting a long prompt if the client leaves.
+        conv = await runtime.service.start(spec, client_gone=request.is_disconnected)
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         if req.stream:

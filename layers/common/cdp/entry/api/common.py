@@ -3,6 +3,7 @@ turning validation errors and Coze's error texts into OpenAI errors."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from fastapi import Depends, Request
 from cdp.domain.coze import CozeError, CozeErrorKind
 from cdp.entry.api.runtime import Runtime
 from cdp.entry.openai import errors as oe
+from cdp.settings import MAX_REQUEST_SECONDS
 
 BEARER = "bearer"  # a KeyCheck source: `Authorization: Bearer <key>`
 
@@ -96,14 +98,85 @@ operator_key = KeyCheck(BEARER, "proxy-secret", refuse=openai_refusal, level=ADM
 ApiKey = Annotated[str | None, Depends(openai_key)]
 
 
+class BodyTooLarge(Exception):
+    """The request body is over the route's limit (each API family answers 413 in its own shape)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body is over {limit} bytes.")
+        self.limit = limit
+
+
+class BodyTooDeep(ValueError):
+    """The JSON body nests deeper than JSON_MAX_DEPTH (or Python's recursion limit)."""
+
+
+# Deeper JSON is refused with a 400: no OpenAI or Discord body nests beyond a dozen levels, and
+# deeper values make recursive code (validation, logging, json.dumps) fail with RecursionError.
+JSON_MAX_DEPTH = 64
+# Bodies larger than this are parsed in a worker thread, so a big body does not stall other requests.
+PARSE_IN_THREAD_BYTES = 256 * 1024
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, or BodyTooLarge as soon as it is known to exceed `limit` bytes: from
+    Content-Length before anything is read, else while reading (never more than `limit` + a chunk)."""
+    length = request.headers.get("content-length", "").strip()
+    if length.isdigit() and int(length) > limit:
+        raise BodyTooLarge(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(limit)
+    return bytes(body)
+
+
+def _depth_ok(value: Any, limit: int) -> bool:
+    """True if `value` nests at most `limit` containers deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return True
+
+
+def parse_json(raw: bytes, max_depth: int = JSON_MAX_DEPTH) -> Any:
+    """json.loads that raises BodyTooDeep for JSON nested over `max_depth` (also when the parser itself
+    gives up with RecursionError), ValueError (UnicodeDecodeError, JSONDecodeError) otherwise."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise BodyTooDeep(f"the JSON nests deeper than {max_depth} levels") from None
+    if not _depth_ok(value, max_depth):
+        raise BodyTooDeep(f"the JSON nests deeper than {max_depth} levels")
+    return value
+
+
 async def json_body(request: Request) -> dict[str, Any]:
-    """The body as a JSON object, or a 400 that says what is wrong with it."""
-    raw = await request.body()
+    """The body as a JSON object, or an OpenAI error that says what is wrong with it: 413 over the
+    body limit (REQUEST_MAX_BODY_BYTES), before anything is parsed; 400 for empty, malformed or too
+    deeply nested JSON (JSON_MAX_DEPTH) and for anything but an object."""
+    limit = runtime_of(request).settings.max_body_bytes
+    try:
+        raw = await read_body(request, limit)
+    except BodyTooLarge:
+        raise oe.OpenAIError(413, f"The request body is over {limit} bytes (REQUEST_MAX_BODY_BYTES).",
+                             code="request_too_large") from None
     if not raw.strip():
         raise oe.invalid_request("The request body is empty; send a JSON object.")
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = await asyncio.to_thread(parse_json, raw) if len(raw) > PARSE_IN_THREAD_BYTES else parse_json(raw)
+    except BodyTooDeep as exc:
+        raise oe.invalid_request(f"The request body is not accepted: {exc}.") from None
+    except ValueError as exc:  # UnicodeDecodeError, json.JSONDecodeError
         raise oe.invalid_request(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise oe.invalid_request("The request body must be a JSON object.")
@@ -111,7 +184,7 @@ async def json_body(request: Request) -> dict[str, Any]:
 
 
 def out_time(request: Request) -> float | None:
-    """The `out-time` header (seconds, 0 < t <= 900): overrides the settings' timeouts."""
+    """The `out-time` header (seconds, 0 < t <= MAX_REQUEST_SECONDS): overrides the settings' timeouts."""
     raw = request.headers.get("out-time")
     if raw is None or raw.strip() == "":
         return None
@@ -119,8 +192,9 @@ def out_time(request: Request) -> float | None:
         value = float(raw)
     except ValueError:
         raise oe.invalid_request("Header out-time must be a number of seconds.", param="out-time") from None
-    if not 0 < value <= 900:
-        raise oe.invalid_request("Header out-time must be between 0 and 900 seconds.", param="out-time")
+    if not 0 < value <= MAX_REQUEST_SECONDS:
+        raise oe.invalid_request(f"Header out-time must be between 0 and {MAX_REQUEST_SECONDS} seconds.",
+                                 param="out-time")
     return value
 
 

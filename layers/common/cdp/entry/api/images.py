@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cdp.adapters.blobs import BlobStore, BlobStoreError, LocalBlobStore, make_blob_store
-from cdp.adapters.media import ImageFetchError, fetch_image, http_client
+from cdp.adapters.media import DownloadBudget, ImageFetchError, fetch_image, http_client
 from cdp.app import errors as se
 from cdp.app.conversation import ChatSpec
 from cdp.domain.discord import is_snowflake
@@ -93,13 +93,15 @@ def build_router(runtime: Runtime) -> APIRouter:
         model = req.model or "dall-e-3"
         timeout = out_time(request)
         rid = request.state.request_id
+        # All downloads of this request: IMAGE_DOWNLOAD_TOTAL_BYTES within IMAGE_DOWNLOAD_TIMEOUT.
+        budget = DownloadBudget(settings.IMAGE_DOWNLOAD_TOTAL_BYTES, settings.IMAGE_DOWNLOAD_TIMEOUT)
 
         async def one(i: int) -> tuple[list[Drawn], str]:
             spec = ChatSpec(request_id=rid if n == 1 else f"{rid}-{i}", model=model,
                             messages=[{"role": "user", "content": req.prompt}], stream=False,
                             channel_id=req.channelId, timeout=timeout, api_key=api_key,
                             raw_prompt=drawing_prompt(req.prompt))
-            conv = await runtime.service.start(spec)
+            conv = await runtime.service.start(spec, client_gone=request.is_disconnected)
             try:
                 last = await conv.result()
                 assert last is not None  # no client_gone check: it runs to the end
@@ -115,7 +117,8 @@ def build_router(runtime: Runtime) -> APIRouter:
                                             "image-generation plugin?). Nothing to return.",
                                             code="no_image_generated", retry=False)
                 # Download now, while the channel (and its attachments) still exist.
-                drawn = await _download_all(urls, settings)
+                # At most n images per conversation (n is all the request returns anyway).
+                drawn = await _download_all(urls[:n], settings, budget)
                 return drawn, revised_prompt(view.text, urls, req.prompt)
             finally:
                 # Awaited: the deletion is registered before the response leaves (a buffered Lambda
@@ -173,18 +176,22 @@ def build_router(runtime: Runtime) -> APIRouter:
     return router
 
 
-async def _download_all(urls: list[str], settings: Settings) -> list[Drawn]:
+async def _download_all(urls: list[str], settings: Settings, budget: DownloadBudget) -> list[Drawn]:
     drawn: list[Drawn] = []
     problems: list[str] = []
-    async with http_client(settings) as client:
-        for url in urls:
-            try:
-                data, mime = await fetch_image(client, url, settings.IMAGE_MAX_DOWNLOAD_BYTES)
-            except ImageFetchError as exc:
-                problems.append(str(exc))
-                log.warning("could not fetch an image of the reply", extra={"problem": str(exc)})
-                continue
-            drawn.append(Drawn(data, mime))
+    try:
+        async with asyncio.timeout_at(budget.start()), http_client(settings) as client:
+            for url in urls:
+                try:
+                    data, mime = await fetch_image(client, url, settings.IMAGE_MAX_DOWNLOAD_BYTES, budget)
+                except ImageFetchError as exc:
+                    problems.append(str(exc))
+                    log.warning("could not fetch an image of the reply", extra={"problem": str(exc)})
+                    continue
+                drawn.append(Drawn(data, mime))
+    except TimeoutError:
+        problems.append(f"the downloads took over {settings.IMAGE_DOWNLOAD_TIMEOUT:g} s (IMAGE_DOWNLOAD_TIMEOUT)")
+        log.warning("image downloads stopped at their deadline", extra={"downloaded": len(drawn)})
     if not drawn:
         raise oe.upstream_error(f"The Coze bot answered with {len(urls)} image link(s) but none could be "
                                 f"downloaded as an image ({'; '.join(problems[:3])}).",

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from cdp.domain.secrets import fingerprint, redact
 from cdp.entry import interactions, logs
-from cdp.entry.api.common import operator_key, runtime_of
+from cdp.entry.api.common import BodyTooLarge, operator_key, read_body, runtime_of
 from cdp.entry.api.runtime import Runtime
 from cdp.ports import Stores
 
@@ -290,7 +290,10 @@ async def api_status(request: Request) -> dict[str, Any]:
 async def discord_interactions(request: Request) -> JSONResponse:
     runtime = request.app.state.runtime
     settings = runtime.settings
-    body = await request.body()
+    try:  # refused before it is all read; handle() refuses it too (the Lambda gets the body whole)
+        body = await read_body(request, interactions.MAX_BODY_BYTES)
+    except BodyTooLarge:
+        return JSONResponse({"error": f"the body is over {interactions.MAX_BODY_BYTES} bytes"}, status_code=413)
     outcome = interactions.handle(body, request.headers, public_key=settings.DISCORD_PUBLIC_KEY,
                                   guild_id=settings.GUILD_ID)
     job = outcome.job

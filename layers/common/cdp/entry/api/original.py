@@ -10,7 +10,6 @@ ONLY_OPENAI_API=1 leaves this router out (404).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -20,7 +19,17 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from cdp.app.errors import ErrorKind, ServiceError
 from cdp.domain.discord import CATEGORY_TYPES, DiscordError, is_snowflake
-from cdp.entry.api.common import ADMIN, CREATE, KeyCheck, runtime_of
+from cdp.entry.api.common import (
+    ADMIN,
+    CREATE,
+    BodyTooDeep,
+    BodyTooLarge,
+    KeyCheck,
+    parse_json,
+    read_body,
+    runtime_of,
+)
+from cdp.settings import SMALL_BODY_BYTES
 
 log = logging.getLogger("cdp.entry.api.original")
 
@@ -127,10 +136,15 @@ def refused(message: str, err: ServiceError) -> JSONResponse:
 
 
 async def _parse(request: Request, model: type[BaseModel]) -> BaseModel | JSONResponse:
-    raw = await request.body()
     try:
-        data = json.loads(raw) if raw.strip() else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = await read_body(request, SMALL_BODY_BYTES)
+    except BodyTooLarge as exc:
+        return fail(MSG_INVALID, str(exc), status=413)
+    try:
+        data = parse_json(raw) if raw.strip() else None
+    except BodyTooDeep as exc:
+        return fail(MSG_INVALID, f"the body is not accepted: {exc}")
+    except ValueError as exc:  # UnicodeDecodeError, json.JSONDecodeError
         return fail(MSG_INVALID, f"the body is not valid JSON: {exc}")
     if not isinstance(data, dict):
         return fail(MSG_INVALID, "the body must be a JSON object")
