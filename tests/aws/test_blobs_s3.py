@@ -110,7 +110,7 @@ def test_api_function_returns_the_image_base64_for_api_gateway(store, bucket, mo
     monkeypatch.setenv("BLOB_BUCKET", bucket)
     runtime.reset()
     try:
-        app = runtime.build_app(Settings(_env_file=None))
+        app = runtime.build_app(Settings(PROXY_SECRET="sk-any", _env_file=None))  # /files needs no key
         runtime.event_loop()
         handler = Mangum(app, lifespan="off")
         event = support.load_event("api_models.json")

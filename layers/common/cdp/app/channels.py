@@ -104,6 +104,7 @@ class ChannelKeeper:
             raise se.unavailable("The CDP bot (BOT_TOKEN) was refused by Discord; check BOT_TOKEN.", 300,
                                  code="bot_unauthorized") from None
         except DiscordForbidden as exc:
+            self._creation_failed()  # a permission taken away is also how risk control shows
             need = ("Manage Channels and Manage Roles (private channels; or set TEMP_CHANNEL_PRIVATE=0)"
                     if members is not None else "Manage Channels")
             raise se.upstream_error(f"The CDP bot may not create conversation channels ({exc.status}, code "
