@@ -65,3 +65,13 @@ async def test_cancelled_and_finished_waits_leave_nothing_registered():
     assert (await stays).messages[0].content == "Hi"
     await store.wait_for_change(B, (), 0.01)
     assert store._waiters == {}  # no future is kept per finished request (1000s of streams)
+
+
+async def test_an_evicted_prompt_wakes_its_waiters():
+    store = MemoryReplyStore(max_prompts=1)
+    await store.put(msg(A, "Hi", 1))
+    snap = await store.snapshot(A)
+    waiter = asyncio.create_task(store.wait_for_change(A, snap.revision, 30))
+    await asyncio.sleep(0)
+    await store.put(msg(B, "newer prompt", 1))  # A is forgotten (bounded store)
+    assert (await asyncio.wait_for(waiter, 10)).messages == ()

@@ -38,18 +38,19 @@ class MemoryReplyStore:
             return True
         parts[message.message_id] = message
         self._reply_to_prompt[message.message_id] = pid
-        self._snapshots.pop(pid, None)
-        waiters = self._waiters.pop(pid, None)
-        if waiters:
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
+        self._changed(pid)
         return True
+
+    def _changed(self, pid: str) -> None:
+        self._snapshots.pop(pid, None)
+        for fut in self._waiters.pop(pid, ()):
+            if not fut.done():
+                fut.set_result(None)
 
     def _evict(self) -> None:
         while len(self._by_prompt) > self._max:
             pid, parts = self._by_prompt.popitem(last=False)
-            self._snapshots.pop(pid, None)
+            self._changed(pid)  # its waiters see the (now empty) snapshot at once
             for mid in parts:
                 self._reply_to_prompt.pop(mid, None)
 
