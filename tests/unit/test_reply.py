@@ -1,3 +1,5 @@
+from datetime import UTC, datetime
+
 import pytest
 from cdp.domain.coze import SERVICE_TEXTS, USER_LIMIT_TEXTS, CozeErrorKind
 from cdp.domain.model import ReplyMessage, ReplySnapshot
@@ -284,3 +286,20 @@ def test_render_error_split_over_parts_is_still_error():
     t = USER_LIMIT_TEXTS[1]
     v = render(ReplySnapshot.of(PROMPT, [part("1", t[:20]), part("2", t[20:])]))
     assert v.error.kind == CozeErrorKind.USER_LIMIT
+
+
+def test_discord_timestamps_parse_like_every_other_spelling():
+    """The fast path for Discord's own form gives what the general parser gives for the same instant."""
+    import random
+
+    rnd = random.Random(3)
+    for _ in range(300):
+        us = rnd.randrange(0, 4_000_000_000 * 1_000_000)
+        secs, frac = divmod(us, 1_000_000)
+        base = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        discord = f"{base}.{frac:06d}+00:00"
+        assert parse_timestamp_us(discord) == parse_timestamp_us(f"{base}.{frac:06d}000Z") == us
+        assert parse_timestamp_us(f"{base}+00:00") == secs * 1_000_000
+    # Non-ASCII digits never take the fast path (nor parse).
+    with pytest.raises(ValueError):
+        parse_timestamp_us("٢٠٢٤-02-01T12:34:56.789000+00:00")

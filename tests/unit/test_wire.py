@@ -58,3 +58,15 @@ def test_service_errors_map_to_openai_statuses():
         mapped = oe.from_service_error(err)
         assert (mapped.status, mapped.headers, mapped.message) == (status, headers, err.message)
         assert mapped.param == err.param and mapped.code == err.code
+
+
+def test_chunk_encoder_frames_are_those_of_chunk_body():
+    from cdp.entry.openai.wire import ChunkEncoder, chunk_body, sse
+
+    kw = dict(id="chatcmpl-1", created=1700000000, model='gpt-4o "mini"\u2028')
+    enc = ChunkEncoder(**kw)
+    for text in ["Hello", "", 'a "quoted"\n\tline\\', "你好 👩‍👩‍👧 \u2028\u2029\x00\x1f", "x" * 9000]:
+        assert enc.content(text) == sse(chunk_body(**kw, delta={"content": text}))
+    assert enc.chunk({"role": "assistant", "content": ""}) == sse(chunk_body(**kw, delta={"role": "assistant",
+                                                                                          "content": ""}))
+    assert enc.chunk({}, "stop") == sse(chunk_body(**kw, delta={}, finish_reason="stop"))

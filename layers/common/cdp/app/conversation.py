@@ -34,7 +34,7 @@ from cdp.domain.model import ReplySnapshot
 from cdp.domain.prompt import LONGEST_BOT_ID, PromptError, build_prompt, check_request_size, split_within
 from cdp.domain.reply import ReplyView, render
 from cdp.domain.routing import AllRouteResting, BotEntry, NoRoute, Router
-from cdp.domain.tokens import count_tokens
+from cdp.domain.tokens import count_tokens, max_tokens_bound
 from cdp.ports import ChannelRegistry, DiscordRestPort, ListenerPresence, ReplyStore
 from cdp.settings import Settings
 
@@ -70,7 +70,7 @@ class Conversation:
 
     spec: ChatSpec
     prompt: str
-    prompt_tokens: int
+    counted_prompt_tokens: int | None  # None until `prompt_tokens` is first read
     prompt_message_id: str
     channel_id: str
     temporary_channel: bool
@@ -78,6 +78,13 @@ class Conversation:
     _closed: bool = False
     account: str = ""  # fingerprint of the user account that posted the prompt
     coze_bot_id: str = ""
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Tokens of the prompt, counted on first use: a stream without usage never loads the table."""
+        if self.counted_prompt_tokens is None:
+            self.counted_prompt_tokens = count_tokens(self.prompt)
+        return self.counted_prompt_tokens
 
     @property
     def timeout_seconds(self) -> float:
@@ -98,10 +105,9 @@ class Conversation:
         deadline = loop.time() + total
         revision: tuple = ()
         last_change_at: float | None = None
-        snapshot = ReplySnapshot(self.prompt_message_id)
+        view = render(ReplySnapshot(self.prompt_message_id))
         while True:
             now = loop.time()
-            view = render(snapshot)
             wait = next_wakeup(view, now=now, last_change_at=last_change_at,
                                idle_timeout=s.REPLY_IDLE_TIMEOUT, deadline=deadline)
             if heartbeat is not None:
@@ -109,12 +115,12 @@ class Conversation:
             snapshot = await self._service.replies.wait_for_change(self.prompt_message_id, revision, wait)
             now = loop.time()
             changed = snapshot.revision != revision
-            if changed:
+            if changed:  # render once per change: a heartbeat or a timer wake-up reuses the view
                 revision = snapshot.revision
                 last_change_at = now
                 if self.spec.stream and self.spec.timeout is None:
                     deadline = now + total  # between two updates
-            view = render(snapshot)
+                view = render(snapshot)
             decision = decide(view, now=now, last_change_at=last_change_at,
                               idle_timeout=s.REPLY_IDLE_TIMEOUT, deadline=deadline)
             if decision.done and decision.reason == "idle":
@@ -233,11 +239,12 @@ class ConversationService:
                 "bot_config": self.router.configured}
 
     def build_prompt(self, spec: ChatSpec, max_tokens: int | None = None,
-                     coze_bot_id: str = LONGEST_BOT_ID) -> tuple[str, int]:
-        """The prompt and its tokens, or a ServiceError (400) before anything is posted: more than
-        PROMPT_MAX_MESSAGES messages or PROMPT_MAX_CHARS characters of text, more than PROMPT_MAX_PARTS
-        Discord messages, more tokens than `max_tokens` (a bot's messageMaxToken) or MESSAGE_MAX_TOKEN.
-        The sizes are checked before the tokens are counted, so counting stays bounded."""
+                     coze_bot_id: str = LONGEST_BOT_ID) -> tuple[str, int | None]:
+        """The prompt and its tokens (None when not counted: under the limit by the byte bound), or a
+        ServiceError (400) before anything is posted: more than PROMPT_MAX_MESSAGES messages or
+        PROMPT_MAX_CHARS characters of text, more than PROMPT_MAX_PARTS Discord messages, more tokens
+        than `max_tokens` (a bot's messageMaxToken) or MESSAGE_MAX_TOKEN. The sizes are checked before
+        the tokens are counted, so counting stays bounded."""
         s = self.settings
         try:
             if spec.raw_prompt is not None:
@@ -248,8 +255,10 @@ class ConversationService:
             split_within(prompt, coze_bot_id, s.PROMPT_MAX_PARTS)
         except PromptError as exc:
             raise se.invalid_request(str(exc), param=exc.param or "messages", code=exc.code) from None
-        tokens = count_tokens(prompt)
         limit = max_tokens or s.MESSAGE_MAX_TOKEN  # a bot's messageMaxToken overrides
+        if max_tokens_bound(prompt) <= limit:
+            return prompt, None  # cannot exceed the limit; counted later only if usage is asked for
+        tokens = count_tokens(prompt)
         if tokens > limit:
             raise se.context_length_exceeded(tokens, limit)
         return prompt, tokens

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ __all__ = [
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DISCORD_TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?\+00:00")
 _US = timedelta(microseconds=1)
 
 
@@ -34,6 +36,8 @@ def parse_timestamp_us(iso: str) -> int:
     """
     if not isinstance(iso, str) or not iso.strip():
         raise ValueError(f"not a timestamp: {iso!r}")
+    if _DISCORD_TS.fullmatch(iso):  # the form Discord sends (every edit): parsed as is
+        return (datetime.fromisoformat(iso) - _EPOCH) // _US
     s = iso.strip()
     if s[-1:] in ("Z", "z"):
         s = s[:-1] + "+00:00"

@@ -2,7 +2,10 @@
 
 tiktoken does the encoding; its BPE table ships with this package (cdp/data/o200k_base.tiktoken.gz,
 sha256 of the unzipped file = OpenAI's published 446a9538…), because tiktoken would otherwise download
-it on first use, which fails without egress. Loaded lazily once (~0.3 s, ~80 MB).
+it on first use, which fails without egress. Loaded lazily, on the first exact count (~0.5-1 s; ~50 MB
+resident once tiktoken's Python copy of the ranks is dropped). `max_tokens_bound` answers "can this
+text exceed N tokens?" without it, so a prompt under MESSAGE_MAX_TOKEN by that bound is counted only
+when its usage is reported.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 from cdp.domain.prompt import message_text
 
-__all__ = ["REPLY_PRIMING_TOKENS", "TOKENS_PER_MESSAGE", "count_message_tokens", "count_tokens"]
+__all__ = ["REPLY_PRIMING_TOKENS", "TOKENS_PER_MESSAGE", "count_message_tokens", "count_tokens", "max_tokens_bound"]
 
 ENCODING_NAME = "o200k_base"
 _TABLE = Path(__file__).resolve().parent.parent / "data" / "o200k_base.tiktoken.gz"
@@ -50,8 +53,14 @@ def _get_encoding() -> Any:
                 with gzip.open(_TABLE, "rb") as f:
                     ranks = {base64.b64decode(tok): int(rank)
                              for tok, rank in (line.split() for line in f if line.strip())}
-                _encoding = tiktoken.Encoding(ENCODING_NAME, pat_str=_O200K_PATTERN,
-                                              mergeable_ranks=ranks, special_tokens=_SPECIAL)
+                enc = tiktoken.Encoding(ENCODING_NAME, pat_str=_O200K_PATTERN,
+                                        mergeable_ranks=ranks, special_tokens=_SPECIAL)
+                # The Rust core holds its own copy of the ranks; the Python dict tiktoken keeps
+                # (~22 MB, only used to pickle the Encoding) is dropped.
+                if getattr(enc, "_mergeable_ranks", None) is ranks:
+                    enc._mergeable_ranks = {}
+                del ranks
+                _encoding = enc
             enc = _encoding
     return enc
 
@@ -61,6 +70,12 @@ def count_tokens(text: str) -> int:
     if not text:
         return 0
     return len(_get_encoding().encode_ordinary(text))
+
+
+def max_tokens_bound(text: str) -> int:
+    """An upper bound of count_tokens(text) without the table: every o200k token is at least one
+    byte of UTF-8, so a text never has more tokens than bytes."""
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _value_text(key: str, value: Any) -> str:

@@ -20,6 +20,25 @@ class _Seen:
     prompt_id: str
 
 
+# The fields of a message object that to_reply_message reads. The cache keeps only these: a Coze
+# reply's payload also carries member objects, mentions and the whole prompt it answers
+# (referenced_message, up to 2000 characters with its own embeds), kilobytes per cached reply.
+_KEPT = ("id", "channel_id", "author", "content", "timestamp", "edited_timestamp", "embeds", "attachments",
+         "components", "message_reference", "referenced_message")
+
+
+def _slim(raw: dict) -> dict:
+    """`raw` reduced to what to_reply_message reads (same result for it, less memory in the cache)."""
+    out = {k: raw[k] for k in _KEPT if k in raw}
+    author = out.get("author")
+    if isinstance(author, dict):
+        out["author"] = {k: author[k] for k in ("id",) if k in author}
+    referenced = out.get("referenced_message")
+    if isinstance(referenced, dict):
+        out["referenced_message"] = {k: referenced[k] for k in ("id",) if k in referenced}
+    return out
+
+
 def _raw_from_reply(m: ReplyMessage) -> dict:
     """A message object equivalent (for to_reply_message) to a stored ReplyMessage."""
     raw: dict[str, Any] = {
@@ -130,7 +149,7 @@ class ReplyRecorder:
                 prev_msg = to_reply_message(base, self.coze_bot_ids, prompt_id=prompt_id, fallback_version=0)
             changed = prev_msg is None or replace(prev_msg, version=0) != replace(msg, version=0)
             msg = replace(msg, version=prev_version + 1 if changed else prev_version)
-        self._seen[mid] = _Seen(merged, msg.version, msg.prompt_id)
+        self._seen[mid] = _Seen(_slim(merged), msg.version, msg.prompt_id)
         self._seen.move_to_end(mid)
         while len(self._seen) > self.max_cached:
             self._seen.popitem(last=False)

@@ -14,16 +14,22 @@ MAX_PROMPTS = 10_000
 
 
 class MemoryReplyStore:
+    """Replies of one process. A put wakes only the waiters of its own prompt (one future each,
+    resolved at once: no polling, no lock, no wake-up of the other streams), and the prompt's
+    snapshot is built once per change, not once per reader."""
+
     def __init__(self, max_prompts: int = MAX_PROMPTS) -> None:
         self._by_prompt: OrderedDict[str, dict[str, ReplyMessage]] = OrderedDict()
+        self._snapshots: dict[str, ReplySnapshot] = {}  # cache, dropped by every change of the prompt
         self._reply_to_prompt: dict[str, str] = {}
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._max = max_prompts
-        self._changed = asyncio.Condition()
 
     async def put(self, message: ReplyMessage) -> bool:
-        parts = self._by_prompt.get(message.prompt_id)
+        pid = message.prompt_id
+        parts = self._by_prompt.get(pid)
         if parts is None:
-            parts = self._by_prompt[message.prompt_id] = {}
+            parts = self._by_prompt[pid] = {}
             self._evict()
         current = parts.get(message.message_id)
         if current is not None and current.version > message.version:
@@ -31,36 +37,64 @@ class MemoryReplyStore:
         if current == message:
             return True
         parts[message.message_id] = message
-        self._reply_to_prompt[message.message_id] = message.prompt_id
-        async with self._changed:
-            self._changed.notify_all()
+        self._reply_to_prompt[message.message_id] = pid
+        self._changed(pid)
         return True
+
+    def _changed(self, pid: str) -> None:
+        self._snapshots.pop(pid, None)
+        for fut in self._waiters.pop(pid, ()):
+            if not fut.done():
+                fut.set_result(None)
 
     def _evict(self) -> None:
         while len(self._by_prompt) > self._max:
-            _, parts = self._by_prompt.popitem(last=False)
+            pid, parts = self._by_prompt.popitem(last=False)
+            self._changed(pid)  # its waiters see the (now empty) snapshot at once
             for mid in parts:
                 self._reply_to_prompt.pop(mid, None)
 
     async def prompt_for_reply(self, message_id: str) -> str | None:
         return self._reply_to_prompt.get(message_id)
 
+    def _snapshot(self, prompt_id: str) -> ReplySnapshot:
+        snap = self._snapshots.get(prompt_id)
+        if snap is None:
+            parts = self._by_prompt.get(prompt_id)
+            if not parts:
+                return ReplySnapshot(prompt_id)
+            snap = self._snapshots[prompt_id] = ReplySnapshot.of(prompt_id, list(parts.values()))
+        return snap
+
     async def snapshot(self, prompt_id: str) -> ReplySnapshot:
-        return ReplySnapshot.of(prompt_id, list(self._by_prompt.get(prompt_id, {}).values()))
+        return self._snapshot(prompt_id)
 
     async def wait_for_change(self, prompt_id: str, revision: tuple, timeout: float) -> ReplySnapshot:
+        snap = self._snapshot(prompt_id)
+        if snap.revision != revision or timeout <= 0:
+            return snap
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout)
-        async with self._changed:
-            while True:
-                snap = await self.snapshot(prompt_id)
-                remaining = deadline - loop.time()
-                if snap.revision != revision or remaining <= 0:
-                    return snap
-                try:
-                    await asyncio.wait_for(self._changed.wait(), remaining)
-                except TimeoutError:
-                    return await self.snapshot(prompt_id)
+        deadline = loop.time() + timeout
+        while True:
+            fut: asyncio.Future[None] = loop.create_future()
+            waiters = self._waiters.setdefault(prompt_id, set())
+            waiters.add(fut)
+            timer = loop.call_later(max(0.0, deadline - loop.time()), _wake, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+                waiters.discard(fut)
+                if not waiters and self._waiters.get(prompt_id) is waiters:
+                    del self._waiters[prompt_id]
+            snap = self._snapshot(prompt_id)
+            if snap.revision != revision or loop.time() >= deadline:
+                return snap
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class MemoryChannelRegistry:

@@ -39,13 +39,7 @@ def create_app(runtime: Runtime) -> FastAPI:
                        "x-stainless-async", "x-stainless-helper-method", "x-stainless-poll-helper"],
         expose_headers=["x-request-id", "x-should-retry", "Retry-After"])
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next):
-        rid = "req_" + uuid.uuid4().hex
-        request.state.request_id = rid
-        response = await call_next(request)
-        response.headers["x-request-id"] = rid
-        return response
+    app.add_middleware(RequestIdMiddleware)
 
     _install_error_handlers(app)
     limits.install(app, settings, runtime.service.ratelimits)  # REQUEST_RATE_LIMIT
@@ -58,6 +52,31 @@ def create_app(runtime: Runtime) -> FastAPI:
     if docs:
         original.install_swagger(app)  # GET /swagger/index.html (as the original), next to FastAPI's /docs
     return app
+
+
+class RequestIdMiddleware:
+    """Pure ASGI: `request.state.request_id` and the `x-request-id` response header. Not
+    `@app.middleware("http")` (BaseHTTPMiddleware), which relays every body chunk of a stream through
+    an extra task and memory stream: one more hop per SSE frame."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = "req_" + uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -7,7 +7,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -23,7 +22,7 @@ from cdp.entry.openai.wire import (
     SSE_DONE,
     SSE_PING,
     ChatCompletionRequest,
-    chunk_body,
+    ChunkEncoder,
     completion_body,
     sse,
     usage,
@@ -88,11 +87,13 @@ async def _complete(request: Request, conv: Conversation, cid: str, created: int
 
 async def _stream(conv: Conversation, cid: str, created: int, model: str,
                   include_usage: bool, assembler: DeltaAssembler) -> AsyncIterator[bytes]:
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return sse(chunk_body(id=cid, created=created, model=model, delta=delta, finish_reason=finish))
+    enc = ChunkEncoder(id=cid, created=created, model=model)
+    chunk = enc.chunk
 
     def content_chunks(text: str) -> list[bytes]:
-        return [chunk({"content": text[i:i + MAX_DELTA_CHARS]}) for i in range(0, len(text), MAX_DELTA_CHARS)]
+        if len(text) <= MAX_DELTA_CHARS:  # the usual case: one frame per edit
+            return [enc.content(text)] if text else []
+        return [enc.content(text[i:i + MAX_DELTA_CHARS]) for i in range(0, len(text), MAX_DELTA_CHARS)]
 
     try:
         yield chunk({"role": "assistant", "content": ""})  # headers + first chunk at once
@@ -115,16 +116,16 @@ async def _stream(conv: Conversation, cid: str, created: int, model: str,
             yield sse(err.body())
             yield SSE_DONE
             return
-        for frame in content_chunks(assembler.finish(view.text)):
-            yield frame
+        tail = content_chunks(assembler.finish(view.text))
         if assembler.diverged:
             log.warning("Coze rewrote text that was already streamed; the streamed answer differs from "
                         "the final one", extra={"request_id": conv.spec.request_id})
-        yield chunk({}, decision.finish_reason or "stop")
-        if include_usage:
-            yield sse(usage_chunk_body(id=cid, created=created, model=model,
-                                       usage=usage(conv.prompt_tokens, count_tokens(view.text))))
-        yield SSE_DONE
+        tail.append(chunk({}, decision.finish_reason or "stop"))
+        if include_usage:  # tokens counted once, at the end
+            tail.append(sse(usage_chunk_body(id=cid, created=created, model=model,
+                                             usage=usage(conv.prompt_tokens, count_tokens(view.text)))))
+        tail.append(SSE_DONE)
+        yield b"".join(tail)  # the same frames in one write
     finally:
         # Not `await conv.aclose()`: this runs when the client goes and the generator is cancelled,
         # where awaiting is unsafe; close() schedules the deletion as a task the channel keeper keeps.

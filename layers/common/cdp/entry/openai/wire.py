@@ -87,6 +87,32 @@ def chunk_body(*, id: str, created: int, model: str, delta: dict[str, Any],
     }
 
 
+class ChunkEncoder:
+    """SSE frames of one stream's chunks. A content chunk, the frame sent for every Coze edit, is
+    the pre-encoded frame of `chunk_body` around the JSON string of the text: byte for byte what
+    `sse(chunk_body(..., delta={"content": text}))` gives, without building and encoding the dict."""
+
+    _MARK = "\x00cdp-content\x00"
+
+    def __init__(self, *, id: str, created: int, model: str) -> None:
+        self.id, self.created, self.model = id, created, model
+        frame = sse(chunk_body(id=id, created=created, model=model, delta={"content": self._MARK}))
+        head, sep, tail = frame.partition(_json_str(self._MARK).encode())
+        assert sep, "the content mark must appear once in a chunk frame"
+        self._head, self._tail = head, tail
+
+    def content(self, text: str) -> bytes:
+        return self._head + _json_str(text).encode() + self._tail
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        return sse(chunk_body(id=self.id, created=self.created, model=self.model, delta=delta,
+                              finish_reason=finish_reason))
+
+
+def _json_str(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
 def usage_chunk_body(*, id: str, created: int, model: str, usage: dict[str, int]) -> dict[str, Any]:
     return {"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": None, "choices": [], "usage": usage}
