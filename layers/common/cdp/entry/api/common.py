@@ -51,10 +51,15 @@ class KeyCheck:
         self.refuse = refuse
         self.level = level
 
-    def __call__(self, request: Request) -> str | None:
+    async def __call__(self, request: Request) -> str | None:
+        # async on purpose: FastAPI runs a sync dependency in a worker thread, a hop per request
+        return self.check(request)
+
+    def check(self, request: Request) -> str | None:
+        """The caller's key, or the `refuse` exception; see the class docstring."""
         given = next(filter(None, (self._read(request, s) for s in self.sources)), "")
         settings = runtime_of(request).settings
-        chat, admin = list(settings.api_keys), list(getattr(settings, "admin_keys", []) or [])
+        chat, admin = settings.api_keys, settings.admin_keys
         if self.level == CHAT and not chat:
             return given or None  # open API (cdp serve refuses this beyond loopback unless ALLOW_OPEN_API)
         if not chat and not admin:
