@@ -35,7 +35,14 @@ from cdp.domain.prompt import LONGEST_BOT_ID, PromptError, build_prompt, check_r
 from cdp.domain.reply import ReplyView, render
 from cdp.domain.routing import AllRouteResting, BotEntry, NoRoute, Router
 from cdp.domain.tokens import count_tokens, max_tokens_bound
-from cdp.ports import ChannelRegistry, DiscordRestPort, ListenerPresence, ReplyStore
+from cdp.ports import (
+    ChannelRegistry,
+    DiscordRestPort,
+    ListenerPresence,
+    PromptLedger,
+    RateLimitStore,
+    ReplyStore,
+)
 from cdp.settings import Settings
 
 log = logging.getLogger("cdp.app.conversation")
@@ -179,7 +186,8 @@ class ConversationService:
     def __init__(self, settings: Settings, rest: DiscordRestPort, replies: ReplyStore, channels: ChannelRegistry,
                  clock: Callable[[], float] = time.time, presence: ListenerPresence | None = None, *,
                  pool: AccountPool, router: Router | None = None, bots: BotHealth | None = None,
-                 alerts: Alerts | None = None, ratelimits=None, ledger=None) -> None:
+                 alerts: Alerts | None = None, ratelimits: RateLimitStore | None = None,
+                 ledger: PromptLedger | None = None) -> None:
         self.settings = settings
         self.rest = rest
         self.replies = replies

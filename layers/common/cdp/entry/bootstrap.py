@@ -8,10 +8,14 @@ that Router.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from cdp.domain.routing import BotEntry, Router
-from cdp.ports import ListenerPresence, ReplyStore, Stores
+from cdp.ports import DiscordRestPort, ListenerPresence, ReplyStore, Stores
 from cdp.settings import Settings
+
+if TYPE_CHECKING:
+    from cdp.app.conversation import ConversationService
 
 
 def make_stores(settings: Settings) -> Stores:
@@ -37,7 +41,7 @@ def make_stores(settings: Settings) -> Stores:
                   blobs=make_blob_store(settings))
 
 
-def make_rest(settings: Settings):
+def make_rest(settings: Settings) -> DiscordRestPort:
     from cdp.adapters.discord.rest import DiscordRest
 
     return DiscordRest(api_base=settings.DISCORD_API_BASE, bot_token=settings.BOT_TOKEN,
@@ -79,8 +83,8 @@ def make_router(settings: Settings, entries: Sequence[BotEntry] | None = None) -
     return Router(entries, settings.coze_bot_ids)
 
 
-def make_service(settings: Settings, stores: Stores, rest=None, presence: ListenerPresence | None = None,
-                 router: Router | None = None):
+def make_service(settings: Settings, stores: Stores, rest: DiscordRestPort | None = None,
+                 presence: ListenerPresence | None = None, router: Router | None = None) -> ConversationService:
     from cdp.adapters.store.memory import MemoryAlertStore, MemoryHealthStore, MemoryRateLimitStore
     from cdp.adapters.telegram import TelegramNotifier
     from cdp.app.alerts import Alerts
