@@ -169,8 +169,7 @@ class Conversation:
             return
         self._closed = True
         if self.temporary_channel:
-            keeper = self._service.keeper
-            keeper.spawn(keeper.schedule_delete(self.channel_id))
+            self._service.keeper.spawn(self._schedule_delete())
 
     async def aclose(self) -> None:
         """`close()` for callers that can await: the deletion is registered in the store before the
@@ -179,7 +178,17 @@ class Conversation:
             return
         self._closed = True
         if self.temporary_channel:
+            await self._schedule_delete()
+
+    async def _schedule_delete(self) -> None:
+        """Hand the temporary channel to the keeper. A store error is logged, never raised: the answer
+        is already there, and the cleanup job's stale sweep deletes the channel later."""
+        try:
             await self._service.keeper.schedule_delete(self.channel_id)
+        except Exception:
+            log.warning("could not schedule the temporary channel's deletion; the cleanup job's stale "
+                        "sweep will delete it", exc_info=True,
+                        extra={"request_id": self.spec.request_id, "channel_id": self.channel_id})
 
 
 class ConversationService:
@@ -441,6 +450,11 @@ class ConversationService:
                 raise se.invalid_request(f"Channel {channel_id} does not exist or is not visible.",
                                          param="channelId") from None
             except DiscordRateLimited as exc:
+                if posted:  # part of the prompt is already posted: a retry would post it twice
+                    raise se.upstream_error(f"Discord rate limited the account after {posted} of {len(parts)} "
+                                            "parts of the prompt were posted; not retried, since a retry "
+                                            "would post them again.", code="discord_rate_limited",
+                                            retry=False) from None
                 raise se.unavailable("Discord is rate limiting this account; retry shortly.",
                                      int((exc.retry_after or 5) + 1), code="discord_rate_limited") from None
             except DiscordError as exc:

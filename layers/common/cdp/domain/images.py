@@ -309,6 +309,8 @@ def collect_inline_media(messages: list, all_dialog: bool, limits: MediaLimits) 
                 continue
             kind = part.get("type")
             param = f"messages[{mi}].content[{pi}]"
+            if not isinstance(kind, str):  # {} or [] (not hashable): not an image or a file part
+                continue
             if kind in _IMAGE_PARTS:
                 item = _image_item(part, mi, pi, param, limits)
             elif kind in _FILE_PARTS:

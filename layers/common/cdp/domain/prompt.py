@@ -70,6 +70,8 @@ def _part_text(part: Any) -> str | None:
     if not isinstance(part, dict):
         return None
     kind = part.get("type")
+    if kind is not None and not isinstance(kind, str):  # {} or [] (not hashable): not a part we know
+        return None
     if kind in _TEXT_PART_TYPES or (kind is None and isinstance(part.get("text"), str)):
         text = part.get("text")
         return text if isinstance(text, str) else None

@@ -88,7 +88,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         if exc.status >= 500:
             log.warning("request failed", extra={"status": exc.status, "code": exc.code,
                                                  "request_id": getattr(request.state, "request_id", None)})
-        return reply(exc)
+        # Once the prompt is posted, a retry would post it again: no 5xx invites one.
+        return reply(oe.no_retry_once_posted(exc, oe.is_posted(request.state)))
 
     @app.exception_handler(ServiceError)
     async def _service(request: Request, exc: ServiceError) -> JSONResponse:
@@ -108,6 +109,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error", extra={"request_id": getattr(request.state, "request_id", None)})
+        rid = getattr(request.state, "request_id", None)
+        log.exception("unexpected error", extra={"request_id": rid})
+        if oe.is_posted(request.state):
+            return reply(oe.failed_after_post(rid))
         return reply(oe.OpenAIError(500, "Internal error in coze-discord-proxy; see its log.",
                                     type="server_error", code="internal_error"))

@@ -24,6 +24,7 @@ from cdp.entry.openai.wire import (
     ChatCompletionRequest,
     ChunkEncoder,
     completion_body,
+    part_param,
     sse,
     usage,
     usage_chunk_body,
@@ -46,13 +47,14 @@ def build_router(runtime: Runtime) -> APIRouter:
         try:
             req = ChatCompletionRequest.model_validate(body)
         except Exception as exc:  # pydantic.ValidationError
-            raise validation_to_openai(exc) from None
+            raise _invalid(exc) from None
         spec = ChatSpec(
             request_id=request.state.request_id, model=req.model,
             messages=[m.model_dump(exclude_none=True) for m in req.messages], stream=req.stream,
             channel_id=req.channelId, timeout=out_time(request), api_key=api_key)
         # Raises ServiceError before anything is streamed; stops posting a long prompt if the client leaves.
         conv = await runtime.service.start(spec, client_gone=request.is_disconnected)
+        oe.mark_posted(request.state)  # from here on, no 5xx invites a retry (it would post again)
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         if req.stream:
@@ -63,10 +65,26 @@ def build_router(runtime: Runtime) -> APIRouter:
                 media_type="text/event-stream", headers={**STREAM_HEADERS, "x-should-retry": "false"})
         try:
             return await _complete(request, conv, completion_id, created, req.model)
+        except (oe.OpenAIError, se.ServiceError):
+            raise
+        except Exception:  # the store failed while waiting, a bug: a clear 500, logged once
+            log.exception("the reply could not be awaited", extra={"request_id": conv.spec.request_id})
+            raise oe.failed_after_post(conv.spec.request_id) from None
         finally:
             await conv.aclose()
 
     return router
+
+
+def _invalid(exc: Exception) -> oe.OpenAIError:
+    """The 400 of a body that is not a valid chat request; a wrong content part is named to its field."""
+    err = validation_to_openai(exc)
+    errors = getattr(exc, "errors", lambda: [])()
+    param = part_param(errors[0]) if errors else None
+    if param is not None:
+        err.param = param
+        err.message = f"Invalid value for '{param}': {errors[0]['ctx']['error']}"
+    return err
 
 
 async def _complete(request: Request, conv: Conversation, cid: str, created: int, model: str) -> Response:
@@ -97,35 +115,40 @@ async def _stream(conv: Conversation, cid: str, created: int, model: str,
 
     try:
         yield chunk({"role": "assistant", "content": ""})  # headers + first chunk at once
-        last = None
-        async for progress in conv.updates(heartbeat=SSE_KEEPALIVE_SECONDS):
-            last = progress
-            if progress.decision.done:
-                break
-            if progress.changed:
-                delta = assembler.update(progress.view.text)
-                for frame in content_chunks(delta):
-                    yield frame
-            else:
-                yield SSE_PING
-        assert last is not None
-        decision, view = last.decision, last.view
-        if decision.error is not None or decision.timeout_without_text:
-            err = (coze_error_to_openai(decision.error) if decision.error is not None
-                   else oe.from_service_error(se.timeout(conv.timeout_seconds)))
-            yield sse(err.body())
-            yield SSE_DONE
-            return
-        tail = content_chunks(assembler.finish(view.text))
-        if assembler.diverged:
-            log.warning("Coze rewrote text that was already streamed; the streamed answer differs from "
-                        "the final one", extra={"request_id": conv.spec.request_id})
-        tail.append(chunk({}, decision.finish_reason or "stop"))
-        if include_usage:  # tokens counted once, at the end
-            tail.append(sse(usage_chunk_body(id=cid, created=created, model=model,
-                                             usage=usage(conv.prompt_tokens, count_tokens(view.text)))))
-        tail.append(SSE_DONE)
-        yield b"".join(tail)  # the same frames in one write
+        try:
+            last = None
+            async for progress in conv.updates(heartbeat=SSE_KEEPALIVE_SECONDS):
+                last = progress
+                if progress.decision.done:
+                    break
+                if progress.changed:
+                    delta = assembler.update(progress.view.text)
+                    for frame in content_chunks(delta):
+                        yield frame
+                else:
+                    yield SSE_PING
+            assert last is not None
+            decision, view = last.decision, last.view
+            if decision.error is not None or decision.timeout_without_text:
+                err = (coze_error_to_openai(decision.error) if decision.error is not None
+                       else oe.from_service_error(se.timeout(conv.timeout_seconds)))
+                yield sse(err.body())
+                yield SSE_DONE
+                return
+            tail = content_chunks(assembler.finish(view.text))
+            if assembler.diverged:
+                log.warning("Coze rewrote text that was already streamed; the streamed answer differs from "
+                            "the final one", extra={"request_id": conv.spec.request_id})
+            tail.append(chunk({}, decision.finish_reason or "stop"))
+            if include_usage:  # tokens counted once, at the end
+                tail.append(sse(usage_chunk_body(id=cid, created=created, model=model,
+                                                 usage=usage(conv.prompt_tokens, count_tokens(view.text)))))
+            tail.append(SSE_DONE)
+            yield b"".join(tail)  # the same frames in one write
+        except Exception:  # the store failed while waiting, a bug: never end as if the answer were whole
+            log.exception("the stream failed after the prompt was posted",
+                          extra={"request_id": conv.spec.request_id})
+            yield sse(oe.failed_after_post(conv.spec.request_id).body()) + SSE_DONE
     finally:
         # Not `await conv.aclose()`: this runs when the client goes and the generator is cancelled,
         # where awaiting is unsafe; close() schedules the deletion as a task the channel keeper keeps.

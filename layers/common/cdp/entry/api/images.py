@@ -102,6 +102,7 @@ def build_router(runtime: Runtime) -> APIRouter:
                             channel_id=req.channelId, timeout=timeout, api_key=api_key,
                             raw_prompt=drawing_prompt(req.prompt))
             conv = await runtime.service.start(spec, client_gone=request.is_disconnected)
+            oe.mark_posted(request.state)  # from here on, no 5xx invites a retry (it would post again)
             try:
                 last = await conv.result()
                 assert last is not None  # no client_gone check: it runs to the end
@@ -111,6 +112,8 @@ def build_router(runtime: Runtime) -> APIRouter:
                 if decision.timeout_without_text:
                     raise se.timeout(conv.timeout_seconds)
                 urls = extract_image_urls(view.text, view.image_urls)
+                if not urls and decision.reason == "deadline":  # cut short: the image may still come
+                    raise se.timeout(conv.timeout_seconds)
                 if not urls:
                     log.warning("image request answered without an image", extra={"request_id": spec.request_id})
                     raise oe.upstream_error("The Coze bot answered with text but no image (does it have an "
@@ -120,6 +123,11 @@ def build_router(runtime: Runtime) -> APIRouter:
                 # At most n images per conversation (n is all the request returns anyway).
                 drawn = await _download_all(urls[:n], settings, budget)
                 return drawn, revised_prompt(view.text, urls, req.prompt)
+            except (oe.OpenAIError, se.ServiceError):
+                raise
+            except Exception:  # the store failed while waiting, a bug: a clear 500, logged once
+                log.exception("the reply could not be awaited", extra={"request_id": spec.request_id})
+                raise oe.failed_after_post(rid) from None
             finally:
                 # Awaited: the deletion is registered before the response leaves (a buffered Lambda
                 # may freeze right after, before a background task would run).

@@ -56,6 +56,35 @@ def upstream_error(message: str, code: str = "upstream_error", status: int = 502
     return OpenAIError(status, message, type="server_error", code=code, headers=headers)
 
 
+NO_RETRY = {"x-should-retry": "false"}
+
+
+def mark_posted(state: Any) -> None:
+    """Record on a request's `state` that its prompt is posted: from then on every 5xx of the request
+    carries `x-should-retry: false` (cdp.entry.api.app's error handlers read it)."""
+    state.prompt_posted = True
+
+
+def is_posted(state: Any) -> bool:
+    return bool(getattr(state, "prompt_posted", False))
+
+
+def failed_after_post(request_id: str | None) -> OpenAIError:
+    """An unexpected failure (the store, a bug) once the prompt is posted: a 500 the SDKs must not
+    retry (a retry would post the prompt again). Says what happened, never the internals."""
+    where = f" (request {request_id})" if request_id else ""
+    return OpenAIError(500, "The prompt was posted, but coze-discord-proxy failed while waiting for the "
+                            f"reply{where}; see its log. Not retried automatically: a retry would post "
+                            "the prompt again.", type="server_error", code="internal_error", headers=NO_RETRY)
+
+
+def no_retry_once_posted(err: OpenAIError, posted: bool) -> OpenAIError:
+    """`err` with `x-should-retry: false` if it is a 5xx and the prompt is already posted."""
+    if posted and err.status >= 500 and err.headers.get("x-should-retry") != "false":
+        err.headers["x-should-retry"] = "false"
+    return err
+
+
 def from_service_error(err: ServiceError) -> OpenAIError:
     """The one mapping of the use cases' errors to OpenAI's status codes and headers."""
     if err.kind is ErrorKind.INVALID_REQUEST or err.kind is ErrorKind.CONTEXT_TOO_LONG:
@@ -63,7 +92,8 @@ def from_service_error(err: ServiceError) -> OpenAIError:
     if err.kind is ErrorKind.MODEL_NOT_FOUND:
         return OpenAIError(404, err.message, param=err.param, code=err.code)
     if err.kind is ErrorKind.UNAVAILABLE:
-        return unavailable(err.message, err.retry_after or 60, code=err.code or "no_available_account")
+        out = unavailable(err.message, err.retry_after or 60, code=err.code or "no_available_account")
+        return no_retry_once_posted(out, not err.retryable)
     if err.kind is ErrorKind.TIMEOUT:
         # The prompt is already posted: a retry would post it again, so tell the SDK not to.
         return OpenAIError(504, err.message, type="timeout", code=err.code or "timeout",

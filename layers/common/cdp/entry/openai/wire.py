@@ -13,6 +13,24 @@ Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 _PART_TYPES = {"text", "input_text", "image_url", "input_image", "file", "input_file"}
 
 
+class PartError(ValueError):
+    """A content part is wrong; `path` is where inside `content` (e.g. "0.type"), so the 400 can name
+    the parameter exactly (see `part_param`)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def part_param(error: dict[str, Any]) -> str | None:
+    """The full parameter of a pydantic error raised as a PartError (messages.0.content.0.type), else None."""
+    exc = (error.get("ctx") or {}).get("error")
+    if not isinstance(exc, PartError):
+        return None
+    loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+    return ".".join([*loc, exc.path])
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Role
@@ -25,16 +43,25 @@ class ChatMessage(BaseModel):
         if isinstance(v, list):
             for i, part in enumerate(v):
                 kind = part.get("type")
-                if kind not in _PART_TYPES:
-                    raise ValueError(f"content[{i}].type must be one of text, image_url, file (got {kind!r})")
+                if not isinstance(kind, str) or kind not in _PART_TYPES:  # {} or [] are not hashable
+                    got = repr(kind) if isinstance(kind, str) else f"a JSON {_json_kind(kind)}"
+                    raise PartError(f"{i}.type", f"must be one of text, image_url, file (got {got})")
                 if kind in ("text", "input_text") and not isinstance(part.get("text"), str):
-                    raise ValueError(f"content[{i}].text must be a string")
+                    raise PartError(f"{i}.text", "must be a string")
                 if kind == "image_url":
                     url = part.get("image_url")
                     url = url.get("url") if isinstance(url, dict) else url
                     if not isinstance(url, str) or not url:
-                        raise ValueError(f"content[{i}].image_url.url must be a non-empty string")
+                        raise PartError(f"{i}.image_url", "its url must be a non-empty string")
         return v
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return {dict: "object", list: "array", str: "string"}.get(type(value), "number")
 
 
 class StreamOptions(BaseModel):
