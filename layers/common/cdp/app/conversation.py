@@ -181,14 +181,19 @@ class Conversation:
             await self._schedule_delete()
 
     async def _schedule_delete(self) -> None:
-        """Hand the temporary channel to the keeper. A store error is logged, never raised: the answer
-        is already there, and the cleanup job's stale sweep deletes the channel later."""
-        try:
-            await self._service.keeper.schedule_delete(self.channel_id)
-        except Exception:
-            log.warning("could not schedule the temporary channel's deletion; the cleanup job's stale "
-                        "sweep will delete it", exc_info=True,
-                        extra={"request_id": self.spec.request_id, "channel_id": self.channel_id})
+        await release_channel(self._service.keeper, self.channel_id, self.spec.request_id)
+
+
+async def release_channel(keeper: ChannelKeeper, channel_id: str, request_id: str) -> None:
+    """Hand a temporary channel back to the keeper. A store error is logged, never raised: it must not
+    replace the answer or the request's own error, and the cleanup job's stale sweep deletes the
+    channel later."""
+    try:
+        await keeper.schedule_delete(channel_id)
+    except Exception:
+        log.warning("could not schedule the temporary channel's deletion; the cleanup job's stale "
+                    "sweep will delete it", exc_info=True,
+                    extra={"request_id": request_id, "channel_id": channel_id})
 
 
 class ConversationService:
@@ -310,7 +315,7 @@ class ConversationService:
                                                        deadline=deadline)
         except BaseException:
             if temporary:
-                await self.keeper.schedule_delete(channel_id)
+                await release_channel(self.keeper, channel_id, spec.request_id)
             raise
         log.info("prompt posted", extra={"request_id": spec.request_id, "channel_id": channel_id,
                                          "prompt_message_id": message["id"], "account": account,
