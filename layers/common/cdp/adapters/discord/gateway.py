@@ -78,6 +78,7 @@ MALFORMED_TOKEN = (
 )
 
 MAX_RECORDING = 64  # events recorded at once (their store writes overlap; see DiscordListener._consume)
+UNHEALTHY_AFTER = 5  # consecutive failed store writes after which the listener reports itself unhealthy
 STATES = ("starting", "connecting", "ready", "resuming", "failed", "stopped")
 
 
@@ -92,6 +93,8 @@ class GatewayStatus:
         self.since = time.time()
         self.ready_count = 0
         self.resumes = 0
+        self.store_failures = 0  # consecutive failed store writes (0 after any success)
+        self.store_error = ""  # the last failure, while the count is not 0
         self._waiters: set[asyncio.Future[None]] = set()
 
     @property
@@ -101,6 +104,29 @@ class GatewayStatus:
     @property
     def failed(self) -> bool:
         return self.state == "failed"
+
+    @property
+    def store_healthy(self) -> bool:
+        return self.store_failures < UNHEALTHY_AFTER
+
+    @property
+    def healthy(self) -> bool:
+        """Ready and recording: what /healthz reports. Edits that cannot be written are retried
+        (never dropped), but a listener whose writes keep failing says so instead of looking fine."""
+        return self.ready and self.store_healthy
+
+    def store_write_failed(self, error: str) -> None:
+        self.store_failures += 1
+        self.store_error = error
+        if self.store_failures == UNHEALTHY_AFTER:
+            log.error("%d store writes failed in a row: unhealthy until one succeeds (%s)",
+                      self.store_failures, error)
+
+    def store_write_succeeded(self) -> None:
+        if self.store_failures >= UNHEALTHY_AFTER:
+            log.warning("store writes succeed again after %d failures: healthy", self.store_failures)
+        self.store_failures = 0
+        self.store_error = ""
 
     def set(
         self, state: str, detail: str = "", *, close_code: int | None = None, fix: str | None = None
@@ -138,6 +164,8 @@ class GatewayStatus:
             "since": self.since,
             "ready_count": self.ready_count,
             "resumes": self.resumes,
+            "store": {"healthy": self.store_healthy, "consecutive_failures": self.store_failures,
+                      "last_error": self.store_error},
         }
 
     def __repr__(self) -> str:
@@ -163,6 +191,8 @@ class DiscordListener:
         self.token_fp = fingerprint(self._token)
         self.recorder = recorder
         self.status = status or GatewayStatus()
+        if recorder.health is None:  # its store writes' outcomes make the listener (un)healthy
+            recorder.health = self.status
         self.proxy_url = proxy_url
         self.intents = intents
         self.max_backoff = max_backoff
