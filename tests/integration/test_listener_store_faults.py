@@ -153,3 +153,25 @@ async def get_healthz(port: int) -> tuple[int, dict]:
     writer.close()
     head, _, body = raw.partition(b"\r\n\r\n")
     return int(head.split()[1]), json.loads(body)
+
+
+async def test_a_partial_update_of_an_uncached_message_waits_for_the_store(store, status):
+    """After a restart (nothing cached) a partial update needs the stored message: a failed read is
+    retried, not a reason to drop the edit."""
+    await ReplyRecorder(store, {COZE}, GUILD).on_message_create(create("Hel"))
+    fresh = ReplyRecorder(store, {COZE}, GUILD, health=status, retry_base=0.001, retry_cap=0.005)
+    reads = [0]
+    real = store.prompt_for_reply
+
+    async def flaky_prompt_for_reply(mid):
+        reads[0] += 1
+        if reads[0] <= 3:
+            raise Throttled("ThrottlingException")
+        return await real(mid)
+
+    store.prompt_for_reply = flaky_prompt_for_reply
+    partial = {"id": REPLY, "channel_id": "1100000000000000002", "guild_id": GUILD, "components": BUTTONS}
+    await fresh.on_message_update(partial)
+    snap = await store.snapshot(PROMPT)
+    assert snap.messages[0].content == "Hel" and snap.messages[0].has_components
+    assert reads[0] == 4 and status.store_failures == 0

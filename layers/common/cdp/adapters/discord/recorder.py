@@ -169,6 +169,27 @@ class ReplyRecorder:
             if not lane.users:
                 self._lanes.pop(msg.prompt_id, None)
 
+    async def _retrying(self, read, key: str):
+        """`await read(key)`, retried like a write until it answers (a partial update of a message
+        no longer cached needs its stored state: without it the edit would be lost)."""
+        attempt = 0
+        while True:
+            try:
+                result = await read(key)
+            except Exception as exc:
+                attempt += 1
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                if self.health is not None:
+                    self.health.store_write_failed(error)
+                delay = backoff(attempt, self.retry_base, self.retry_cap)
+                log.warning("store read failed; retrying in %.2fs", delay,
+                            extra={"key": key, "attempt": attempt, "error": error})
+                await asyncio.sleep(delay)
+                continue
+            if attempt and self.health is not None:
+                self.health.store_write_succeeded()
+            return result
+
     async def _write(self, msg: ReplyMessage, lane: _Lane) -> bool:
         """store.put(msg) until it succeeds (True) or a newer version of the message supersedes it
         (False). Cancellation (the listener stopping) is the only other way out."""
@@ -208,11 +229,11 @@ class ReplyRecorder:
         )
         if seen is None and not has_ref:
             # a partial update of a message we no longer (or never) had in memory
-            prompt_id = await self.store.prompt_for_reply(mid)
+            prompt_id = await self._retrying(self.store.prompt_for_reply, mid)
             if prompt_id is None:
                 self.ignored += 1
                 return None
-            snap = await self.store.snapshot(prompt_id)
+            snap = await self._retrying(self.store.snapshot, prompt_id)
             stored = next((m for m in snap.messages if m.message_id == mid), None)
             if stored is not None:
                 base = _raw_from_reply(stored)
