@@ -22,7 +22,6 @@ from cdp.domain.model import ReplyMessage
 from cdp.domain.reply import merge_message, to_reply_message, version_of
 from cdp.ports import ReplyStore
 
-
 log = logging.getLogger("cdp.adapters.discord.recorder")
 
 RETRY_BASE = 0.1  # seconds before the first retry of a failed store write
