@@ -292,7 +292,9 @@ class DiscordListener:
         """Record events in arrival order, up to MAX_RECORDING at once: each event starts as an
         eager task, so the recorder merges it before the next one is taken (its lock is FIFO), and
         only the store writes overlap. A slow store (DynamoDB: ~5-10 ms a write) must not queue
-        every other reply's edits behind one write; writes of one message stay ordered by version."""
+        every other reply's edits behind one write; writes of one message stay ordered by version.
+        A write that fails is retried by the recorder until it succeeds or is superseded, holding its
+        slot: while the store is down the slots fill and the events wait here, in order, for it."""
         loop = asyncio.get_running_loop()
         slots = asyncio.Semaphore(MAX_RECORDING)
         while True:
