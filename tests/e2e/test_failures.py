@@ -1,7 +1,7 @@
 """The API edge under failure: it never ends an answer silently nor invites a duplicate post.
 
 `cdp serve --no-listener` talks to DynamoDB (moto) through a fault-injecting proxy
-(tests/support/ddbfaults.py) while `cdp listener` writes to moto directly: the store fails for the
+(tests/support/ddb_faults.py) while `cdp listener` writes to moto directly: the store fails for the
 API only, in the middle of a request, as with DynamoDB answering 500 for a while.
 """
 
@@ -19,7 +19,7 @@ import pytest
 from cdp.sim import FakeDiscord
 
 from tests.support.aws import aws_env, create_tables, start_moto_server, unique_prefix
-from tests.support.ddbfaults import DynamoFaultProxy
+from tests.support.ddb_faults import DynamoFaultProxy
 from tests.support.proc import CdpProcess, free_port, settings_env
 from tests.support.stack import API_KEY, Stack, coze_reply_text, prompt_messages
 
@@ -56,14 +56,14 @@ def fstack(fake: FakeDiscord) -> Iterator[FaultStack]:
         api.wait_healthy()
         yield s
     finally:
-        faults.clear()
+        faults.heal()
         s.stop()
 
 
 @pytest.fixture(autouse=True)
 def _no_faults_left(fstack: FaultStack) -> Iterator[None]:
     yield
-    fstack.faults.clear()
+    fstack.faults.heal()
 
 
 async def wait_posted(fake: FakeDiscord, m: str, timeout: float = 10.0) -> None:
@@ -87,7 +87,7 @@ async def test_a_store_failure_mid_stream_ends_with_an_error_frame_and_done(fsta
                     continue
                 frames.append(line[6:])
                 if len(frames) == 1:  # the role chunk: the prompt is posted, the reply awaited
-                    fstack.faults.fail("Query", fstack.replies_table)
+                    fstack.faults.fail_calls("Query", fstack.replies_table)
     assert fstack.faults.failed > 0
     assert frames[-1] == "[DONE]", frames
     err = json.loads(frames[-2])["error"]
@@ -109,7 +109,7 @@ async def test_a_store_failure_mid_stream_raises_in_the_sdk(fstack):
             messages=[{"role": "user", "content": f"hi {m} [[sim:slow_first_token=2]]"}])
         with pytest.raises(openai.APIError) as info:
             async for _ in stream:
-                fstack.faults.fail("Query", fstack.replies_table)
+                fstack.faults.fail_calls("Query", fstack.replies_table)
     assert "posted" in str(info.value.message)
     assert len(prompt_messages(fstack.fake, m)) == 1
 
@@ -120,7 +120,7 @@ async def test_a_store_failure_while_waiting_is_a_clear_500_the_sdk_does_not_ret
         call = asyncio.create_task(client.chat.completions.with_raw_response.create(
             model="gpt-4o", messages=[{"role": "user", "content": f"hi {m} [[sim:slow_first_token=2]]"}]))
         await wait_posted(fstack.fake, m)
-        fstack.faults.fail("Query", fstack.replies_table)
+        fstack.faults.fail_calls("Query", fstack.replies_table)
         with pytest.raises(openai.APIStatusError) as info:
             await call
     resp = info.value.response
@@ -133,7 +133,7 @@ async def test_a_store_failure_while_waiting_is_a_clear_500_the_sdk_does_not_ret
 
 async def test_a_store_error_scheduling_the_channel_deletion_keeps_the_answer(fstack):
     m = marker()
-    fstack.faults.fail("UpdateItem", "SET delete_at")
+    fstack.faults.fail_calls("UpdateItem", "SET delete_at")
     async with fstack.client() as client:
         resp = await client.chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": f"hello {m}"}])

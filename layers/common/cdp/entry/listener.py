@@ -1,6 +1,8 @@
 """`cdp listener` / the ECS service: the Discord gateway listener as its own process.
 
-- serves GET /healthz on `health_port` (200 when the gateway is READY, else 503 + status JSON)
+- serves GET /healthz on `health_port` (200 when the gateway is READY and store writes succeed, else
+  503 + status JSON; 5 failed store writes in a row make it 503 until one succeeds: the edits are
+  retried meanwhile, never dropped)
 - SIGTERM / SIGINT: stop gracefully (the listener records what already arrived, then closes)
 - exits 3 when the gateway failed for good (bad BOT_TOKEN, missing intents...): a restart cannot fix it
 - after every fresh READY (start, or a session that could not be resumed) recovers the replies that
@@ -45,7 +47,7 @@ async def _health_server(port: int, status: Any, host: str = "0.0.0.0") -> async
             if path.split("?")[0] not in ("/healthz", "/"):
                 code, body = 404, {"error": "not found"}
             else:
-                ready = bool(status.ready)
+                ready = bool(getattr(status, "healthy", status.ready))
                 code, body = (200 if ready else 503), {"status": "ok" if ready else "unavailable",
                                                        "gateway": status.to_dict()}
             data = json.dumps(body, default=str).encode()

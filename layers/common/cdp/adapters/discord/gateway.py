@@ -78,6 +78,7 @@ MALFORMED_TOKEN = (
 )
 
 MAX_RECORDING = 64  # events recorded at once (their store writes overlap; see DiscordListener._consume)
+UNHEALTHY_AFTER = 5  # consecutive failed store writes after which the listener reports itself unhealthy
 STATES = ("starting", "connecting", "ready", "resuming", "failed", "stopped")
 
 
@@ -92,6 +93,8 @@ class GatewayStatus:
         self.since = time.time()
         self.ready_count = 0
         self.resumes = 0
+        self.store_failures = 0  # consecutive failed store writes (0 after any success)
+        self.store_error = ""  # the last failure, while the count is not 0
         self._waiters: set[asyncio.Future[None]] = set()
 
     @property
@@ -101,6 +104,29 @@ class GatewayStatus:
     @property
     def failed(self) -> bool:
         return self.state == "failed"
+
+    @property
+    def store_healthy(self) -> bool:
+        return self.store_failures < UNHEALTHY_AFTER
+
+    @property
+    def healthy(self) -> bool:
+        """Ready and recording: what /healthz reports. Edits that cannot be written are retried
+        (never dropped), but a listener whose writes keep failing says so instead of looking fine."""
+        return self.ready and self.store_healthy
+
+    def store_write_failed(self, error: str) -> None:
+        self.store_failures += 1
+        self.store_error = error
+        if self.store_failures == UNHEALTHY_AFTER:
+            log.error("%d store writes failed in a row: unhealthy until one succeeds (%s)",
+                      self.store_failures, error)
+
+    def store_write_succeeded(self) -> None:
+        if self.store_failures >= UNHEALTHY_AFTER:
+            log.warning("store writes succeed again after %d failures: healthy", self.store_failures)
+        self.store_failures = 0
+        self.store_error = ""
 
     def set(
         self, state: str, detail: str = "", *, close_code: int | None = None, fix: str | None = None
@@ -138,6 +164,8 @@ class GatewayStatus:
             "since": self.since,
             "ready_count": self.ready_count,
             "resumes": self.resumes,
+            "store": {"healthy": self.store_healthy, "consecutive_failures": self.store_failures,
+                      "last_error": self.store_error},
         }
 
     def __repr__(self) -> str:
@@ -163,6 +191,8 @@ class DiscordListener:
         self.token_fp = fingerprint(self._token)
         self.recorder = recorder
         self.status = status or GatewayStatus()
+        if recorder.health is None:  # its store writes' outcomes make the listener (un)healthy
+            recorder.health = self.status
         self.proxy_url = proxy_url
         self.intents = intents
         self.max_backoff = max_backoff
@@ -262,7 +292,9 @@ class DiscordListener:
         """Record events in arrival order, up to MAX_RECORDING at once: each event starts as an
         eager task, so the recorder merges it before the next one is taken (its lock is FIFO), and
         only the store writes overlap. A slow store (DynamoDB: ~5-10 ms a write) must not queue
-        every other reply's edits behind one write; writes of one message stay ordered by version."""
+        every other reply's edits behind one write; writes of one message stay ordered by version.
+        A write that fails is retried by the recorder until it succeeds or is superseded, holding its
+        slot: while the store is down the slots fill and the events wait here, in order, for it."""
         loop = asyncio.get_running_loop()
         slots = asyncio.Semaphore(MAX_RECORDING)
         while True:

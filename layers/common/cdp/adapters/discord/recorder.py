@@ -1,16 +1,56 @@
 """Coze replies from gateway dispatches: raw MESSAGE_CREATE / MESSAGE_UPDATE data -> ReplyMessage ->
-ReplyStore. Partial updates are merged onto the last full state; a reply never moves backwards."""
+ReplyStore. Partial updates are merged onto the last full state; a reply never moves backwards.
+
+A failed store write (DynamoDB throttling, 5xx, a timeout) is retried with a jittered, capped
+exponential backoff until it succeeds or a newer version of the same message supersedes it: an edit
+is never dropped. The writes of one prompt's reply go one at a time in the order they were made (a
+retry holds its prompt's lane), so a reader never sees a later message of a reply before an earlier
+message's last edit. Every attempt is reported to `health` (the listener's GatewayStatus), which
+turns unhealthy after UNHEALTHY_AFTER consecutive failures and healthy again on the next success.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from cdp.domain.model import ReplyMessage
 from cdp.domain.reply import merge_message, to_reply_message, version_of
 from cdp.ports import ReplyStore
+
+log = logging.getLogger("cdp.adapters.discord.recorder")
+
+RETRY_BASE = 0.1  # seconds before the first retry of a failed store write
+RETRY_CAP = 5.0  # the longest wait between two attempts
+
+
+class WriteHealth(Protocol):
+    """Told the outcome of every store write attempt (GatewayStatus implements it)."""
+
+    def store_write_failed(self, error: str) -> None: ...
+
+    def store_write_succeeded(self) -> None: ...
+
+
+def backoff(attempt: int, base: float = RETRY_BASE, cap: float = RETRY_CAP) -> float:
+    """Wait before retry number `attempt` (1, 2...): "equal jitter", between half and all of
+    min(cap, base * 2^(attempt-1)), so retries of many writes do not hit the store in step."""
+    ceiling = min(cap, base * (2 ** min(attempt - 1, 30)))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+@dataclass(slots=True)
+class _Lane:
+    """The writes of one prompt's reply: one at a time, in call order; a version superseded while
+    it waited (or while it was being retried) is skipped, the newer version is written instead."""
+
+    lock: asyncio.Lock
+    newest: dict[str, int]  # message id -> newest version made
+    users: int = 0
 
 
 @dataclass(slots=True)
@@ -68,6 +108,9 @@ class ReplyRecorder:
         guild_id: str | None = None,
         *,
         max_cached: int = 5000,
+        health: WriteHealth | None = None,
+        retry_base: float = RETRY_BASE,
+        retry_cap: float = RETRY_CAP,
     ) -> None:
         self.store = store
         self.coze_bot_ids = {str(i) for i in coze_bot_ids}
@@ -75,8 +118,14 @@ class ReplyRecorder:
         self.max_cached = max_cached
         self._seen: OrderedDict[str, _Seen] = OrderedDict()
         self._lock = asyncio.Lock()
+        self.health = health
+        self.retry_base = retry_base
+        self.retry_cap = retry_cap
+        self._lanes: dict[str, _Lane] = {}  # prompt id -> its writes in flight
         self.recorded = 0
         self.ignored = 0
+        self.superseded = 0  # writes skipped because a newer version of the message came
+        self.write_failures = 0  # failed write attempts (each was retried)
 
     async def on_message_create(self, payload: dict) -> None:
         await self._handle(payload)
@@ -104,8 +153,70 @@ class ReplyRecorder:
             msg = await self._merge(mid, payload)
             if msg is None:
                 return
-        await self.store.put(msg)
-        self.recorded += 1
+            # Join the prompt's lane before the next event can be merged: lanes keep merge order.
+            lane = self._lanes.get(msg.prompt_id)
+            if lane is None:
+                lane = self._lanes[msg.prompt_id] = _Lane(asyncio.Lock(), {})
+            lane.newest[mid] = max(lane.newest.get(mid, msg.version), msg.version)
+            lane.users += 1
+        try:
+            async with lane.lock:
+                if await self._write(msg, lane):
+                    self.recorded += 1
+        finally:
+            lane.users -= 1
+            if not lane.users:
+                self._lanes.pop(msg.prompt_id, None)
+
+    async def _retrying(self, read, key: str):
+        """`await read(key)`, retried like a write until it answers (a partial update of a message
+        no longer cached needs its stored state: without it the edit would be lost)."""
+        attempt = 0
+        while True:
+            try:
+                result = await read(key)
+            except Exception as exc:
+                attempt += 1
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                if self.health is not None:
+                    self.health.store_write_failed(error)
+                delay = backoff(attempt, self.retry_base, self.retry_cap)
+                log.warning("store read failed; retrying in %.2fs", delay,
+                            extra={"key": key, "attempt": attempt, "error": error})
+                await asyncio.sleep(delay)
+                continue
+            if attempt and self.health is not None:
+                self.health.store_write_succeeded()
+            return result
+
+    async def _write(self, msg: ReplyMessage, lane: _Lane) -> bool:
+        """store.put(msg) until it succeeds (True) or a newer version of the message supersedes it
+        (False). Cancellation (the listener stopping) is the only other way out."""
+        attempt = 0
+        while True:
+            if msg.version < lane.newest[msg.message_id]:
+                self.superseded += 1
+                return False
+            try:
+                await self.store.put(msg)
+            except Exception as exc:
+                attempt += 1
+                self.write_failures += 1
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                if self.health is not None:
+                    self.health.store_write_failed(error)
+                delay = backoff(attempt, self.retry_base, self.retry_cap)
+                log.warning("store write failed; retrying in %.2fs", delay,
+                            extra={"message_id": msg.message_id, "prompt_id": msg.prompt_id,
+                                   "version": msg.version, "attempt": attempt, "error": error})
+                await asyncio.sleep(delay)
+                continue
+            if self.health is not None:
+                self.health.store_write_succeeded()
+            if attempt:
+                log.info("store write succeeded after %d failed attempts", attempt,
+                         extra={"message_id": msg.message_id, "prompt_id": msg.prompt_id})
+            return True
 
     async def _merge(self, mid: str, payload: dict) -> ReplyMessage | None:
         seen = self._seen.get(mid)
@@ -117,11 +228,11 @@ class ReplyRecorder:
         )
         if seen is None and not has_ref:
             # a partial update of a message we no longer (or never) had in memory
-            prompt_id = await self.store.prompt_for_reply(mid)
+            prompt_id = await self._retrying(self.store.prompt_for_reply, mid)
             if prompt_id is None:
                 self.ignored += 1
                 return None
-            snap = await self.store.snapshot(prompt_id)
+            snap = await self._retrying(self.store.snapshot, prompt_id)
             stored = next((m for m in snap.messages if m.message_id == mid), None)
             if stored is not None:
                 base = _raw_from_reply(stored)

@@ -142,12 +142,18 @@ class DynamoReplyStore(TableAdapter):
         if self._pointers.get(message.message_id) == message.prompt_id:
             written = await part
         else:  # first write of this message: its pointer goes in parallel (one round trip, not two)
-            written, _ = await asyncio.gather(part, self.write(
+            written, pointer = await asyncio.gather(part, self.write(
                 self.client.put_item,
                 Item={"pk": string(f"reply#{message.message_id}"), "sk": string("prompt"),
                       "kind": string(KIND_POINTER), "prompt_id": string(message.prompt_id),
-                      "expires_at": number(expires_at)}))
-            self._pointers.put(message.message_id, message.prompt_id)
+                      "expires_at": number(expires_at)}), return_exceptions=True)
+            # The pointer is cached only once DynamoDB took it: a failed one is written again when
+            # the caller (the listener's recorder) retries this put.
+            if not isinstance(pointer, BaseException):
+                self._pointers.put(message.message_id, message.prompt_id)
+            for outcome in (written, pointer):
+                if isinstance(outcome, BaseException):
+                    raise outcome
         if written is None:
             return False
         self._written.put(message.message_id, message)
