@@ -189,3 +189,71 @@ async def test_limiter_waits_when_remaining_zero():
     await limiter.run("tok:1", ROUTE, "c1", send)
     await limiter.run("tok:1", ROUTE, "c1", send)
     assert slept == [pytest.approx(2.0)]
+
+
+# -- bounded tables (issue 12: one bucket per channel, never pruned) ------------------------------------
+def test_bucket_table_stays_bounded_over_many_channels():
+    clock = Clock()
+    book = RateLimitBook(clock)
+    scanned = 0
+    prune = book.prune
+
+    def counting_prune():
+        nonlocal scanned
+        scanned += book.size()
+        return prune()
+
+    book.prune = counting_prune
+    peak = 0
+    n = 100_000
+    for i in range(n):  # one new channel per request, as `cdp serve` does; each resets within 2 s
+        assert book.reserve("tok:1", ROUTE, f"c{i}") == 0.0
+        book.update("tok:1", ROUTE, f"c{i}", 200, hdr(4, 2.0))
+        clock.t += 0.025  # 40 requests per second (under the global 50/s)
+        peak = max(peak, book.size())
+    assert peak <= 512  # live buckets (~100 within 2 s) times two, not 100k
+    assert scanned <= 3 * n  # amortised: sweeps cost O(1) per new bucket, not a scan per request
+
+
+def test_pruned_bucket_keeps_discord_semantics():
+    clock = Clock()
+    book = RateLimitBook(clock)
+    book.update("tok:1", ROUTE, "c1", 200, hdr(0, 5.0, bucket="shared"))
+    book.update("tok:1", ROUTE, "c2", 200, hdr(1, 5.0, bucket="shared"))
+    clock.t += 6.0  # both reset
+    assert book.prune() == 2 and book.size() == 0
+    # the route -> bucket id mapping survives: a new header under that id lands in the same bucket
+    assert book.bucket_key("tok:1", ROUTE, "c1") == ("tok:1", "b:shared", "c1")
+    assert book.reserve("tok:1", ROUTE, "c1") == 0.0  # reset passed: a pruned bucket goes at once
+    # the global 429 is not a bucket: it holds whatever is pruned
+    book.update("tok:1", ROUTE, "c1", 429, {}, {"retry_after": 3.0, "global": True})
+    assert book.prune() == 0
+    assert book.reserve("tok:1", ROUTE, "c9") == pytest.approx(3.0)
+
+
+def test_bucket_not_pruned_before_reset_or_while_pinned():
+    clock = Clock()
+    book = RateLimitBook(clock)
+    book.update("tok:1", ROUTE, "c1", 200, hdr(0, 5.0))
+    assert book.prune() == 0  # not reset yet: still says "wait"
+    pinned = book.pin("tok:1", ROUTE, "c1")
+    clock.t += 6.0
+    assert book.prune() == 0  # a request sleeps on it
+    book.unpin(pinned)
+    assert book.prune() == 1
+
+
+async def test_limiter_lock_table_empties_after_requests():
+    clock = Clock()
+
+    async def sleep(s):
+        clock.t += s
+
+    limiter = RateLimiter(RateLimitBook(clock), max_wait=10, sleep=sleep)
+
+    async def send():
+        return FakeResp(200, hdr(4, 1.0))
+
+    for i in range(2000):
+        await limiter.run("tok:1", ROUTE, f"c{i}", send)
+    assert limiter.lock_count() == 0

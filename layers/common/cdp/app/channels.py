@@ -47,6 +47,11 @@ log = logging.getLogger("cdp.app.channels")
 # This many channel creations failing in a row (errors, timeouts) suggest Discord risk-controls the
 # CDP bot: one Telegram alert (at most daily).
 RISK_ALERT_AFTER_FAILURES = 3
+# At shutdown (`cdp serve` on SIGTERM): deletions due within SHUTDOWN_DUE_WITHIN seconds are done now
+# (a few seconds early: the request is over); later ones stay in the ChannelRegistry with their
+# delete_at, for the next start's cleanup job. The whole shutdown waits SHUTDOWN_WAIT seconds at most.
+SHUTDOWN_DUE_WITHIN = 5.0
+SHUTDOWN_WAIT = 10.0
 
 
 class ChannelKeeper:
@@ -63,6 +68,7 @@ class ChannelKeeper:
         self.alerts = alerts
         self._failures = 0  # consecutive channel-creation failures (risk-control alert)
         self._tasks: set[asyncio.Task] = set()
+        self._pending: dict[str, tuple[asyncio.Task, float]] = {}  # channel id -> (deleting task, delete_at)
         self._bot_user_id: str | None = None
 
     # -- creation --------------------------------------------------------------------------------
@@ -159,8 +165,15 @@ class ChannelKeeper:
         if delay <= 0:
             await self.registry.remove(channel_id)  # 0 = keep the channel
             return
-        await self.registry.schedule_delete(channel_id, self.clock() + delay)
-        self.spawn(self._delete_later(channel_id, delay))
+        delete_at = self.clock() + delay
+        await self.registry.schedule_delete(channel_id, delete_at)
+        task = self.spawn(self._delete_later(channel_id, delay))
+        self._pending[channel_id] = (task, delete_at)
+        task.add_done_callback(lambda t, cid=channel_id: self._forget_pending(cid, t))
+
+    def _forget_pending(self, channel_id: str, task: asyncio.Task) -> None:
+        if self._pending.get(channel_id, (None, 0.0))[0] is task:
+            del self._pending[channel_id]
 
     async def _delete_later(self, channel_id: str, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -244,10 +257,39 @@ class ChannelKeeper:
                 failed += 1
         return deleted, failed
 
-    async def aclose(self) -> None:
-        """Cancel the pending background deletions: they stay in the registry for the cleanup job."""
-        for task in list(self._tasks):
+    async def aclose(self, wait: float = SHUTDOWN_WAIT, due_within: float = SHUTDOWN_DUE_WITHIN) -> None:
+        """Shutdown, bounded by `wait` seconds: let background work end (conversations closing register
+        their channel's deletion), perform the deletions due within `due_within` s, and leave the later
+        ones registered (with their delete_at) for the next start's cleanup job. Nothing is dropped."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        pending_tasks = {t for t, _ in self._pending.values()}
+        others = [t for t in self._tasks if t not in pending_tasks]
+        if others:  # closing conversations, interaction follow-ups: they may schedule deletions
+            await asyncio.wait(others, timeout=max(0.0, deadline - loop.time()) / 2)
+        now = self.clock()
+        pending = dict(self._pending)
+        for task, _ in pending.values():
+            task.cancel()  # the sleeps; the registry keeps each channel's delete_at
+        due = [cid for cid, (_, at) in pending.items() if at <= now + due_within]
+        later = len(pending) - len(due)
+        deleted = 0
+        if due:
+            jobs = [loop.create_task(self.delete(cid)) for cid in due]
+            done, not_done = await asyncio.wait(jobs, timeout=max(0.1, deadline - loop.time()))
+            for job in not_done:
+                job.cancel()
+            deleted = sum(1 for job in done if not job.cancelled() and job.exception() is None and job.result())
+            if not_done:
+                await asyncio.wait(not_done, timeout=1.0)
+        if pending:
+            log.info("shutdown: temporary channels deleted now or left registered for the cleanup job",
+                     extra={"deleted": deleted, "registered": len(pending) - deleted, "later": later})
+        rest = [t for t in self._tasks if not t.done()]
+        for task in rest:
             task.cancel()
+        if rest:
+            await asyncio.wait(rest, timeout=1.0)
 
 
 # -- which channels the proxy may act on --------------------------------------------------------------

@@ -481,5 +481,5 @@ class ConversationService:
                                     code="prompt_interrupted", retry=False)
 
     async def aclose(self) -> None:
-        """Cancel background work (pending channel deletions stay in the registry)."""
+        """Shutdown: the keeper finishes the deletions due now; later ones stay in the registry."""
         await self.keeper.aclose()

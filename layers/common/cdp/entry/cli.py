@@ -6,7 +6,10 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from cdp.settings import Settings, SettingsError, load_settings
@@ -45,7 +48,8 @@ def _start_demo(settings: Settings):
     return sim, settings
 
 
-async def _serve(settings: Settings, router: Router, demo_notice: str | None, with_listener: bool) -> None:
+async def _serve(settings: Settings, router: Router, demo_notice: str | None, with_listener: bool,
+                 signals: _ShutdownSignals | None = None) -> None:
     import uvicorn
 
     from cdp.entry.api.app import create_app
@@ -64,6 +68,8 @@ async def _serve(settings: Settings, router: Router, demo_notice: str | None, wi
                                            access_log=False, timeout_graceful_shutdown=5,
                                            # the client IP is TRUST_PROXY_HEADERS' call (cdp.entry.api.limits)
                                            proxy_headers=False))
+    if signals is not None:
+        signals.server = server
     if listener:
         await listener.start()
     from cdp.app.jobs import schedule_jobs
@@ -75,11 +81,48 @@ async def _serve(settings: Settings, router: Router, demo_notice: str | None, wi
     try:
         await server.serve()
     finally:
-        await scheduler.stop()
-        if listener:
-            await listener.stop()
-        await service.aclose()
-        await rest.aclose()
+        try:
+            await scheduler.stop()
+            if listener:
+                await listener.stop()
+        finally:  # due channel deletions done, later ones left registered (bounded wait)
+            try:
+                await service.aclose()
+            finally:
+                await rest.aclose()
+
+
+class _ShutdownSignals:
+    """uvicorn drains on SIGTERM/SIGINT, then raises the signal again: with the default handler the
+    process dies right there, skipping `_serve`'s shutdown (listener, pending channel deletions). This
+    handler takes that one replay (the server is already exiting), so the shutdown runs (bounded:
+    ChannelKeeper.aclose). Any other signal (before uvicorn took over, or the operator's second one
+    during the shutdown) acts as before: the process ends at once."""
+
+    def __init__(self) -> None:
+        self.server: object | None = None  # the uvicorn.Server, once made
+        self.replayed = False
+        self._previous: dict[int, object] = {}
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if not self.replayed and getattr(self.server, "should_exit", False):
+            self.replayed = True
+            return
+        previous = self._previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)  # SIGINT: KeyboardInterrupt
+            return
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    @contextmanager
+    def installed(self) -> Iterator[_ShutdownSignals]:
+        self._previous = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, old in self._previous.items():
+                signal.signal(sig, old)  # type: ignore[arg-type]
 
 
 def fast_loop_factory():
@@ -125,8 +168,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log.info("starting", extra={"host": settings.HOST, "port": settings.PORT, "store": settings.CDP_STORE,
                                 "discord_api_base": settings.DISCORD_API_BASE})
     try:
-        asyncio.run(_serve(settings, router, notice, with_listener=not args.no_listener),
-                    loop_factory=fast_loop_factory())
+        with _ShutdownSignals().installed() as signals:
+            asyncio.run(_serve(settings, router, notice, with_listener=not args.no_listener, signals=signals),
+                        loop_factory=fast_loop_factory())
     except KeyboardInterrupt:
         pass
     finally:

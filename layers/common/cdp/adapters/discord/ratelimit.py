@@ -4,6 +4,8 @@
   * (token fingerprint, route key) -> bucket id, learnt from X-RateLimit-Bucket;
   * (token fingerprint, bucket id or route key, major parameter) -> remaining / reset time, from
     X-RateLimit-Remaining and X-RateLimit-Reset-After;
+  * buckets are pruned once their reset has passed and no request waits on them (amortised: a sweep
+    runs when the table has doubled since the last one, so memory follows live buckets, not channels);
   * per token: a global block (429 with `global: true` / X-RateLimit-Global / scope global) and a
     sliding one-second window capping requests at `global_limit` per second (50 for bot tokens).
 
@@ -27,6 +29,9 @@ log = logging.getLogger("cdp.adapters.discord.ratelimit")
 
 GLOBAL_LIMIT_PER_SECOND = 50
 MAX_429_RETRIES = 5
+# The bucket table is swept when it reaches this size, then again each time it doubles (amortised O(1)
+# per new bucket); a pruned bucket is one Discord has reset anyway, so only its learnt limit is lost.
+PRUNE_MIN_SIZE = 256
 
 
 @dataclass
@@ -34,6 +39,7 @@ class BucketState:
     limit: int | None = None
     remaining: int | None = None  # None = unknown (no headers seen yet)
     reset_at: float = 0.0  # clock time at which `remaining` goes back to `limit`
+    waiters: int = 0  # requests sleeping until this bucket resets (pinned: never pruned meanwhile)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -65,6 +71,42 @@ class RateLimitBook:
         self._buckets: dict[tuple[str, str, str], BucketState] = {}
         self._global_until: dict[str, float] = {}
         self._sent: dict[str, deque[float]] = {}
+        self._prune_at = PRUNE_MIN_SIZE
+
+    def size(self) -> int:  # not __len__: an empty book must stay truthy (`book or RateLimitBook()`)
+        """How many buckets are held (bounded by the live ones, not by how many channels were used)."""
+        return len(self._buckets)
+
+    def prune(self) -> int:
+        """Forget buckets whose reset has passed and on which no request waits; returns how many.
+        Discord restores a bucket's full limit at its reset, so such a bucket says nothing more than an
+        unknown one (whose first request goes alone until headers come back)."""
+        now = self.clock()
+        dead = [k for k, b in self._buckets.items() if b.reset_at <= now and b.waiters <= 0]
+        for k in dead:
+            del self._buckets[k]
+        self._prune_at = max(PRUNE_MIN_SIZE, 2 * len(self._buckets))
+        return len(dead)
+
+    def _new_bucket(self, key: tuple[str, str, str]) -> BucketState:
+        b = self._buckets.get(key)
+        if b is None:
+            if len(self._buckets) >= self._prune_at:
+                self.prune()
+            b = self._buckets[key] = BucketState()
+        return b
+
+    def pin(self, fp: str, route: str, major: str = "") -> BucketState | None:
+        """A request is about to sleep on this bucket: keep it (and its reset time) until `unpin`."""
+        b = self.bucket(fp, route, major)
+        if b is not None:
+            b.waiters += 1
+        return b
+
+    @staticmethod
+    def unpin(b: BucketState | None) -> None:
+        if b is not None:
+            b.waiters -= 1
 
     # -- keys --------------------------------------------------------------------------------
     def bucket_key(self, fp: str, route: str, major: str = "") -> tuple[str, str, str]:
@@ -137,7 +179,7 @@ class RateLimitBook:
             if is_global:
                 self._global_until[fp] = max(self._global_until.get(fp, 0.0), now + retry_after)
             else:
-                b = self._buckets.setdefault(key, BucketState())
+                b = self._new_bucket(key)
                 b.remaining = 0
                 b.reset_at = max(b.reset_at, now + retry_after)
             return retry_after
@@ -147,7 +189,7 @@ class RateLimitBook:
         limit = _float(_header(headers, "X-RateLimit-Limit"))
         if remaining is None or reset_after is None:
             return None
-        b = self._buckets.setdefault(key, BucketState())
+        b = self._new_bucket(key)
         new_reset = now + reset_after
         if limit is not None:
             b.limit = int(limit)
@@ -180,17 +222,26 @@ class RateLimiter:
         self.book = book or RateLimitBook()
         self.max_wait = max_wait
         self._sleep = sleep
-        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        # (fp, route, major) -> [lock, requests using it]; dropped when its last request ends, so the
+        # table holds only the routes in use right now
+        self._locks: dict[tuple[str, str, str], list[Any]] = {}
 
-    def _lock(self, fp: str, route: str, major: str) -> asyncio.Lock:
-        key = (fp, route, major)
-        lock = self._locks.get(key)
-        if lock is None:
-            if len(self._locks) > 10_000:
-                for k in [k for k, v in self._locks.items() if not v.locked()]:
-                    del self._locks[k]
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
+    def lock_count(self) -> int:
+        """Routes with a request running or waiting now."""
+        return len(self._locks)
+
+    def _acquire_lock(self, key: tuple[str, str, str]) -> asyncio.Lock:
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        return entry[0]
+
+    def _release_lock(self, key: tuple[str, str, str]) -> None:
+        entry = self._locks[key]
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._locks[key]
 
     async def _wait(self, fp: str, route: str, major: str, waited: float) -> float:
         while True:
@@ -206,7 +257,11 @@ class RateLimiter:
                     token_fp=fp,
                 )
             log.debug("rate limit: waiting %.3fs on %s [%s]", delay, route, fp)
-            await self._sleep(delay)
+            pinned = self.book.pin(fp, route, major)
+            try:
+                await self._sleep(delay)
+            finally:
+                self.book.unpin(pinned)
             waited += delay
 
     async def run(
@@ -218,10 +273,18 @@ class RateLimiter:
         body_of: Callable[[_Response], Any] = lambda r: None,
     ) -> _Response:
         """Send (via `send`) when allowed; retry 429s. Returns the first non-429 response."""
+        key = (fp, route, major)
+        lock = self._acquire_lock(key)
+        try:
+            return await self._run(fp, route, major, send, body_of, lock)
+        finally:
+            self._release_lock(key)
+
+    async def _run(self, fp: str, route: str, major: str, send: Callable[[], Awaitable[_Response]],
+                   body_of: Callable[[_Response], Any], lock: asyncio.Lock) -> _Response:
         waited = 0.0
         attempts_429 = 0
         while True:
-            lock = self._lock(fp, route, major)
             await lock.acquire()
             held = True
             try:

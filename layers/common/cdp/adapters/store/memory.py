@@ -146,16 +146,35 @@ class MemoryHealthStore:
         self._records[(kind, record.key)] = replace(record, last_used=current.last_used)
 
 
+# At most this many client keys are counted per window (one process, so far more than real clients);
+# past it the key counted first in the window is forgotten (its count restarts): memory stays bounded.
+RATE_LIMIT_MAX_KEYS = 200_000
+
+
 class MemoryRateLimitStore:
-    def __init__(self) -> None:
-        self._counts: dict[tuple[str, int], int] = {}
+    """Fixed-window counters, one dict per window number: a new window drops the older ones whole, so
+    expiry costs O(1) per request (amortised) however many keys there are; never a scan per request."""
+
+    def __init__(self, max_keys: int = RATE_LIMIT_MAX_KEYS) -> None:
+        self.max_keys = max_keys
+        self._windows: dict[int, dict[str, int]] = {}  # window -> key -> count; usually just the current
+
+    def size(self) -> int:
+        """Keys counted, over the windows held."""
+        return sum(len(c) for c in self._windows.values())
 
     async def hit(self, key: str, window: int, ttl: float) -> int:
-        if len(self._counts) > 50_000:  # drop old windows now and then
-            for k in [k for k in self._counts if k[1] < window]:
-                del self._counts[k]
-        n = self._counts.get((key, window), 0) + 1
-        self._counts[(key, window)] = n
+        counts = self._windows.get(window)
+        if counts is None:
+            # a window has begun: the older ones are over (a late request for one of them, that read the
+            # clock just before the turn, gets a fresh dict, dropped when the next window begins)
+            for w in [w for w in self._windows if w < window]:
+                del self._windows[w]
+            counts = self._windows[window] = {}
+        n = counts.get(key, 0) + 1
+        if n == 1 and len(counts) >= self.max_keys:
+            del counts[next(iter(counts))]  # oldest key of this window (dicts keep insertion order)
+        counts[key] = n
         return n
 
 
