@@ -16,13 +16,7 @@ from cdp.sim.util import tiny_png
 PNG = tiny_png()
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    import os
-    for name in list(os.environ):
-        if name.isupper() and not name.startswith(("PATH", "HOME", "PYTHON", "LANG", "LC_", "TMP")):
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+pytestmark = pytest.mark.usefixtures("clean_env")  # settings from their defaults only
 
 
 # -- which addresses are public ---------------------------------------------------------------------

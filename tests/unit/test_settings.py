@@ -9,13 +9,7 @@ DISCORD = {"USER_AUTHORIZATION": "u1.token.aaaaaa,u2.token.bbbbbb", "BOT_TOKEN":
            "GUILD_ID": "110000000000000001", "COZE_BOT_ID": "130000000000000001"}
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    import os
-    for name in list(os.environ):
-        if name.isupper() and not name.startswith(("PATH", "HOME", "PYTHON", "LANG", "LC_", "TMP")):
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)  # no stray .env
+pytestmark = pytest.mark.usefixtures("clean_env")  # settings from their defaults only
 
 
 def test_defaults_match_the_original():
