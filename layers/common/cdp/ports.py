@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cdp.domain.accounts import HealthRecord
+from cdp.domain.fairness import TakeDecision
 from cdp.domain.model import ReplyMessage, ReplySnapshot, TempChannel
 
 
@@ -176,6 +177,21 @@ class HealthStore(Protocol):
         ...
 
 
+class LeaseStore(Protocol):
+    """Per-account slots of prompts in flight (ACCOUNT_MAX_CONCURRENT) and the time of its last post
+    (ACCOUNT_MIN_GAP), shared by every process; the rules are cdp.domain.fairness.decide_take."""
+
+    async def take(self, account: str, holder: str, now: float, *, max_concurrent: int, min_gap: float,
+                   ttl: float) -> TakeDecision:
+        """Atomically take a free slot of `account` for `holder` until `now + ttl` and record `now` as
+        its last post, if `decide_take` allows it; else the decision says when to try again."""
+        ...
+
+    async def release(self, account: str, slot: int, holder: str) -> None:
+        """Free the slot if `holder` still holds it (an expired, retaken slot is left alone)."""
+        ...
+
+
 class RateLimitStore(Protocol):
     """Fixed-window request counters (REQUEST_RATE_LIMIT per client IP)."""
 
@@ -257,3 +273,4 @@ class Stores:
     alerts: AlertStore | None = None  # alert dedupe; None = in-memory
     ledger: PromptLedger | None = None  # prompt id -> account fingerprint/bot (replies-stream cooldowns)
     blobs: BlobStore | None = None  # re-hosted images (the cleanup job prunes old ones)
+    leases: LeaseStore | None = None  # account slots and post gaps (cdp.app.queue); None = in-memory

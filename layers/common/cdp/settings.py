@@ -141,6 +141,12 @@ class Settings(BaseSettings):
     # One request's downloads of the images in Coze's replies: one deadline and one byte budget in total.
     IMAGE_DOWNLOAD_TIMEOUT: float = Field(60, gt=0, le=120)
     IMAGE_DOWNLOAD_TOTAL_BYTES: int = Field(50 * 1024 * 1024, gt=0)
+    # Fair queue per Discord user account (cdp.app.queue): prompts in flight per account, seconds between
+    # two posts of one account, requests waiting at most (per process), seconds one may wait (else 429).
+    ACCOUNT_MAX_CONCURRENT: int = Field(1, ge=1, le=10)
+    ACCOUNT_MIN_GAP: float = Field(2.0, ge=0, le=600)
+    QUEUE_MAX_SIZE: int = Field(100, ge=1, le=100_000)
+    QUEUE_MAX_WAIT: float = Field(30.0, ge=0, le=MAX_REQUEST_SECONDS)
 
     @model_validator(mode="after")
     def _bounded_timeouts(self) -> Settings:

@@ -18,6 +18,7 @@ from cdp.app import errors as se
 from cdp.app.alerts import Alerts
 from cdp.app.channels import ChannelKeeper, GuildChannels
 from cdp.app.pool import AccountPool, BotHealth, NoUsableAccount, rest_after_limit
+from cdp.app.queue import AccountLease, AccountQueue
 from cdp.app.uploads import prepare_uploads
 from cdp.domain.completion import Decision, decide, next_wakeup
 from cdp.domain.coze import CozeError
@@ -85,6 +86,7 @@ class Conversation:
     _closed: bool = False
     account: str = ""  # fingerprint of the user account that posted the prompt
     coze_bot_id: str = ""
+    lease: AccountLease | None = None  # the account's slot (cdp.app.queue), given back on close
 
     @property
     def prompt_tokens(self) -> int:
@@ -168,6 +170,8 @@ class Conversation:
         if self._closed:
             return
         self._closed = True
+        if self.lease is not None:
+            self._service.keeper.spawn(self.lease.release())
         if self.temporary_channel:
             self._service.keeper.spawn(self._schedule_delete())
 
@@ -177,6 +181,8 @@ class Conversation:
         if self._closed:
             return
         self._closed = True
+        if self.lease is not None:
+            await self.lease.release()
         if self.temporary_channel:
             await self._schedule_delete()
 
@@ -201,7 +207,7 @@ class ConversationService:
                  clock: Callable[[], float] = time.time, presence: ListenerPresence | None = None, *,
                  pool: AccountPool, router: Router | None = None, bots: BotHealth | None = None,
                  alerts: Alerts | None = None, ratelimits: RateLimitStore | None = None,
-                 ledger: PromptLedger | None = None) -> None:
+                 ledger: PromptLedger | None = None, queue: AccountQueue | None = None) -> None:
         self.settings = settings
         self.rest = rest
         self.replies = replies
@@ -219,6 +225,7 @@ class ConversationService:
                                     keep_ids=configured_channel_ids(settings.CHANNEL_ID, self.router.entries))
         self.guild_channels = GuildChannels(settings, rest)  # channel ids must be of GUILD_ID
         self._user_ids: dict[str, str] = {}  # account fingerprint -> its Discord user id
+        self.queue = queue  # fair queue and per-account limits; None = the pool alone, no limits
 
     async def listener_stable_since(self) -> float | None:
         if self.presence is None:
@@ -304,25 +311,34 @@ class ConversationService:
         coze_bot_id = bot.coze_bot_id
         prompt, prompt_tokens = await self._prompt_of(
             replace(spec, messages=uploads.preview(spec.messages)) if uploads else spec, max_tokens, coze_bot_id)
-        channel_id, temporary, first = await self._channel_for(spec, bot)
-        private = temporary and first is not None
+        # Wait for an account's slot (fair queue; a 429 when too long) before creating anything.
+        lease = self.queue.lease(spec.api_key, spec.request_id, self.request_seconds(spec)) if self.queue else None
         try:
-            if uploads:  # the CDP bot uploads them to the channel; their URLs go into the prompt
-                spec = replace(spec, messages=await uploads.upload(self.rest, channel_id, spec.messages))
-                prompt, prompt_tokens = await self._prompt_of(spec, max_tokens, coze_bot_id)
-            message, account = await self._post_prompt(spec, prompt, channel_id, coze_bot_id, first=first,
-                                                       private=private, client_gone=client_gone,
-                                                       deadline=deadline)
+            if lease is not None:
+                await lease.acquire()
+            channel_id, temporary, first = await self._channel_for(spec, bot, lease)
+            private = temporary and first is not None
+            try:
+                if uploads:  # the CDP bot uploads them to the channel; their URLs go into the prompt
+                    spec = replace(spec, messages=await uploads.upload(self.rest, channel_id, spec.messages))
+                    prompt, prompt_tokens = await self._prompt_of(spec, max_tokens, coze_bot_id)
+                message, account = await self._post_prompt(spec, prompt, channel_id, coze_bot_id, first=first,
+                                                           private=private, client_gone=client_gone,
+                                                           deadline=deadline, lease=lease)
+            except BaseException:
+                if temporary:
+                    await release_channel(self.keeper, channel_id, spec.request_id)
+                raise
         except BaseException:
-            if temporary:
-                await release_channel(self.keeper, channel_id, spec.request_id)
+            if lease is not None:
+                await lease.release()
             raise
         log.info("prompt posted", extra={"request_id": spec.request_id, "channel_id": channel_id,
                                          "prompt_message_id": message["id"], "account": account,
                                          "coze_bot_id": coze_bot_id})
         await self._record_prompt(message["id"], account, coze_bot_id, channel_id)
         return Conversation(spec, prompt, prompt_tokens, message["id"], channel_id, temporary, self,
-                            account=account, coze_bot_id=coze_bot_id)
+                            account=account, coze_bot_id=coze_bot_id, lease=lease)
 
     async def _record_prompt(self, prompt_id: str, account: str, coze_bot_id: str, channel_id: str) -> None:
         """Who posted the prompt (fingerprint only), so the replies-stream consumer can rest the right
@@ -335,7 +351,8 @@ class ConversationService:
             log.warning("could not record who posted the prompt", exc_info=True,
                         extra={"prompt_message_id": prompt_id, "account": account})
 
-    async def _channel_for(self, spec: ChatSpec, bot: BotEntry) -> tuple[str, bool, tuple[str, str] | None]:
+    async def _channel_for(self, spec: ChatSpec, bot: BotEntry,
+                           lease: AccountLease | None = None) -> tuple[str, bool, tuple[str, str] | None]:
         """(channel id, temporary?, the account already picked for it or None). Channels named by the
         request or the configuration must be text channels or threads of GUILD_ID (checked once,
         cached). A private temporary channel needs its posting account first: it is picked here."""
@@ -352,7 +369,7 @@ class ConversationService:
             return self.settings.CHANNEL_ID, False, None
         if not self.settings.TEMP_CHANNEL_PRIVATE:
             return await self.keeper.create(spec.request_id), True, None
-        token, fp, user_id = await self._first_account()
+        token, fp, user_id = await self._first_account(lease)
         channel_id = await self.keeper.create(spec.request_id, members=[user_id, bot.coze_bot_id])
         return channel_id, True, (token, fp)
 
@@ -363,18 +380,20 @@ class ConversationService:
         s = self.settings
         return s.STREAM_REQUEST_OUT_TIME if spec.stream else s.REQUEST_OUT_TIME
 
-    async def _acquire(self, tried: set[str]) -> tuple[str, str]:
+    async def _acquire(self, tried: set[str], lease: AccountLease | None = None) -> tuple[str, str]:
+        if lease is not None:  # the queue's slot: kept unless it failed for this request
+            return await lease.acquire(tried)
         try:
             return await self.pool.acquire(tried)
         except NoUsableAccount as exc:
             raise se.unavailable(exc.message, exc.retry_after) from None
 
-    async def _first_account(self) -> tuple[str, str, str]:
+    async def _first_account(self, lease: AccountLease | None = None) -> tuple[str, str, str]:
         """(token, fingerprint, user id) of the account that will post into a new private channel; an
         account Discord refuses (401, must verify) is marked dead and the next one is tried."""
         tried: set[str] = set()
         while True:
-            token, fp = await self._acquire(tried)
+            token, fp = await self._acquire(tried, lease)
             tried.add(fp)
             try:
                 return token, fp, await self._account_user_id(token, fp)
@@ -407,7 +426,8 @@ class ConversationService:
     async def _post_prompt(self, spec: ChatSpec, prompt: str, channel_id: str, coze_bot_id: str, *,
                            first: tuple[str, str] | None = None, private: bool = False,
                            client_gone: Callable[[], Awaitable[bool]] | None = None,
-                           deadline: float | None = None) -> tuple[dict, str]:
+                           deadline: float | None = None,
+                           lease: AccountLease | None = None) -> tuple[dict, str]:
         """Post as a user account from the pool (`first`: the one already picked); (last message,
         account fingerprint).
 
@@ -427,7 +447,7 @@ class ConversationService:
             if first is not None:
                 (token, fp), first, granted = first, None, True
             else:
-                token, fp = await self._acquire(tried)
+                token, fp = await self._acquire(tried, lease)
                 granted = not private
             tried.add(fp)
             posted = 0

@@ -13,6 +13,7 @@ class ErrorKind(StrEnum):
     UNAVAILABLE = "unavailable"  # try again later (`retry_after` seconds); nothing was posted
     UPSTREAM = "upstream"  # Discord or Coze failed
     TIMEOUT = "timeout"  # the prompt is posted but no complete answer came in time
+    BUSY = "busy"  # every account is busy and the queue is full or too slow (429); nothing was posted
 
 
 class ServiceError(Exception):
@@ -47,6 +48,10 @@ def model_not_found(model: str) -> ServiceError:
 
 def unavailable(message: str, retry_after: int, code: str = "no_available_account") -> ServiceError:
     return ServiceError(ErrorKind.UNAVAILABLE, message, code=code, retry_after=retry_after)
+
+
+def busy(message: str, retry_after: int, code: str = "queue_full") -> ServiceError:
+    return ServiceError(ErrorKind.BUSY, message, code=code, retry_after=retry_after)
 
 
 def upstream_error(message: str, code: str = "upstream_error", retry: bool = True) -> ServiceError:

@@ -133,6 +133,26 @@ class AccountPool(_Health):
         assert pick is not None  # lost every race: use the last pick anyway (a fair rule, not a lock)
         return self._tokens[pick.key], pick.key
 
+    async def candidates(self, exclude: set[str] = frozenset()) -> list[HealthRecord]:
+        """Healthy accounts not in `exclude`, least recently used first (cdp.app.queue tries them in
+        this order). Raises NoUsableAccount when there is none."""
+        now = self.clock()
+        recs = await self.records()
+        out = [r for r in recs if r.key not in exclude and r.effective(now) == Health.HEALTHY]
+        if not out:
+            raise self._none_left(recs, now, bool(exclude))
+        return sorted(out, key=lambda r: r.last_used)  # stable: ties keep settings order
+
+    async def use(self, record: HealthRecord) -> str:
+        """The token of `record`'s account, its last_used set to now (best effort: the queue's lease,
+        not this claim, is what keeps two requests off one account)."""
+        try:
+            await self.store.claim(self.kind, record.key, record.last_used, self.clock())
+        except Exception:
+            log.warning("health store unavailable; last use not recorded", extra={"account": record.key},
+                        exc_info=True)
+        return self._tokens[record.key]
+
     def _none_left(self, recs: list[HealthRecord], now: float, tried: bool) -> NoUsableAccount:
         by = counts(recs, now)
         if not recs:

@@ -27,6 +27,7 @@ def make_stores(settings: Settings) -> Stores:
         stores = dynamodb_stores(settings)
         stores.blobs = make_blob_store(settings)
         return stores
+    from cdp.adapters.store.leases import MemoryLeaseStore
     from cdp.adapters.store.memory import (
         MemoryAlertStore,
         MemoryChannelRegistry,
@@ -38,7 +39,7 @@ def make_stores(settings: Settings) -> Stores:
 
     return Stores(MemoryReplyStore(), MemoryChannelRegistry(), health=MemoryHealthStore(),
                   ratelimits=MemoryRateLimitStore(), alerts=MemoryAlertStore(), ledger=MemoryPromptLedger(),
-                  blobs=make_blob_store(settings))
+                  blobs=make_blob_store(settings), leases=MemoryLeaseStore())
 
 
 def make_rest(settings: Settings) -> DiscordRestPort:
@@ -85,11 +86,13 @@ def make_router(settings: Settings, entries: Sequence[BotEntry] | None = None) -
 
 def make_service(settings: Settings, stores: Stores, rest: DiscordRestPort | None = None,
                  presence: ListenerPresence | None = None, router: Router | None = None) -> ConversationService:
+    from cdp.adapters.store.leases import MemoryLeaseStore
     from cdp.adapters.store.memory import MemoryAlertStore, MemoryHealthStore, MemoryRateLimitStore
     from cdp.adapters.telegram import TelegramNotifier
     from cdp.app.alerts import Alerts
     from cdp.app.conversation import ConversationService
     from cdp.app.pool import AccountPool, BotHealth
+    from cdp.app.queue import AccountQueue
 
     if stores.health is None:
         stores.health = MemoryHealthStore()
@@ -97,10 +100,13 @@ def make_service(settings: Settings, stores: Stores, rest: DiscordRestPort | Non
         stores.ratelimits = MemoryRateLimitStore()
     if stores.alerts is None:
         stores.alerts = MemoryAlertStore()
+    if stores.leases is None:
+        stores.leases = MemoryLeaseStore()
     alerts = Alerts(TelegramNotifier.from_settings(settings), stores.alerts, tz=settings.TZ)
     kw = {"tz": settings.TZ, "reset_time": settings.DAILY_RESET_TIME, "alerts": alerts}
+    pool = AccountPool(settings.user_tokens, stores.health, **kw)
     return ConversationService(settings, rest or make_rest(settings), stores.replies, stores.channels,
                                presence=presence or stores.presence, router=router or make_router(settings),
-                               pool=AccountPool(settings.user_tokens, stores.health, **kw),
-                               bots=BotHealth(stores.health, **kw), alerts=alerts,
-                               ratelimits=stores.ratelimits, ledger=stores.ledger)
+                               pool=pool, bots=BotHealth(stores.health, **kw), alerts=alerts,
+                               ratelimits=stores.ratelimits, ledger=stores.ledger,
+                               queue=AccountQueue(settings, pool, stores.leases))

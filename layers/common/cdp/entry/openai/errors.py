@@ -94,6 +94,9 @@ def from_service_error(err: ServiceError) -> OpenAIError:
     if err.kind is ErrorKind.UNAVAILABLE:
         out = unavailable(err.message, err.retry_after or 60, code=err.code or "no_available_account")
         return no_retry_once_posted(out, not err.retryable)
+    if err.kind is ErrorKind.BUSY:  # nothing was posted: the SDKs retry after Retry-After
+        return OpenAIError(429, err.message, type="requests", code=err.code or "queue_full",
+                           headers={"Retry-After": str(err.retry_after or 1)})
     if err.kind is ErrorKind.TIMEOUT:
         # The prompt is already posted: a retry would post it again, so tell the SDK not to.
         return OpenAIError(504, err.message, type="timeout", code=err.code or "timeout",
