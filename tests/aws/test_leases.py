@@ -1,0 +1,118 @@
+"""Account leases (ACCOUNT_MAX_CONCURRENT, ACCOUNT_MIN_GAP) in the memory store and in DynamoDB (moto):
+the same contract, and with DynamoDB the limits hold across processes (several queues = several Lambda
+instances, each with its own store object) racing for the same accounts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+from cdp.adapters.store.dynamodb.leases import DynamoLeaseStore
+from cdp.adapters.store.leases import MemoryLeaseStore
+from cdp.adapters.store.memory import MemoryHealthStore
+from cdp.app.errors import ErrorKind, ServiceError
+from cdp.app.pool import AccountPool
+from cdp.app.queue import AccountQueue
+from cdp.settings import Settings
+
+
+def cfg(moto, tables, **kw) -> Settings:
+    prefix, _ = tables
+    return Settings(CDP_TABLE_PREFIX=prefix, AWS_ENDPOINT_URL=moto.url, AWS_REGION="us-east-1", **kw)
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+def leases(request, moto, tables, monkeypatch):
+    """A factory of lease stores sharing one state (dynamodb: a new object = another process)."""
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(k, v)
+    if request.param == "memory":
+        shared = MemoryLeaseStore()
+        return lambda: shared
+    c = cfg(moto, tables)
+    return lambda: DynamoLeaseStore(c)
+
+
+def uniq(label: str) -> str:
+    return f"{label}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_slots_gap_release_and_expiry(leases):
+    a, b = leases(), leases()
+    acct = uniq("fp")
+    kw = {"max_concurrent": 2, "min_gap": 5.0, "ttl": 100.0}
+    assert (await a.take(acct, "r1", 1000.0, **kw)).slot == 0
+    d = await b.take(acct, "r2", 1001.0, **kw)  # a slot is free but the gap is not over
+    assert d.slot is None and d.retry_in == pytest.approx(4.0)
+    assert (await b.take(acct, "r2", 1005.0, **kw)).slot == 1
+    d = await a.take(acct, "r3", 1010.0, **kw)  # both slots held
+    assert d.slot is None and d.retry_in == pytest.approx(90.0)
+    await a.release(acct, 0, "someone-else")  # not the holder: nothing happens
+    assert (await a.take(acct, "r3", 1010.0, **kw)).slot is None
+    await a.release(acct, 0, "r1")
+    assert (await b.take(acct, "r3", 1010.0, **kw)).slot == 0
+    # r2 crashed and never released: its slot expires with its ttl
+    assert (await a.take(acct, "r4", 1104.0, **kw)).slot is None
+    assert (await a.take(acct, "r4", 1106.0, **kw)).slot == 1
+    await b.release(acct, 1, "r2")  # the crashed holder coming back late frees nothing: r4 keeps slot 1
+    await a.release(acct, 0, "r3")
+    assert (await a.take(acct, "r5", 1108.0, **kw)).slot is None  # the gap since r4's post
+    assert (await a.take(acct, "r5", 1112.0, **kw)).slot == 0
+    assert (await b.take(acct, "r6", 1118.0, **kw)).slot is None
+
+
+async def test_racing_takes_grant_one_slot(leases):
+    acct = uniq("fp")
+    stores = [leases() for _ in range(6)]
+    got = await asyncio.gather(*[s.take(acct, f"r{i}", 500.0, max_concurrent=1, min_gap=0, ttl=60)
+                                 for i, s in enumerate(stores)])
+    assert sum(d.slot is not None for d in got) == 1
+
+
+@pytest.mark.parametrize("instances", [4])
+async def test_queues_of_several_instances_keep_each_account_within_its_limits(leases, instances):
+    """4 instances, 3 accounts, 36 requests with holds of 50 ms: at no time does an account hold more
+    than one prompt, two posts of an account are ACCOUNT_MIN_GAP apart, and everyone is served."""
+    tokens = [uniq(f"token-{i}-xxxxxxxx") for i in range(3)]
+    health = MemoryHealthStore()  # health is not under test; one shared store as in DynamoDB
+    s = Settings(ACCOUNT_MAX_CONCURRENT=1, ACCOUNT_MIN_GAP=0.1, QUEUE_MAX_WAIT=30, QUEUE_MAX_SIZE=100)
+    queues = [AccountQueue(s, AccountPool(tokens, health, tz="UTC", reset_time="00:00"), leases())
+              for _ in range(instances)]
+    timeline: list[tuple[str, float, float]] = []  # account, start, end
+
+    async def request(i: int) -> None:
+        q = queues[i % instances]
+        lease = q.lease(f"key{i % 2}", f"req{i}", 20)
+        _, fp = await lease.acquire()
+        start = lease.taken_at  # the time the store recorded as the post
+        await asyncio.sleep(0.05)
+        end = time.time()
+        timeline.append((fp, start, end))
+        await lease.release()
+
+    await asyncio.gather(*[request(i) for i in range(36)])
+    assert len(timeline) == 36
+    for fp in {t[0] for t in timeline}:
+        spans = sorted((a, b) for f, a, b in timeline if f == fp)
+        for (a0, b0), (a1, _) in zip(spans, spans[1:], strict=False):
+            assert a1 >= b0, f"account {fp} held two prompts at once"
+            assert a1 - a0 >= 0.1 - 0.01, f"account {fp} posted twice within ACCOUNT_MIN_GAP"
+    assert len({t[0] for t in timeline}) == 3  # every account took its share
+
+
+async def test_a_waiter_is_refused_with_retry_after_at_the_bound(leases):
+    tokens = [uniq("token-only-xxxxxxxx")]
+    s = Settings(ACCOUNT_MAX_CONCURRENT=1, ACCOUNT_MIN_GAP=0, QUEUE_MAX_WAIT=0.3, QUEUE_MAX_SIZE=100)
+    q = AccountQueue(s, AccountPool(tokens, MemoryHealthStore(), tz="UTC", reset_time="00:00"), leases())
+    held = q.lease("k", "r1", 20)
+    await held.acquire()
+    waiter = q.lease("k", "r2", 20)
+    with pytest.raises(ServiceError) as info:
+        await waiter.acquire()
+    err = info.value
+    assert err.kind is ErrorKind.BUSY and err.code == "queue_wait_exceeded" and err.retry_after >= 1
+    assert q.waiting == 0 and not waiter.account
+    await held.release()
+    assert (await waiter.acquire())[1] == held.queue.pool.fingerprints[0]
