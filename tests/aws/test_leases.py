@@ -116,3 +116,31 @@ async def test_a_waiter_is_refused_with_retry_after_at_the_bound(leases):
     assert q.waiting == 0 and not waiter.account
     await held.release()
     assert (await waiter.acquire())[1] == held.queue.pool.fingerprints[0]
+
+
+async def test_newcomers_are_refused_at_once_when_the_queue_is_full_or_too_slow():
+    tokens = ["token-one-xxxxxxxxxxxx"]
+    s = Settings(ACCOUNT_MAX_CONCURRENT=1, ACCOUNT_MIN_GAP=0, QUEUE_MAX_WAIT=30, QUEUE_MAX_SIZE=2)
+    q = AccountQueue(s, AccountPool(tokens, MemoryHealthStore(), tz="UTC", reset_time="00:00"),
+                     MemoryLeaseStore())
+    held = q.lease("a", "r0", 20)
+    await held.acquire()
+    waiters = [asyncio.create_task(q.lease("a", f"r{i}", 20).acquire()) for i in (1, 2)]
+    await asyncio.sleep(0.05)
+    assert q.waiting == 2
+    with pytest.raises(ServiceError) as info:
+        await q.lease("b", "r3", 20).acquire()
+    assert info.value.kind is ErrorKind.BUSY and info.value.code == "queue_full"
+    assert info.value.retry_after >= 1
+    # room again, but 2 ahead × ~5 s per prompt > QUEUE_MAX_WAIT of 8 s: refused without waiting
+    q.settings = Settings(ACCOUNT_MAX_CONCURRENT=1, ACCOUNT_MIN_GAP=0, QUEUE_MAX_WAIT=8, QUEUE_MAX_SIZE=10)
+    with pytest.raises(ServiceError) as info:
+        await q.lease("b", "r4", 20).acquire()
+    assert info.value.code == "queue_wait_exceeded" and q.waiting == 2
+    await held.release()  # the waiters are served in turn
+    first = await asyncio.wait_for(asyncio.shield(waiters[0]), 5)
+    assert first[1] == q.pool.fingerprints[0]
+    for w in waiters:
+        w.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    assert q.waiting == 0

@@ -70,10 +70,10 @@ class FairQueue[T]:
     def ahead_of(self, key: str) -> int:
         """How many queued items would be served before a new item of `key` pushed now."""
         items = self._by_key.get(key)
-        if items is None:  # a new key goes last in the turn: one full round of everyone first
-            return self._size
-        rounds = len(items)  # the new item is served in round `rounds` (0-based) of its key
-        pos = self._turn.index(key)
+        # the new item is served in round `rounds` (0-based) of its key; a new key joins the turn last,
+        # so its first item comes after one item of every key waiting now, however long their queues
+        rounds = len(items) if items is not None else 0
+        pos = self._turn.index(key) if items is not None else len(self._turn)
         ahead = 0
         for i, k in enumerate(self._turn):
             n = len(self._by_key[k])
