@@ -44,7 +44,8 @@ async def main() -> None:
     with FakeDiscord(cfg) as fake:
         port = free_port()
         env = settings_env(fake, PORT=str(port), HOST="127.0.0.1", LOG_LEVEL="WARNING", CHANNEL_AUTO_DEL_TIME="1",
-                           REQUEST_RATE_LIMIT="0")  # measure the proxy, not the per-IP limit
+                           REQUEST_RATE_LIMIT="0",  # measure the proxy, not the per-IP limit
+                           ACCOUNT_MAX_CONCURRENT="1000", QUEUE_MAX_SIZE="100000")  # nor the account queue
         proc = CdpProcess(["serve"], env, port).start()
         try:
             proc.wait_healthy()

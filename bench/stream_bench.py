@@ -226,7 +226,9 @@ def start_proxy(fake, mode: str) -> Target:
     port = free_port()
     env = settings_env(fake, PORT=str(port), HOST="127.0.0.1", LOG_LEVEL="WARNING", DEFAULT_CHANNEL_ENABLE="1",
                        REQUEST_RATE_LIMIT="0", REPLY_IDLE_TIMEOUT="10", REQUEST_OUT_TIME="120",
-                       STREAM_REQUEST_OUT_TIME="120", CHANNEL_AUTO_DEL_TIME="0")
+                       STREAM_REQUEST_OUT_TIME="120", CHANNEL_AUTO_DEL_TIME="0",
+                       # the proxy's cost per stream, not the per-account queue (issue 14)
+                       ACCOUNT_MAX_CONCURRENT="1000", QUEUE_MAX_SIZE="100000")
     url = f"http://127.0.0.1:{port}"
     if mode == "memory":
         p = Proc("serve", [sys.executable, "-m", "cdp.entry.cli", "serve"], child_env(env), url + "/healthz")

@@ -102,8 +102,9 @@ def settings_env(sim, **extra: str) -> dict[str, str]:
         "STREAM_REQUEST_OUT_TIME": "20",
         "COZE_BOT_STAY_ACTIVE_ENABLE": "0",
         "LOG_LEVEL": "DEBUG",
-        # No pause between two posts of one account (default 2 s): the suites post many prompts with
-        # few accounts; tests/e2e/test_queue_load.py checks the gap.
+        # The suites run many prompts at once through 2 accounts: no per-account limits (defaults 1 in
+        # flight, 2 s apart); tests/e2e/test_queue_load.py and tests/aws/test_leases.py test them.
+        "ACCOUNT_MAX_CONCURRENT": "50",
         "ACCOUNT_MIN_GAP": "0",
     }
     env.update(extra)

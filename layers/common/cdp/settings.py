@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     IMAGE_DOWNLOAD_TOTAL_BYTES: int = Field(50 * 1024 * 1024, gt=0)
     # Fair queue per Discord user account (cdp.app.queue): prompts in flight per account, seconds between
     # two posts of one account, requests waiting at most (per process), seconds one may wait (else 429).
-    ACCOUNT_MAX_CONCURRENT: int = Field(1, ge=1, le=10)
+    ACCOUNT_MAX_CONCURRENT: int = Field(1, ge=1, le=1000)
     ACCOUNT_MIN_GAP: float = Field(2.0, ge=0, le=600)
     QUEUE_MAX_SIZE: int = Field(100, ge=1, le=100_000)
     QUEUE_MAX_WAIT: float = Field(30.0, ge=0, le=MAX_REQUEST_SECONDS)
