@@ -13,6 +13,8 @@ SAM_STAMP := $(SAM_VENV)/.installed
 # image, the interactions function. `make lock` after changing pyproject.toml or an *.in/requirements.txt.
 UV_VENV := .uv-venv
 LOCK_ARM := --python-version 3.13 --python-platform aarch64-manylinux2014 --only-binary :all:
+# The single-host image (Dockerfile: `cdp serve`): python3.13 on linux/amd64.
+LOCK_IMAGE := --python-version 3.13 --python-platform x86_64-manylinux2014 --only-binary :all:
 UV_COMPILE = $(UV_VENV)/bin/uv pip compile --quiet --generate-hashes --custom-compile-command "make lock"
 
 # make bench BENCH_ARGS="--quick stream_bench": some benchmarks, options of bench/run.py
@@ -36,6 +38,7 @@ lock: $(UV_VENV)/bin/uv
 	$(UV_COMPILE) pyproject.toml --extra dev --universal --python-version 3.12 -o requirements.lock
 	$(UV_COMPILE) layers/common/requirements.txt $(LOCK_ARM) -o layers/common/requirements.lock
 	$(UV_COMPILE) pyproject.toml $(LOCK_ARM) -o listener/requirements.lock
+	$(UV_COMPILE) pyproject.toml $(LOCK_IMAGE) -o requirements-image.lock
 	$(UV_COMPILE) functions/interactions/requirements.in $(LOCK_ARM) -o functions/interactions/requirements.txt
 
 run: install
