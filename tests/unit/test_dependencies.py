@@ -5,7 +5,8 @@ SAM builds the layer from a copy of layers/common alone (pyproject is out of its
 requirements files stay in the tree; this test keeps them equal to pyproject, minus what a Lambda does
 not bundle. The locks: requirements.lock (project + dev, `make install`), layers/common/requirements.lock
 (the layer's Makefile), listener/requirements.lock (the listener image), functions/interactions/
-requirements.txt (SAM installs that name; its input is requirements.in).
+requirements.txt (SAM installs that name; its input is requirements.in), requirements-image.lock (the
+single-host image, Dockerfile).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ LOCKS = {
     "requirements.lock": "pyproject+dev",
     "layers/common/requirements.lock": "layers/common/requirements.txt",
     "listener/requirements.lock": "pyproject",
+    "requirements-image.lock": "pyproject",  # the single-host image (Dockerfile), linux/amd64
     "functions/interactions/requirements.txt": "functions/interactions/requirements.in",
 }
 # Lower bounds past known advisories, in pyproject and in every lock that has the package.
@@ -136,3 +138,6 @@ def test_installs_use_the_locks() -> None:
     assert "--require-hashes --no-deps -r requirements.lock" in layer
     docker = (ROOT / "listener" / "Dockerfile").read_text(encoding="utf-8")
     assert "--require-hashes -r requirements.lock" in docker and "pip install --no-deps ." in docker
+    image = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "COPY requirements-image.lock ./requirements.lock" in image
+    assert "--require-hashes -r requirements.lock" in image and "pip install --no-deps ." in image
