@@ -142,6 +142,10 @@ class Conversation:
                     continue
             if decision.done and decision.error is not None:
                 await self._service.note_coze_error(self, decision.error)
+            if decision.done and self.lease is not None:
+                # the reply is over: the account is free for the next prompt now, not when the
+                # response has left (a Lambda may freeze before close()'s background release runs)
+                await self.lease.release()
             if changed or decision.done or heartbeat is not None:
                 yield Progress(view, decision, changed)
             if decision.done:
