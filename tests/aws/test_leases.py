@@ -40,27 +40,29 @@ def uniq(label: str) -> str:
 
 
 async def test_slots_gap_release_and_expiry(leases):
+    """Times are a second or more apart: the DynamoDB store dates a take at its read's answer."""
     a, b = leases(), leases()
     acct = uniq("fp")
     kw = {"max_concurrent": 2, "min_gap": 5.0, "ttl": 100.0}
     assert (await a.take(acct, "r1", 1000.0, **kw)).slot == 0
     d = await b.take(acct, "r2", 1001.0, **kw)  # a slot is free but the gap is not over
-    assert d.slot is None and d.retry_in == pytest.approx(4.0)
-    assert (await b.take(acct, "r2", 1005.0, **kw)).slot == 1
-    d = await a.take(acct, "r3", 1010.0, **kw)  # both slots held
-    assert d.slot is None and d.retry_in == pytest.approx(90.0)
+    assert d.slot is None and d.retry_in == pytest.approx(4.0, abs=0.5)
+    assert (await b.take(acct, "r2", 1006.0, **kw)).slot == 1
+    d = await a.take(acct, "r3", 1012.0, **kw)  # both slots held: until r1's expires
+    assert d.slot is None and d.retry_in == pytest.approx(88.0, abs=0.5)
     await a.release(acct, 0, "someone-else")  # not the holder: nothing happens
-    assert (await a.take(acct, "r3", 1010.0, **kw)).slot is None
+    assert (await a.take(acct, "r3", 1012.0, **kw)).slot is None
     await a.release(acct, 0, "r1")
-    assert (await b.take(acct, "r3", 1010.0, **kw)).slot == 0
+    took = await b.take(acct, "r3", 1012.0, **kw)
+    assert took.slot == 0 and took.at >= 1012.0
     # r2 crashed and never released: its slot expires with its ttl
     assert (await a.take(acct, "r4", 1104.0, **kw)).slot is None
-    assert (await a.take(acct, "r4", 1106.0, **kw)).slot == 1
+    assert (await a.take(acct, "r4", 1108.0, **kw)).slot == 1
     await b.release(acct, 1, "r2")  # the crashed holder coming back late frees nothing: r4 keeps slot 1
     await a.release(acct, 0, "r3")
-    assert (await a.take(acct, "r5", 1108.0, **kw)).slot is None  # the gap since r4's post
-    assert (await a.take(acct, "r5", 1112.0, **kw)).slot == 0
-    assert (await b.take(acct, "r6", 1118.0, **kw)).slot is None
+    assert (await a.take(acct, "r5", 1111.0, **kw)).slot is None  # the gap since r4's post
+    assert (await a.take(acct, "r5", 1114.0, **kw)).slot == 0
+    assert (await b.take(acct, "r6", 1120.0, **kw)).slot is None
 
 
 async def test_racing_takes_grant_one_slot(leases):

@@ -184,7 +184,8 @@ class LeaseStore(Protocol):
     async def take(self, account: str, holder: str, now: float, *, max_concurrent: int, min_gap: float,
                    ttl: float) -> TakeDecision:
         """Atomically take a free slot of `account` for `holder` until `now + ttl` and record `now` as
-        its last post, if `decide_take` allows it; else the decision says when to try again."""
+        its last post, if `decide_take` allows it (the decision's `at`: the time recorded, `now` or later);
+        else the decision says when to try again."""
         ...
 
     async def release(self, account: str, slot: int, holder: str) -> None:

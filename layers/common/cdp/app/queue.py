@@ -146,7 +146,7 @@ class AccountQueue:
                                               min_gap=s.ACCOUNT_MIN_GAP, ttl=lease.ttl)
             if decision.slot is not None:
                 lease.token = await self.pool.use(rec)
-                lease.account, lease.slot, lease.taken_at = rec.key, decision.slot, now
+                lease.account, lease.slot, lease.taken_at = rec.key, decision.slot, decision.at or now
                 self.in_flight += 1
                 return 0.0
             retry_in = min(retry_in, decision.retry_in)

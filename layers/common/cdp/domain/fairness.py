@@ -94,10 +94,12 @@ class Slot:
 
 @dataclass(frozen=True)
 class TakeDecision:
-    """`slot`: the index to take now, or None; then `retry_in`: seconds until one may be free."""
+    """`slot`: the index to take now, or None; then `retry_in`: seconds until one may be free.
+    `at`: the time the slot was taken (its post time, for ACCOUNT_MIN_GAP), set by the store."""
 
     slot: int | None
     retry_in: float = 0.0
+    at: float = 0.0
 
 
 def decide_take(slots: Sequence[Slot], last_post: float, now: float, *, max_concurrent: int,

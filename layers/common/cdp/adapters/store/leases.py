@@ -4,6 +4,8 @@ Single-threaded asyncio: `take` has no await between reading and writing, so it 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from cdp.domain.fairness import Slot, TakeDecision, decide_take
 
 
@@ -21,6 +23,7 @@ class MemoryLeaseStore:
             slots.extend(Slot() for _ in range(decision.slot + 1 - len(slots)))
             slots[decision.slot] = Slot(holder, now + ttl)
             self._last_post[account] = now
+            return replace(decision, at=now)
         return decision
 
     async def release(self, account: str, slot: int, holder: str) -> None:

@@ -14,6 +14,8 @@ instance holds an account for at most its lease's ttl.
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import replace
 
 from cdp.adapters.store.dynamodb.client import TableAdapter, number, number_of, string
 from cdp.domain.fairness import Slot, TakeDecision, decide_take
@@ -34,7 +36,11 @@ class DynamoLeaseStore(TableAdapter):
                    ttl: float) -> TakeDecision:
         key = {"pk": string(LEASE_PK), "sk": string(account)}
         for _ in range(TAKE_ATTEMPTS):
+            started = time.monotonic()
             resp = await self.read(self.client.get_item, Key=key, ConsistentRead=True)
+            # `now` as of the read's answer: a slot freed while the read was under way is taken after its
+            # release, and the post time recorded for ACCOUNT_MIN_GAP is not earlier than the real one
+            now += time.monotonic() - started
             item = resp.get("Item") or {}
             last_post = number_of(item, "lp") or 0.0
             decision = decide_take(slots_from_item(item, max_concurrent), last_post, now,
@@ -54,7 +60,7 @@ class DynamoLeaseStore(TableAdapter):
                 ExpressionAttributeNames={"#e": f"e{i}", "#h": f"h{i}", "#lp": "lp", "#x": "expires_at"},
                 ExpressionAttributeValues=values)
             if written is not None:
-                return decision
+                return replace(decision, at=now)
         return TakeDecision(None, RACE_RETRY_SECONDS)
 
     async def release(self, account: str, slot: int, holder: str) -> None:
