@@ -5,10 +5,12 @@ instances, each with its own store object) racing for the same accounts."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 
 import pytest
+from cdp.adapters.store.dynamodb import dynamodb_client
 from cdp.adapters.store.dynamodb.leases import DynamoLeaseStore
 from cdp.adapters.store.leases import MemoryLeaseStore
 from cdp.adapters.store.memory import MemoryHealthStore
@@ -23,6 +25,29 @@ def cfg(moto, tables, **kw) -> Settings:
     return Settings(CDP_TABLE_PREFIX=prefix, AWS_ENDPOINT_URL=moto.url, AWS_REGION="us-east-1", **kw)
 
 
+class AtomicWrites:
+    """A botocore DynamoDB client whose writes run one at a time, as DynamoDB applies the writes to one
+    item: moto's server checks a condition and writes without a lock, so two concurrent conditional
+    writes can both pass there (seen: two first takes of one account). Reads stay concurrent, so the
+    stores' read → decide → conditional write is what is tested."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, client) -> None:
+        self._client = client
+
+    def __getattr__(self, name):
+        fn = getattr(self._client, name)
+        if name not in ("update_item", "put_item", "delete_item"):
+            return fn
+
+        def locked(**kwargs):
+            with self._lock:
+                return fn(**kwargs)
+
+        return locked
+
+
 @pytest.fixture(params=["memory", "dynamodb"])
 def leases(request, moto, tables, monkeypatch):
     """A factory of lease stores sharing one state (dynamodb: a new object = another process)."""
@@ -32,7 +57,7 @@ def leases(request, moto, tables, monkeypatch):
         shared = MemoryLeaseStore()
         return lambda: shared
     c = cfg(moto, tables)
-    return lambda: DynamoLeaseStore(c)
+    return lambda: DynamoLeaseStore(c, client=AtomicWrites(dynamodb_client(c)))
 
 
 def uniq(label: str) -> str:
@@ -146,3 +171,42 @@ async def test_newcomers_are_refused_at_once_when_the_queue_is_full_or_too_slow(
         w.cancel()
     await asyncio.gather(*waiters, return_exceptions=True)
     assert q.waiting == 0
+
+
+class Interleaved(DynamoLeaseStore):
+    """Runs `between()` once, right after its first read: another instance acting between this
+    instance's read and its conditional write."""
+
+    def __init__(self, settings, between) -> None:
+        super().__init__(settings)
+        self.between = between
+
+    async def read(self, fn, **kwargs):
+        resp = await super().read(fn, **kwargs)
+        if self.between is not None:
+            between, self.between = self.between, None
+            await between()
+        return resp
+
+
+@pytest.mark.parametrize("released", [False, True])
+async def test_a_take_between_read_and_write_wins(moto, tables, monkeypatch, released):
+    """Another instance takes the slot (and gives it back, `released`) after this one read the account
+    as free: this one's write fails its condition, it reads again and is refused — for the held slot,
+    or, once released, for ACCOUNT_MIN_GAP since the other's post."""
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(k, v)
+    c = cfg(moto, tables)
+    acct = uniq("fp")
+    other = DynamoLeaseStore(c)
+    kw = {"max_concurrent": 1, "min_gap": 5.0, "ttl": 100.0}
+    now = time.time()
+
+    async def other_takes() -> None:
+        assert (await other.take(acct, "other", now, **kw)).slot == 0
+        if released:
+            await other.release(acct, 0, "other")
+
+    d = await Interleaved(c, other_takes).take(acct, "me", now, **kw)
+    assert d.slot is None
+    assert d.retry_in == pytest.approx(5.0 if released else 100.0, abs=1.0)

@@ -35,12 +35,12 @@ class DynamoLeaseStore(TableAdapter):
     async def take(self, account: str, holder: str, now: float, *, max_concurrent: int, min_gap: float,
                    ttl: float) -> TakeDecision:
         key = {"pk": string(LEASE_PK), "sk": string(account)}
+        called, started = now, time.monotonic()
         for _ in range(TAKE_ATTEMPTS):
-            started = time.monotonic()
             resp = await self.read(self.client.get_item, Key=key, ConsistentRead=True)
-            # `now` as of the read's answer: a slot freed while the read was under way is taken after its
-            # release, and the post time recorded for ACCOUNT_MIN_GAP is not earlier than the real one
-            now += time.monotonic() - started
+            # `now` as of this read's answer (after any lost attempts): a slot freed meanwhile is taken
+            # after its release, and the post time kept for ACCOUNT_MIN_GAP is not earlier than the real one
+            now = called + (time.monotonic() - started)
             item = resp.get("Item") or {}
             last_post = number_of(item, "lp") or 0.0
             decision = decide_take(slots_from_item(item, max_concurrent), last_post, now,
