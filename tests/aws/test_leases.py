@@ -210,3 +210,33 @@ async def test_a_take_between_read_and_write_wins(moto, tables, monkeypatch, rel
     d = await Interleaved(c, other_takes).take(acct, "me", now, **kw)
     assert d.slot is None
     assert d.retry_in == pytest.approx(5.0 if released else 100.0, abs=1.0)
+
+
+async def test_the_queue_serves_keys_in_turn():
+    """One account, held; key a queues 4 requests, then key b one: b is served second, not fifth."""
+    s = Settings(ACCOUNT_MAX_CONCURRENT=1, ACCOUNT_MIN_GAP=0, QUEUE_MAX_WAIT=120, QUEUE_MAX_SIZE=10)
+    q = AccountQueue(s, AccountPool(["token-one-xxxxxxxxxxxx"], MemoryHealthStore(), tz="UTC",
+                                    reset_time="00:00"), MemoryLeaseStore())
+    first = q.lease("a", "a-first", 20)
+    await first.acquire()
+    served: list[str] = []
+    held: list = [first]
+
+    async def wait(key: str, n: int) -> None:
+        lease = q.lease(key, f"{key}{n}", 20)
+        await lease.acquire()
+        served.append(f"{key}{n}")
+        held.append(lease)
+
+    tasks = [asyncio.create_task(wait("a", n)) for n in range(4)]
+    await asyncio.sleep(0.02)
+    tasks.append(asyncio.create_task(wait("b", 0)))
+    await asyncio.sleep(0.02)
+    assert q.waiting == 5
+    while len(served) < 5:
+        await held[-1].release()  # the prompt in flight ends: the next in turn gets the account
+        n = len(served)
+        while len(served) == n:
+            await asyncio.sleep(0.01)
+    await asyncio.gather(*tasks)
+    assert served == ["a0", "b0", "a1", "a2", "a3"]

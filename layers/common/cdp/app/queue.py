@@ -116,7 +116,8 @@ class AccountQueue:
                 if self._waiting.peek() is lease:
                     retry_in = await self._try_take(lease, exclude)
                     if lease.account:
-                        self._waiting.remove(lease)
+                        assert self._waiting.peek() is lease  # only its own `finally` removes the head
+                        self._waiting.pop()  # served: its key goes to the back of the turn
                         self._wake()  # the next in turn may find a slot too
                         return
                 left = deadline - loop.time()
