@@ -18,6 +18,7 @@ from cdp.domain.housekeeping import STALE_IN_USE_SECONDS
 
 # The four settings that say "talk to real Discord"; with none of them set, `cdp serve` runs the demo.
 DISCORD_REQUIRED = ("USER_AUTHORIZATION", "BOT_TOKEN", "GUILD_ID", "COZE_BOT_ID")
+LISTENER_REQUIRED = ("BOT_TOKEN", "GUILD_ID", "COZE_BOT_ID")  # the gateway listener never posts as a user
 # The settings that are secrets, whole or in part (PROXY_URL: its password). `Settings.secrets()`
 # gives their values for redaction; the AWS secret may hold exactly these.
 SECRET_SETTINGS = ("USER_AUTHORIZATION", "BOT_TOKEN", "PROXY_SECRET", "PROXY_ADMIN_SECRET",
@@ -349,19 +350,20 @@ class _Presence(BaseSettings):
     DEFAULT_CHANNEL_ENABLE: str = ""
 
 
-def _missing(overrides: dict[str, object]) -> list[str]:
+def _missing(overrides: dict[str, object], required: tuple[str, ...] = DISCORD_REQUIRED) -> list[str]:
     raw = _Presence(**{k: str(v) for k, v in overrides.items() if k in _Presence.model_fields}).model_dump()
-    present = [n for n in DISCORD_REQUIRED if raw[n].strip()]
-    missing = [n for n in DISCORD_REQUIRED if not raw[n].strip()] if present else []
+    present = [n for n in required if raw[n].strip()]
+    missing = [n for n in required if not raw[n].strip()] if present else []
     if present and raw["DEFAULT_CHANNEL_ENABLE"].strip().lower() in ("1", "true", "yes", "on") \
             and not raw["CHANNEL_ID"].strip():
         missing.append("CHANNEL_ID")
     return [f"{name} is missing: {_WHY[name]}" for name in missing]
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build settings from env/.env (+ overrides, for tests). Raises SettingsError listing every problem."""
-    problems = _missing(overrides)
+def load_settings(*, required: tuple[str, ...] = DISCORD_REQUIRED, **overrides: object) -> Settings:
+    """Build settings from env/.env (+ overrides, for tests). Raises SettingsError listing every problem.
+    `required`: the Discord settings this process needs (the listener: LISTENER_REQUIRED)."""
+    problems = _missing(overrides, required)
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

@@ -181,9 +181,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_listener(args: argparse.Namespace) -> int:
     from cdp.entry import logs
-    settings = load_settings()
+    from cdp.settings import LISTENER_REQUIRED
+
+    settings = load_settings(required=LISTENER_REQUIRED)  # no user token: the ECS task is not given one
     if settings.demo:
-        print("cdp listener: needs BOT_TOKEN, GUILD_ID, COZE_BOT_ID (and USER_AUTHORIZATION); there is "
+        print("cdp listener: needs BOT_TOKEN, GUILD_ID, COZE_BOT_ID; there is "
               "no demo listener", file=sys.stderr)
         return 2
     logs.configure(settings.LOG_LEVEL, settings.secrets())

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cdp.adapters.blobs import BlobStore, BlobStoreError, LocalBlobStore, make_blob_store
@@ -173,12 +173,15 @@ def build_router(runtime: Runtime) -> APIRouter:
             path, mime = hit
             return FileResponse(path, media_type=mime, headers=headers)
         try:  # S3 (cdp.adapters.blobs.S3BlobStore): read the object; the bucket stays private
-            blob = await store.get(name)
+            linker = getattr(store, "get_or_link", None)  # S3: a large object -> short-lived presigned URL
+            blob = await (linker(name) if linker is not None else store.get(name))
         except BlobStoreError as exc:
             raise oe.upstream_error(f"The file store is unavailable: {exc}.", code="file_store_unavailable",
                                     status=503) from None
         if blob is None:
             raise oe.OpenAIError(404, "No such file.", code="file_not_found")
+        if isinstance(blob, str):  # never through the (buffered, 6 MB) Lambda body
+            return RedirectResponse(blob, status_code=307, headers={"Cache-Control": "no-store"})
         return Response(blob[0], media_type=blob[1], headers=headers)
 
     return router

@@ -169,10 +169,18 @@ class StatusResponse(BaseModel):
         "requests_in_flight": 1, "requests_total": 42, "last_errors": []}}}
 
 
+async def refresh_gateway(runtime: Runtime) -> None:
+    """A listener known only by its published presence (AWS) is read now; an in-process one needs nothing."""
+    refresh = getattr(runtime.gateway, "refresh", None)
+    if refresh is not None:
+        await refresh()
+
+
 async def collect_status(runtime: Runtime) -> dict[str, Any]:
     """The facts of GET /api/status and `/cdp status`, from the runtime's service and listener."""
     settings, service = runtime.settings, runtime.service
     now = time.time()
+    await refresh_gateway(runtime)
     gateway = runtime.gateway.to_dict()
     bot_config = None
     try:  # the account pool reports health itself
@@ -267,6 +275,7 @@ async def root() -> dict[str, Any]:
 @router.get("/healthz", tags=["ops"], summary="200 once the Discord gateway session is READY, else 503")
 async def healthz(request: Request) -> JSONResponse:
     runtime = runtime_of(request)
+    await refresh_gateway(runtime)
     gw = runtime.gateway
     body: dict[str, Any] = {"status": "ok" if gw.ready else "unavailable", "gateway": gw.to_dict(),
                             "mode": "demo" if runtime.demo_notice else "discord",
