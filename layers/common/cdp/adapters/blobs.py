@@ -143,7 +143,8 @@ class S3BlobStore:
                     import boto3
                     from botocore.config import Config
 
-                    config = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3,
+                    # SigV4 also for presigned URLs (get_or_link): what every region accepts
+                    config = Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3,
                                     read_timeout=20, max_pool_connections=16, tcp_keepalive=True)
                     self._client = boto3.session.Session().client("s3", region_name=self.region, config=config)
         return self._client
