@@ -16,7 +16,7 @@ LOCK_ARM := --python-version 3.13 --python-platform aarch64-manylinux2014 --only
 UV_COMPILE = $(UV_VENV)/bin/uv pip compile --quiet --generate-hashes --custom-compile-command "make lock"
 
 # make bench BENCH_ARGS="--quick stream_bench": some benchmarks, options of bench/run.py
-.PHONY: install sam run test lint bench clean lock
+.PHONY: install sam run test lint bench clean lock rehearse
 
 install: $(STAMP)
 
@@ -51,6 +51,13 @@ sam: $(SAM_STAMP)
 
 test: install sam
 	$(BIN)/python -m pytest -n 2 -q -p no:cacheprovider
+
+# Deploy rehearsal without AWS (docs/aws.md): sam validate --lint + sam build, the SAM transform to plain
+# CloudFormation, built handlers imported, env/resources/timeouts checked, cfn-lint, IAM conformance.
+# The same tests run in `make test`.
+rehearse: install sam
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/aws/test_template_sam.py tests/aws/test_rehearsal.py \
+		tests/aws/test_iam_conformance.py
 
 lint: install
 	$(BIN)/ruff check layers functions listener tests bench
