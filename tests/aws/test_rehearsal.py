@@ -136,3 +136,22 @@ def test_timeouts_are_ordered(cfn, names, monkeypatch):
     # within their schedule period
     assert fns["ApiFunction"]["Timeout"] <= 30
     assert fns["CleanupFunction"]["Timeout"] <= 60
+
+
+#: measured peak RSS of the stream function's process (uvicorn + app, streamed chats and an image
+#: generation against moto and the fake Discord; docs/aws.md "Memory"), and the Web Adapter's share
+MEASURED_STREAM_PEAK_MB = 110
+WEB_ADAPTER_MB = 20
+
+
+def test_stream_memory_covers_its_peak_and_image_budget(cfn, names):
+    """MemorySize holds the measured peak plus the image bytes one request may hold (downloaded, then
+    uploaded to S3: counted twice), with a 20% margin."""
+    from cdp.settings import Settings
+
+    stream = functions(cfn)["StreamFunction"]
+    env = lambda_env(stream, names)
+    s = Settings(_env_file=None, **{k: v for k, v in env.items() if k in Settings.model_fields})
+    need_mb = MEASURED_STREAM_PEAK_MB + WEB_ADAPTER_MB + 2 * s.IMAGE_DOWNLOAD_TOTAL_BYTES / 2**20
+    assert need_mb * 1.2 <= stream["MemorySize"], (need_mb, stream["MemorySize"])
+    assert stream["Architectures"] == ["arm64"]  # 20% cheaper per GB-s than x86_64
