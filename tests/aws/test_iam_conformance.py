@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
+import fcntl
 import json
+import os
 import time
 
 import httpx
@@ -59,9 +62,28 @@ def stream_calls(app, requests: list[tuple[str, dict]]) -> list[tuple[int, bytes
 
 
 @pytest.fixture(scope="module")
-def recorded(moto, tables, fake, tmp_path_factory):
+def recorded(request, tmp_path_factory):
+    """(calls, names) of one run of the scenario. Under xdist the first worker to get here runs it and the
+    others read its result (one run per pytest run, keyed by the run's id), so the 20-30 s are paid once."""
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run_id:
+        return record(request, tmp_path_factory)
+    shared = tmp_path_factory.getbasetemp().parent
+    cache = shared / f"iam-recorded-{run_id}.json"
+    with open(shared / f"iam-recorded-{run_id}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not cache.exists():
+            calls, names = record(request, tmp_path_factory)
+            cache.write_text(json.dumps({"calls": calls, "names": dataclasses.asdict(names)}))
+        data = json.loads(cache.read_text())
+    return data["calls"], Names(**data["names"])
+
+
+def record(request, tmp_path_factory):
     """Run every component once over the same tables; returns (calls, names)."""
     from tests.ops.conftest import Signer
+
+    moto, tables, fake = (request.getfixturevalue(n) for n in ("moto", "tables", "fake"))
 
     prefix, tnames = tables
     cfg = fake.config
@@ -191,6 +213,17 @@ def run_scenario(fake, moto, bucket, signer, mp) -> None:
 def test_every_component_ran(recorded):
     calls, _ = recorded
     assert {c["component"] for c in calls} == COMPONENTS
+
+
+def test_every_resource_used_is_declared(recorded):
+    """Each table, bucket and secret a call names is one the template declares (by its physical name)."""
+    calls, names = recorded
+    tables = {c["table"] for c in calls if c["service"] == "dynamodb"}
+    assert tables <= set(names.tables.values()), tables
+    assert not [c for c in calls if c["service"] == "dynamodb" and c.get("index")]  # no index declared
+    assert {c["bucket"] for c in calls if c["service"] == "s3"} <= set(names.buckets.values())
+    assert {c["secret"] for c in calls if c["service"] == "secretsmanager"} <= set(names.secrets.values())
+    assert {c["service"] for c in calls} <= {"dynamodb", "s3", "secretsmanager", "lambda"}
 
 
 def test_every_call_is_allowed_by_its_role(recorded):

@@ -53,6 +53,8 @@ def built(tmp_path_factory):
 
 
 def test_sam_build_without_container(built):
+    """The build, and (same test, so xdist builds once) every handler of the artifact resolving."""
+    check_built_handlers(built)
     layer = built / "CommonLayer" / "python"
     assert (layer / "cdp" / "data" / "o200k_base.tiktoken.gz").exists()
     assert not (layer / "boto3").exists() and not (layer / "aws_lambda_powertools" / "event_handler").exists()
@@ -62,19 +64,32 @@ def test_sam_build_without_container(built):
 # Imports a built function's handler the way Lambda would: its code folder and the layer's python/ on the
 # path. The layer's compiled wheels are arm64 (this machine may not be), so the interpreter's own
 # site-packages come first for them; `app` and `cdp` must come from the artifact (checked).
-IMPORT_HANDLER = r"""
-import importlib, json, os, sys
-fn_dir, layer, handler = sys.argv[1:4]
-sys.path[:] = [p for p in sys.path if "site-packages" in p or "lib/python" in p] + [fn_dir, layer]
-module, _, attr = handler.rpartition(".")
-mod = importlib.import_module(module)
-obj = getattr(mod, attr)
+IMPORT_HANDLERS = r"""
+import importlib.util, json, os, sys
+layer, specs = sys.argv[1], json.loads(sys.argv[2])
+sys.path[:] = [p for p in sys.path if "site-packages" in p or "lib/python" in p] + [layer]
+out = {}
+for lid, (fn_dir, handler) in specs.items():
+    module, _, attr = handler.rpartition(".")
+    path = os.path.join(fn_dir, module.replace(".", "/") + ".py")
+    sys.path.append(fn_dir)
+    try:
+        spec = importlib.util.spec_from_file_location(f"built_{lid}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        out[lid] = {"callable": callable(getattr(mod, attr, None)), "module_file": mod.__file__}
+    except Exception as exc:
+        out[lid] = {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        sys.path.remove(fn_dir)
 import cdp
-print(json.dumps({"callable": callable(obj), "module_file": mod.__file__, "cdp": cdp.__file__}))
+print(json.dumps({"handlers": out, "cdp": cdp.__file__}))
 """
 
 
-def test_every_built_handler_resolves_to_a_callable(built):
+def check_built_handlers(built):
+    """Every function's handler, from the transformed template, is a file and a callable in the artifact
+    (one interpreter for all: the handlers' modules are loaded under distinct names)."""
     from tests.support import iam
 
     cfn = iam.transform()
@@ -82,6 +97,7 @@ def test_every_built_handler_resolves_to_a_callable(built):
     assert len(functions) >= 6
     layer = built / "CommonLayer" / "python"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith(("CDP_", "AWS_"))}
+    specs: dict[str, tuple[str, str]] = {}
     for lid, props in functions.items():
         fn_dir = built / lid
         handler = props["Handler"]
@@ -93,10 +109,14 @@ def test_every_built_handler_resolves_to_a_callable(built):
             handler = f"{target.group(1)}.{target.group(2)}"
         module_file = fn_dir / (handler.rpartition(".")[0].replace(".", "/") + ".py")
         assert module_file.exists(), f"{lid}: {module_file} is not in the built artifact"
-        r = subprocess.run([sys.executable, "-c", IMPORT_HANDLER, str(fn_dir), str(layer), handler],
-                           capture_output=True, text=True, timeout=120, env=env, cwd=str(built))
-        assert r.returncode == 0, f"{lid}: {handler} does not import: {r.stderr[-2000:]}"
-        out = json.loads(r.stdout.strip().splitlines()[-1])
-        assert out["callable"], f"{lid}: {handler} is not callable"
-        assert out["module_file"].startswith(str(fn_dir)), out
-        assert out["cdp"].startswith(str(layer)), f"{lid}: cdp imported from {out['cdp']}, not the layer"
+        specs[lid] = (str(fn_dir), handler)
+    r = subprocess.run([sys.executable, "-c", IMPORT_HANDLERS, str(layer), json.dumps(specs)],
+                       capture_output=True, text=True, timeout=120, env=env, cwd=str(built))
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["cdp"].startswith(str(layer)), f"cdp imported from {out['cdp']}, not the layer"
+    for lid, (fn_dir, handler) in specs.items():
+        got = out["handlers"][lid]
+        assert "error" not in got, f"{lid}: {handler} does not import: {got.get('error')}"
+        assert got["callable"], f"{lid}: {handler} is not callable"
+        assert got["module_file"].startswith(fn_dir), (lid, got)
