@@ -277,9 +277,12 @@ class Verdict:
     denied: list[tuple[str, dict[str, Any]]]          # (component, call)
     unused: dict[str, list[str]]                      # component -> granted statements never used
     checked: int
+    summary: dict[str, dict[str, int]] = field(default_factory=dict)  # component -> "service:Op" -> count
 
     def report(self) -> str:
         lines = [f"{self.checked} AWS calls checked against their component's role"]
+        for comp, ops in sorted(self.summary.items()):
+            lines.append(f"calls   {comp}: " + ", ".join(f"{op} x{n}" for op, n in sorted(ops.items())))
         for comp, call in self.denied:
             lines.append(f"DENIED  {comp}: {json.dumps(call, sort_keys=True)}")
         for comp, unused in sorted(self.unused.items()):
@@ -321,4 +324,9 @@ def check(calls: list[dict[str, Any]], cfn: dict[str, Any], names: Names) -> Ver
                     where = json.dumps(st.get("Resource"))
                     cond = f" if {json.dumps(st['Condition'])}" if st.get("Condition") else ""
                     unused.setdefault(comp, []).append(f"{action} on {where}{cond}")
-    return Verdict(denied, unused, len(calls))
+    summary: dict[str, dict[str, int]] = {}
+    for call in calls:
+        ops = summary.setdefault(call["component"], {})
+        key = f"{call['service']}:{call['operation']}"
+        ops[key] = ops.get(key, 0) + 1
+    return Verdict(denied, unused, len(calls), summary)
