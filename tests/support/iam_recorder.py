@@ -1,5 +1,5 @@
-"""Record every AWS call a process makes (botocore's `before-parameter-build` event, on every client of
-every session), as JSON lines: component, service, operation, and what IAM decides on: table, index,
+"""Record every AWS call a process makes (every botocore client, at the step that emits
+`before-parameter-build`), as JSON lines: component, service, operation, and what IAM decides on: table, index,
 partition keys (dynamodb:LeadingKeys), bucket/key, secret id, function.
 
 - In-process (the Lambda handlers of tests/aws): `install(path)` once, then `with component("api"): ...`.
@@ -66,33 +66,37 @@ def describe(service: str, op: str, params: dict[str, Any]) -> dict[str, Any]:
     return call
 
 
-def _hook(params: dict[str, Any], model: Any, **_: Any) -> None:
+def _record(params: dict[str, Any], model: Any) -> None:
     path, comp = _state["path"], _state["component"]
     if path is None or comp is None:
         return
-    service = model.service_model.signing_name if model.service_model.signing_name else model.service_model.endpoint_prefix
+    service = model.service_model.signing_name or model.service_model.endpoint_prefix
     call = {"component": comp, "pid": os.getpid(), **describe(service, model.name, params)}
     with _lock, open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(call) + "\n")
 
 
 def install(path: str | os.PathLike[str], default_component: str | None = None) -> None:
-    """Hook every botocore client created from now on (any session) to append its calls to `path`."""
+    """Record every call of every botocore client, also those created before (cached clients), to `path`.
+
+    Wraps `BaseClient._emit_api_params`, the one step both API calls and presigned URLs go through
+    (it emits `before-parameter-build`); a per-client event handler would miss clients created before
+    the install, which cdp caches per process. Read-only: the parameters pass through unchanged."""
     _state["path"] = str(path)
     if default_component is not None:
         _state["component"] = default_component
     if _state["installed"]:
         return
-    import botocore.session
+    from botocore.client import BaseClient
 
-    original = botocore.session.Session.create_client
+    original = BaseClient._emit_api_params
 
-    def create_client(self, *args: Any, **kwargs: Any):
-        client = original(self, *args, **kwargs)
-        client.meta.events.register("before-parameter-build.*.*", _hook)
-        return client
+    def emit_api_params(self, api_params, operation_model, context):
+        params = original(self, api_params, operation_model, context)
+        _record(params, operation_model)
+        return params
 
-    botocore.session.Session.create_client = create_client
+    BaseClient._emit_api_params = emit_api_params
     _state["installed"] = True
 
 
