@@ -12,6 +12,8 @@ import dataclasses
 import fcntl
 import json
 import os
+import subprocess
+import sys
 import time
 
 import httpx
@@ -108,11 +110,15 @@ def record(request, tmp_path_factory):
         for k in ("BOT_TOKEN", "USER_AUTHORIZATION", "PROXY_SECRET", "CHANNEL_ID"):
             mp.delenv(k, raising=False)  # the secret provides them, as on AWS
         port = support.free_port()
-        # The listener gets what the task definition gives it: BOT_TOKEN (ECS secret), no secret id.
+        # The listener as ECS runs it (listener/entry.py, the image's CMD), given what the task definition
+        # gives it: BOT_TOKEN (its only ECS secret), no secret id, no user token.
         lenv = {k: v for k, v in env.items() if k not in ("CDP_SECRET_ID", "BLOB_BUCKET")}
-        proc = support.start_listener_process(
-            {**lenv, **support.FAKE_CREDENTIALS, "BOT_TOKEN": cfg.bot_token, "DISCORD_API_BASE": fake.base_url,
-             **iam_recorder.subprocess_env(log, "listener")}, tmp_path_factory.mktemp("listener"), port)
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("CDP_", "AWS_"))}
+        proc = subprocess.Popen(
+            [sys.executable, str(support.ROOT / "listener" / "entry.py")],
+            env={**base, **lenv, **support.FAKE_CREDENTIALS, "BOT_TOKEN": cfg.bot_token, "CDP_HEALTH_PORT": str(port),
+                 "CDP_FAILED_EXIT_DELAY": "0", **iam_recorder.subprocess_env(log, "listener")},
+            cwd=str(tmp_path_factory.mktemp("listener")), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             try:
                 support.wait_until(lambda: proc.poll() is not None or support.healthz(port)[0] == 200, timeout=30)
