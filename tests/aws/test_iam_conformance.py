@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
-import fcntl
 import json
 import os
 import subprocess
@@ -65,20 +63,9 @@ def stream_calls(app, requests: list[tuple[str, dict]]) -> list[tuple[int, bytes
 
 @pytest.fixture(scope="module")
 def recorded(request, tmp_path_factory):
-    """(calls, names) of one run of the scenario. Under xdist the first worker to get here runs it and the
-    others read its result (one run per pytest run, keyed by the run's id), so the 20-30 s are paid once."""
-    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if not run_id:
-        return record(request, tmp_path_factory)
-    shared = tmp_path_factory.getbasetemp().parent
-    cache = shared / f"iam-recorded-{run_id}.json"
-    with open(shared / f"iam-recorded-{run_id}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not cache.exists():
-            calls, names = record(request, tmp_path_factory)
-            cache.write_text(json.dumps({"calls": calls, "names": dataclasses.asdict(names)}))
-        data = json.loads(cache.read_text())
-    return data["calls"], Names(**data["names"])
+    """(calls, names) of one run of the scenario. One test uses it, so under xdist one worker pays for it
+    while the other runs other tests."""
+    return record(request, tmp_path_factory)
 
 
 def record(request, tmp_path_factory):
@@ -216,12 +203,12 @@ def run_scenario(fake, moto, bucket, signer, mp) -> None:
             mod.handler(job.to_event(), ctx(function_name="cdp-test"))
 
 
-def test_every_component_ran(recorded):
+def check_every_component_ran(recorded):
     calls, _ = recorded
     assert {c["component"] for c in calls} == COMPONENTS
 
 
-def test_every_resource_used_is_declared(recorded):
+def check_every_resource_used_is_declared(recorded):
     """Each table, bucket and secret a call names is one the template declares (by its physical name)."""
     calls, names = recorded
     tables = {c["table"] for c in calls if c["service"] == "dynamodb"}
@@ -232,14 +219,14 @@ def test_every_resource_used_is_declared(recorded):
     assert {c["service"] for c in calls} <= {"dynamodb", "s3", "secretsmanager", "lambda"}
 
 
-def test_every_call_is_allowed_by_its_role(recorded):
+def check_every_call_is_allowed_by_its_role(recorded):
     calls, names = recorded
     verdict = iam.check(calls, iam.transform(), names)
     print(verdict.report())  # the unused grants, for the reader of `pytest -s`
     assert not verdict.denied, verdict.report()
 
 
-def test_removing_a_needed_permission_is_caught(recorded):
+def check_removing_a_needed_permission_is_caught(recorded):
     """The check can fail: the listener's presence PutItem removed from a copy of the template."""
     calls, names = recorded
     template = copy.deepcopy(support.load_template())
@@ -253,10 +240,18 @@ def test_removing_a_needed_permission_is_caught(recorded):
     assert ("listener", "PutItem", ("listener",)) in denied, verdict.report()
 
 
-def test_narrowing_is_enforced(recorded):
+def test_iam_conformance(recorded):
+    """The scenario once, then each check (one test: xdist runs the scenario on one worker only)."""
+    check_every_component_ran(recorded)
+    check_every_resource_used_is_declared(recorded)
+    check_every_call_is_allowed_by_its_role(recorded)
+    check_removing_a_needed_permission_is_caught(recorded)
+
+
+def test_narrowing_is_enforced():
     """A call outside a statement's dynamodb:LeadingKeys is denied (the listener may only publish its
     presence, not write a channel entry)."""
-    calls, names = recorded
+    names = Names(tables={"RepliesTable": "r", "StateTable": "s"}, secrets={"AppSecret": "arn:aws:secretsmanager:x"})
     forged = {"component": "listener", "service": "dynamodb", "operation": "PutItem",
               "table": names.tables["StateTable"], "leading_keys": ["channel"]}
     verdict = iam.check([forged], iam.transform(), names)
