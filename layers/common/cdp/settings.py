@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     # One request's downloads of the images in Coze's replies: one deadline and one byte budget in total.
     IMAGE_DOWNLOAD_TIMEOUT: float = Field(60, gt=0, le=120)
     IMAGE_DOWNLOAD_TOTAL_BYTES: int = Field(50 * 1024 * 1024, gt=0)
+    # tools / tool_choice / response_format emulated through the prompt (cdp.domain.tools); 0 = ignored
+    TOOLS_EMULATION: bool = True
 
     @model_validator(mode="after")
     def _bounded_timeouts(self) -> Settings:

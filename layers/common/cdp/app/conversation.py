@@ -35,6 +35,7 @@ from cdp.domain.prompt import LONGEST_BOT_ID, PromptError, build_prompt, check_r
 from cdp.domain.reply import ReplyView, render
 from cdp.domain.routing import AllRouteResting, BotEntry, NoRoute, Router
 from cdp.domain.tokens import count_tokens, max_tokens_bound
+from cdp.domain.tools import Emulation
 from cdp.ports import (
     ChannelRegistry,
     DiscordRestPort,
@@ -60,6 +61,7 @@ class ChatSpec:
     timeout: float | None = None  # `out-time` header, overrides the settings' timeouts
     api_key: str | None = None
     raw_prompt: str | None = None  # posted as is instead of the messages' prompt (image generation)
+    emulation: Emulation | None = None  # tool calls / JSON mode through the prompt (cdp.domain.tools)
 
 
 @dataclass
@@ -273,7 +275,11 @@ class ConversationService:
                 prompt = spec.raw_prompt
             else:
                 check_request_size(spec.messages, s.PROMPT_MAX_MESSAGES, s.PROMPT_MAX_CHARS)
-                prompt = build_prompt(spec.messages, s.ALL_DIALOG_RECORD_ENABLE)
+                prompt = build_prompt(spec.messages if spec.emulation is None else
+                                      spec.emulation.render_history(spec.messages, s.ALL_DIALOG_RECORD_ENABLE),
+                                      s.ALL_DIALOG_RECORD_ENABLE)
+                if spec.emulation is not None and spec.emulation.active:
+                    prompt += "\n\n" + spec.emulation.instructions()
             split_within(prompt, coze_bot_id, s.PROMPT_MAX_PARTS)
         except PromptError as exc:
             raise se.invalid_request(str(exc), param=exc.param or "messages", code=exc.code) from None

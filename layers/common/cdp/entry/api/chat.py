@@ -15,6 +15,7 @@ from cdp.app import errors as se
 from cdp.app.conversation import ChatSpec, Conversation
 from cdp.domain.stream import DeltaAssembler
 from cdp.domain.tokens import count_tokens
+from cdp.entry.api import tooling
 from cdp.entry.api.common import ApiKey, coze_error_to_openai, json_body, out_time, validation_to_openai
 from cdp.entry.api.runtime import Runtime
 from cdp.entry.openai import errors as oe
@@ -48,15 +49,20 @@ def build_router(runtime: Runtime) -> APIRouter:
             req = ChatCompletionRequest.model_validate(body)
         except Exception as exc:  # pydantic.ValidationError
             raise _invalid(exc) from None
+        emulation = tooling.emulation_of(body, runtime.settings.TOOLS_EMULATION)  # tools, response_format
         spec = ChatSpec(
             request_id=request.state.request_id, model=req.model,
             messages=[m.model_dump(exclude_none=True) for m in req.messages], stream=req.stream,
-            channel_id=req.channelId, timeout=out_time(request), api_key=api_key)
+            channel_id=req.channelId, timeout=out_time(request), api_key=api_key, emulation=emulation)
         # Raises ServiceError before anything is streamed; stops posting a long prompt if the client leaves.
         conv = await runtime.service.start(spec, client_gone=request.is_disconnected)
         oe.mark_posted(request.state)  # from here on, no 5xx invites a retry (it would post again)
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
+        if emulation is not None and emulation.active:  # the answer is read by the tool/JSON protocol
+            return await tooling.respond(
+                request, runtime, conv, emulation, completion_id=completion_id, model=req.model, stream=req.stream,
+                include_usage=bool(req.stream and req.stream_options and req.stream_options.include_usage))
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return StreamingResponse(
