@@ -285,7 +285,7 @@ class Emulation:
                       "```",
                       ("List several calls in \"tool_calls\" to call tools in parallel." if self.parallel
                        else "Call exactly one tool at a time."),
-                      f"Tool results come back as messages that begin with \"{TOOL_RESULT_HEAD}\"."]
+                      "Tool results come back to you as \"tool\" messages."]
             if self.mode == "required":
                 lines.append("REQUIRED: you must call at least one tool now; answer only with the JSON block.")
             elif self.mode == "named":
@@ -312,6 +312,7 @@ class Emulation:
         message (calls and their results) is appended to it, so an agent's next step sees them."""
         names: dict[str, str] = {}
         out: list[dict] = []
+        rendered: set[int] = set()  # indexes in `out` of rendered calls and results
         for m in messages:
             if not isinstance(m, dict):
                 out.append(m)
@@ -334,6 +335,7 @@ class Emulation:
                 block = "```json\n" + _dumps({"tool_calls": calls}) + "\n```"
                 text = m.get("content")
                 content = f"{text}\n{block}" if isinstance(text, str) and text.strip() else block
+                rendered.add(len(out))
                 out.append({**{k: v for k, v in m.items() if k != "tool_calls"}, "content": content})
             elif role in ("tool", "function"):
                 call_id = str(m.get("tool_call_id") or "")
@@ -341,6 +343,7 @@ class Emulation:
                 content = m.get("content")
                 text = content if isinstance(content, str) else _flatten(content)
                 head = f"{TOOL_RESULT_HEAD} {call_id} ({name}):" if call_id else f"{TOOL_RESULT_HEAD} ({name}):"
+                rendered.add(len(out))
                 out.append({"role": "tool", "content": f"{head}\n{text}"})
             else:
                 out.append(m)
@@ -348,8 +351,8 @@ class Emulation:
             return out
         last_user = max((i for i, m in enumerate(out) if isinstance(m, dict) and m.get("role") == "user"),
                         default=None)
-        if last_user is None or last_user == len(out) - 1:
-            return out
+        if last_user is None or not any(i > last_user for i in rendered):
+            return out  # nothing of an agent loop after it: the last user message alone, as without tools
         tail = "\n\n".join(f"[{m.get('role')}]\n{_flatten(m.get('content'))}" for m in out[last_user + 1:]
                            if isinstance(m, dict))
         user = out[last_user]
@@ -444,7 +447,7 @@ class Gate:
         start = text.lstrip()[:3]
         if not start:
             return False
-        if start[0] == "{" or "```".startswith(start) or start.startswith("```"):
+        if start[0] == "{" or "```".startswith(start):  # a fence, or part of one
             return False
         self.prose = True
         return True
