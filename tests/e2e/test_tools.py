@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
 
-from tests.support.stack import API_KEY, prompt_messages, start_stack
+from tests.support.stack import API_KEY, Stack, prompt_messages, start_stack
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The current weather of a city",
@@ -20,6 +21,16 @@ CLOCK = {"type": "function", "function": {"name": "get_time", "description": "Th
                                           "parameters": {"type": "object", "properties": {}}}}
 PROTOCOL_HEAD = "=== ANSWER PROTOCOL (follow it exactly) ==="
 CORRECTION_HEAD = "Your previous answer broke the answer protocol"
+
+
+@pytest.fixture(scope="module")
+def stack(fake) -> Iterator[Stack]:
+    """The memory topology only: the protocol is the API process's business, and a reply to the
+    correction reaches it through the same reply store as any reply (the dynamodb mode's e2e suite
+    covers that path)."""
+    s = start_stack("memory", fake)
+    yield s
+    s.stop()
 
 
 def marker() -> str:
@@ -134,7 +145,7 @@ async def test_a_broken_answer_gets_one_repair_round(stack, stream):
 
 
 async def test_an_answer_broken_twice_is_a_clear_error(stack):
-    m = marker()
+    m, m2 = marker(), marker()
     body = {"model": "gpt-4o", "tools": [WEATHER], "messages": ask(f"{m} [[sim:tools_break=always]]")}
     async with httpx.AsyncClient(timeout=30) as http:
         r = await http.post(stack.url + "/v1/chat/completions", json=body,
@@ -142,12 +153,14 @@ async def test_an_answer_broken_twice_is_a_clear_error(stack):
         assert r.status_code == 502 and r.headers["x-should-retry"] == "false"
         err = r.json()["error"]
         assert err["code"] == "invalid_model_output" and 'no tool "no_such_tool"' in err["message"]
+        body["messages"] = ask(f"{m2} [[sim:tools_break=always]]")
         r = await http.post(stack.url + "/v1/chat/completions", json={**body, "stream": True},
                             headers={"Authorization": f"Bearer {API_KEY}"})
         frames = [f.removeprefix("data: ") for f in r.text.split("\n\n") if f.startswith("data: ")]
     assert frames[-1] == "[DONE]"
     assert json.loads(frames[-2])["error"]["code"] == "invalid_model_output"
-    assert sum(CORRECTION_HEAD in x["content"] for x in channel_of(stack.fake, m)) == 2  # one per request
+    for mark in (m, m2):  # one correction per request
+        assert sum(CORRECTION_HEAD in x["content"] for x in channel_of(stack.fake, mark)) == 1
 
 
 async def test_json_mode_answers_checked_json(stack):
@@ -218,16 +231,3 @@ async def test_langchain_bind_tools_agent_loop_and_json_mode(stack):
     structured = llm.with_structured_output(method="json_mode")
     out = await structured.ainvoke(f"Answer in json {m}j [[sim:json='{{\"city\": \"Bergen\", \"rain\": true}}']]")
     assert out == {"city": "Bergen", "rain": True}
-
-
-async def test_tools_emulation_off_ignores_tools(fake):
-    stack = start_stack("memory", fake, TOOLS_EMULATION="0")
-    try:
-        m = marker()
-        async with stack.client() as client:
-            done = await client.chat.completions.create(model="gpt-4o", messages=ask(m), tools=[WEATHER],
-                                                        tool_choice="required", response_format={"type": "x"})
-        assert done.choices[0].finish_reason == "stop" and done.choices[0].message.tool_calls is None
-        assert PROTOCOL_HEAD not in prompt_messages(fake, m)[-1]["content"]
-    finally:
-        stack.stop()

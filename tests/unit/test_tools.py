@@ -217,3 +217,32 @@ def test_gate_never_opens_when_prose_is_not_allowed():
     for body in ({"tools": [WEATHER], "tool_choice": "required"}, {"response_format": {"type": "json_object"}}):
         gate = Gate(parse_request(body))
         assert not gate.feed("Plain words")
+
+
+# -- TOOLS_EMULATION=0 --------------------------------------------------------------------------
+
+def test_emulation_off_ignores_the_fields_and_keeps_the_old_prompt():
+    from cdp.app.conversation import ChatSpec
+    from cdp.entry.api.tooling import emulation_of
+    from cdp.entry.openai.errors import OpenAIError
+
+    body = {"tools": [{"type": "function", "function": {"name": "bad name"}}], "tool_choice": "required"}
+    assert emulation_of(body, enabled=False) is None  # not even checked
+    with pytest.raises(OpenAIError) as info:
+        emulation_of(body, enabled=True)
+    assert info.value.status == 400 and info.value.param == "tools[0].function.name"
+    spec = ChatSpec(request_id="r", model="m", messages=AGENT_HISTORY, stream=False)
+    from tests.unit.test_edge_failures import service
+
+    svc = service(rest=None)
+    old, _ = svc.build_prompt(spec)
+    assert PROTOCOL_HEAD not in old and TOOL_RESULT_HEAD not in old
+    new, _ = svc.build_prompt(ChatSpec(**{**spec.__dict__, "emulation": emulation_of({"tools": [WEATHER]}, True)}))
+    assert PROTOCOL_HEAD in new and f"{TOOL_RESULT_HEAD} call_1 (get_weather)" in new
+
+
+def test_tools_emulation_is_on_by_default(clean_env):
+    from cdp.settings import load_settings
+
+    assert load_settings().TOOLS_EMULATION is True
+    assert load_settings(TOOLS_EMULATION="0").TOOLS_EMULATION is False
