@@ -246,3 +246,9 @@ def test_tools_emulation_is_on_by_default(clean_env):
 
     assert load_settings().TOOLS_EMULATION is True
     assert load_settings(TOOLS_EMULATION="0").TOOLS_EMULATION is False
+
+
+def test_a_schema_error_quoting_a_huge_value_is_cut():
+    e = emu(tools=[WEATHER])
+    got = e.parse(json.dumps({"tool_calls": [{"name": "get_weather", "arguments": {"city": ["x" * 5000]}}]}))
+    assert isinstance(got, Violation) and len(got.reason) < 500 and "at city" in got.reason

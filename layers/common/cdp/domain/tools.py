@@ -52,6 +52,7 @@ CORRECTION_HEAD = "Your previous answer broke the answer protocol"
 TOOL_RESULT_HEAD = "Result of tool call"
 
 MAX_TOOLS = 128  # OpenAI's limit
+MAX_REASON = 300  # characters of a schema error quoted in a correction or an error (it may quote the value)
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _FENCE_RE = re.compile(r"^```[a-zA-Z0-9_-]*[ \t]*\n?(.*?)\n?[ \t]*```$", re.S)
 
@@ -122,7 +123,8 @@ def _schema_problem(schema: dict, value: Any) -> str | None:
     if error is None:
         return None
     where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    return f"{error.message}" + (f" (at {where.lstrip('.')})" if where else "")
+    message = error.message if len(error.message) <= MAX_REASON else error.message[:MAX_REASON] + "…"
+    return message + (f" (at {where.lstrip('.')})" if where else "")
 
 
 # --------------------------------------------------------------------------------------------
