@@ -231,3 +231,31 @@ async def test_langchain_bind_tools_agent_loop_and_json_mode(stack):
     structured = llm.with_structured_output(method="json_mode")
     out = await structured.ainvoke(f"Answer in json {m}j [[sim:json='{{\"city\": \"Bergen\", \"rain\": true}}']]")
     assert out == {"city": "Bergen", "rain": True}
+
+
+async def test_sdk_helpers_parse_and_stream_with_pydantic_models(stack):
+    from pydantic import BaseModel
+
+    class Forecast(BaseModel):
+        city: str
+        days: int
+
+    class GetForecast(BaseModel):
+        """Forecast of a city."""
+
+        city: str
+        days: int
+
+    m = marker()
+    async with stack.client() as client:
+        parsed = await client.chat.completions.parse(
+            model="gpt-4o", messages=ask(f"{m} [[sim:json='{{\"city\": \"Nice\", \"days\": 3}}']]"),
+            response_format=Forecast)
+        assert parsed.choices[0].message.parsed == Forecast(city="Nice", days=3)
+        async with client.chat.completions.stream(
+                model="gpt-4o", messages=ask(f"{m}s [[sim:tool_args='{{\"city\": \"Nice\", \"days\": 2}}']]"),
+                tools=[openai.pydantic_function_tool(GetForecast)]) as stream:
+            final = await stream.get_final_completion()
+    (call,) = final.choices[0].message.tool_calls
+    assert call.function.parsed_arguments == GetForecast(city="Nice", days=2)
+    assert final.choices[0].finish_reason == "tool_calls"
