@@ -383,7 +383,7 @@ class ConversationService:
             token, fp = await self._acquire(tried)
             tried.add(fp)
             try:
-                return token, fp, await self._account_user_id(token, fp)
+                return token, fp, await self.account_user_id(token, fp)
             except (DiscordUnauthorized, DiscordVerificationRequired) as exc:
                 await self.pool.mark_dead(fp, "401 unauthorized" if isinstance(exc, DiscordUnauthorized)
                                           else "account must be verified")
@@ -394,7 +394,7 @@ class ConversationService:
                 raise se.upstream_error(f"Discord could not be asked who a user account is ({exc.status}, "
                                         f"code {exc.code}).") from None
 
-    async def _account_user_id(self, token: str, fp: str) -> str:
+    async def account_user_id(self, token: str, fp: str) -> str:
         """The account's Discord user id (GET /users/@me with its token, once per fingerprint)."""
         uid = self._user_ids.get(fp)
         if uid is None:
@@ -439,7 +439,7 @@ class ConversationService:
             posted = 0
             try:
                 if not granted:
-                    await self._grant(channel_id, await self._account_user_id(token, fp))
+                    await self._grant(channel_id, await self.account_user_id(token, fp))
                 message: dict = {}
                 for part in parts:
                     if posted:
