@@ -62,6 +62,9 @@ def test_no_tools_no_format_is_inactive():
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "nope"}}}},
      "response_format.json_schema.schema"),
     ({"tools": [WEATHER] * 129}, "tools"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "tool", "content": "r"}]}, "messages.1.tool_call_id"),
+    ({"messages": [{"role": "assistant", "tool_calls": {"id": "c"}}]}, "messages.0.tool_calls"),
+    ({"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "function": {}}]}]}, "messages.0.tool_calls.0"),
 ])
 def test_requests_openai_refuses_are_refused_naming_the_parameter(body, param):
     with pytest.raises(ToolsError) as info:

@@ -162,9 +162,32 @@ def _tools_of(raw: Any) -> tuple[Tool, ...]:
     return tuple(out)
 
 
+def _check_history(messages: Any) -> None:
+    """Tool messages name the call they answer; assistant `tool_calls` are function calls with a name."""
+    for i, m in enumerate(messages if isinstance(messages, list) else ()):
+        if not isinstance(m, dict):
+            continue
+        if m.get("role") == "tool" and not isinstance(m.get("tool_call_id"), str):
+            raise ToolsError(f"Missing parameter 'tool_call_id': messages with role 'tool' must have a "
+                             f"'tool_call_id' (messages[{i}]).", f"messages.{i}.tool_call_id")
+        calls = m.get("tool_calls") if m.get("role") == "assistant" else None
+        if calls is None:
+            continue
+        if not isinstance(calls, list):
+            raise ToolsError(f"Invalid type for 'messages[{i}].tool_calls': expected an array.",
+                             f"messages.{i}.tool_calls")
+        for k, c in enumerate(calls):
+            fn = c.get("function") if isinstance(c, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(c.get("id"), str):
+                raise ToolsError(f"Invalid 'messages[{i}].tool_calls[{k}]': expected an object with an 'id' and a "
+                                 "'function' with a 'name'.", f"messages.{i}.tool_calls.{k}")
+
+
 def parse_request(body: dict) -> Emulation:
     """The emulation a chat request asks for (its tools, tool_choice, parallel_tool_calls and
-    response_format). Raises :class:`ToolsError` for values OpenAI would refuse."""
+    response_format). Raises :class:`ToolsError` for values OpenAI would refuse, and for tool
+    messages without the call they answer."""
+    _check_history(body.get("messages"))
     tools = _tools_of(body.get("tools"))
     choice = body.get("tool_choice")
     forced: str | None = None
