@@ -255,3 +255,14 @@ def test_a_schema_error_quoting_a_huge_value_is_cut():
     e = emu(tools=[WEATHER])
     got = e.parse(json.dumps({"tool_calls": [{"name": "get_weather", "arguments": {"city": ["x" * 5000]}}]}))
     assert isinstance(got, Violation) and len(got.reason) < 500 and "at city" in got.reason
+
+
+def test_text_after_a_leading_block_is_ignored():
+    e = emu(tools=[WEATHER])
+    a = e.parse('```json\n{"tool_calls":[{"name":"get_weather","arguments":{"city":"P"}}]}\n```\nI will check.', ids())
+    assert isinstance(a, ToolCallsAnswer)
+    assert isinstance(e.parse('{"tool_calls":[{"name":"get_weather","arguments":{"city":"P"}}]} done'), ToolCallsAnswer)
+    j = emu(response_format={"type": "json_object"})
+    assert j.parse('```json\n{"a": 1}\n```\nHope this helps!') == TextAnswer('{"a": 1}')
+    assert j.parse('{"a": 1}\n\nThat is all.') == TextAnswer('{"a": 1}')
+    assert isinstance(j.parse('Here: {"a": 1}'), Violation)  # prose first is not JSON

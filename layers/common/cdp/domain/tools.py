@@ -55,6 +55,7 @@ MAX_TOOLS = 128  # OpenAI's limit
 MAX_REASON = 300  # characters of a schema error quoted in a correction or an error (it may quote the value)
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _FENCE_RE = re.compile(r"^```[a-zA-Z0-9_-]*[ \t]*\n?(.*?)\n?[ \t]*```$", re.S)
+_LEADING_FENCE_RE = re.compile(r"^```[a-zA-Z0-9_-]*[ \t]*\n?(.*?)```", re.S)
 
 
 class ToolsError(ValueError):
@@ -251,11 +252,19 @@ def strip_fence(text: str) -> str:
     return m.group(1).strip() if m else t
 
 
-def _as_json(text: str) -> tuple[bool, Any]:
+def _leading_json(text: str) -> tuple[bool, Any, str]:
+    """(ok, value, its source) of the JSON value the answer starts with: inside a leading ``` fence,
+    or bare. Text after it (a model's afterthought) is ignored; the gate held the answer back from
+    its first character, so nothing of it was shown."""
+    t = text.strip()
+    if t.startswith("```"):
+        m = _LEADING_FENCE_RE.match(t)
+        t = m.group(1).strip() if m else t.split("\n", 1)[-1] if "\n" in t else ""
     try:
-        return True, json.loads(strip_fence(text))
+        value, end = json.JSONDecoder().raw_decode(t)
     except ValueError:
-        return False, None
+        return False, None, ""
+    return True, value, t[:end]
 
 
 def _calls_of(obj: Any) -> list | None:
@@ -389,7 +398,7 @@ class Emulation:
     # -- the answer ------------------------------------------------------------------------
     def parse(self, text: str, new_id: Callable[[], str] = new_call_id) -> Answer:
         """The answer read by the protocol: tool calls, text (prose or JSON), or a violation."""
-        ok, obj = _as_json(text)
+        ok, obj, source = _leading_json(text)
         if self.tools:
             calls = _calls_of(obj) if ok else None
             if calls is not None:
@@ -408,7 +417,7 @@ class Emulation:
                 problem = _schema_problem(self.json_schema, obj)
                 if problem is not None:
                     return Violation(f"the JSON does not match the schema: {problem}")
-            return TextAnswer(strip_fence(text))
+            return TextAnswer(source)
         return TextAnswer(text)
 
     def _tool_calls(self, calls: list, new_id: Callable[[], str]) -> Answer:
