@@ -141,16 +141,19 @@ async def _stream(reply: StructuredReply, cid: str, created: int, model: str, in
         yield enc.chunk({"role": "assistant", "content": None if reply.emulation.tools else ""})
         try:
             last: Step | None = None
+            sent_at = time.monotonic()
             async with aclosing(reply.steps(heartbeat=HEARTBEAT_SECONDS)) as steps:
                 async for step in steps:
                     if step.done:
                         last = step
                         break
-                    if step.text is not None:
-                        for frame in content_chunks(assembler.update(step.text)):
-                            yield frame
-                    elif not step.progress.changed:
-                        yield SSE_PING
+                    frames = content_chunks(assembler.update(step.text)) if step.text is not None else []
+                    if not frames and (not step.progress.changed or time.monotonic() - sent_at >= HEARTBEAT_SECONDS):
+                        frames = [SSE_PING]  # also while a growing answer is held back: the line stays alive
+                    for frame in frames:
+                        yield frame
+                    if frames:
+                        sent_at = time.monotonic()
             assert last is not None
             err = _error_of(last, conv)
             if err is not None:
