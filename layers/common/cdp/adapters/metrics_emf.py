@@ -77,6 +77,7 @@ class EmfMetrics:
                     unit = MetricUnit[self.catalogue[name].unit]
                     for v in values:
                         emf.add_metric(name=name, unit=unit, value=v)
-                emf.flush_metrics()
+                if emf.metric_set:  # powertools writes by itself at 100 values: maybe nothing is left
+                    emf.flush_metrics()
             except Exception:  # metrics never fail an invocation
                 log.warning("EMF metrics not written", exc_info=True)

@@ -22,6 +22,8 @@ HISTORY_MINUTES = 60  # the status page's chart: one point per minute
 MAX_MODELS = 50  # distinct model label values; more are reported as "other" (the model is client input)
 MAX_LABEL_CHARS = 80
 NOT_OBSERVED = ("/metrics", "/status", "/favicon.ico")  # scrapes and the page itself
+LOGGED_PREFIXES = ("/v1/", "/api/")  # the recent requests: the APIs' requests ...
+NOT_LOGGED = ("/api/status",)  # ... but not the status page's own polling
 
 
 @dataclass
@@ -162,7 +164,7 @@ class ObserveMiddleware:
         metrics.observe(DURATION, duration, route=route, model=model)
         if ttft is not None and error is None:  # an error text is no first token
             metrics.observe(TTFT, ttft, model=model)
-        if route != "unmatched" and (route.startswith("/v1/") or route.startswith("/api/")):
+        if route.startswith(LOGGED_PREFIXES) and route not in NOT_LOGGED:
             self.runtime.request_log.add(RecentRequest(
                 id=str(state.get("request_id") or ""), at=started_wall, method=scope.get("method", ""),
                 route=route, model=state.get("model"), status=status, ttft=ttft, duration=duration,
@@ -184,6 +186,8 @@ def install(app, runtime) -> None:
         from cdp.adapters.metrics_prometheus import PrometheusMetrics
 
         runtime.metrics = PrometheusMetrics()
+    if not runtime.started_at:  # the status's uptime (nothing set it before)
+        runtime.started_at = time.time()
     if runtime.request_log is None:
         runtime.request_log = RequestLog()
     service = runtime.service
