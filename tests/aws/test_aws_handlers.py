@@ -290,3 +290,17 @@ def test_api_writes_the_metrics_as_emf_per_invocation(stack, capsys):
     event["path"], event["pathParameters"] = "/metrics", {"proxy": "metrics"}
     resp = mod.handler(event, ctx("api"))
     assert resp["statusCode"] == 404 and body_of(resp)["error"]["code"] == "metrics_not_here"
+
+
+def test_cleanup_writes_the_status_gauges_as_emf(stack, capsys):
+    """Nobody scrapes a Lambda: the every-minute cleanup writes accounts, bots and channels as EMF."""
+    capsys.readouterr()
+    mod = support.load_handler_module("cleanup")
+    mod.handler(support.load_event("cleanup_scheduled.json"), ctx("cleanup"))
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    accounts = {d["state"]: d["cdp_accounts"] for d in emf if "cdp_accounts" in d}
+    assert accounts == {"healthy": [float(len(stack["fake"].config.user_tokens))], "resting": [0.0], "dead": [0.0]}
+    assert next(d for d in emf if "cdp_temp_channels_limit" in d)["cdp_temp_channels_limit"] == [500.0]
+    assert next(d for d in emf if "cdp_bots_resting" in d)["cdp_bots_resting"] == [0.0]
+    channels = {d["state"]: d["cdp_temp_channels"][0] for d in emf if "cdp_temp_channels" in d}
+    assert sum(channels.values()) == len(asyncio.run(stack["registry"].all()))
