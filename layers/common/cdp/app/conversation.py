@@ -18,6 +18,7 @@ from cdp.app import errors as se
 from cdp.app.alerts import Alerts
 from cdp.app.channels import ChannelKeeper, GuildChannels
 from cdp.app.pool import AccountPool, BotHealth, NoUsableAccount, rest_after_limit
+from cdp.app.tracing import RequestTrace
 from cdp.app.uploads import prepare_uploads
 from cdp.domain.completion import Decision, decide, next_wakeup
 from cdp.domain.coze import CozeError
@@ -36,9 +37,11 @@ from cdp.domain.reply import ReplyView, render
 from cdp.domain.routing import AllRouteResting, BotEntry, NoRoute, Router
 from cdp.domain.tokens import count_tokens, max_tokens_bound
 from cdp.ports import (
+    NO_METRICS,
     ChannelRegistry,
     DiscordRestPort,
     ListenerPresence,
+    Metrics,
     PromptLedger,
     RateLimitStore,
     ReplyStore,
@@ -85,6 +88,7 @@ class Conversation:
     _closed: bool = False
     account: str = ""  # fingerprint of the user account that posted the prompt
     coze_bot_id: str = ""
+    trace: RequestTrace = field(default_factory=RequestTrace)  # TTFT, edit latency, error kind
 
     @property
     def prompt_tokens(self) -> int:
@@ -140,6 +144,7 @@ class Conversation:
                     continue
             if decision.done and decision.error is not None:
                 await self._service.note_coze_error(self, decision.error)
+            self.trace.seen(view, decision, changed, snapshot, self._service.metrics)
             if changed or decision.done or heartbeat is not None:
                 yield Progress(view, decision, changed)
             if decision.done:
@@ -219,6 +224,7 @@ class ConversationService:
                                     keep_ids=configured_channel_ids(settings.CHANNEL_ID, self.router.entries))
         self.guild_channels = GuildChannels(settings, rest)  # channel ids must be of GUILD_ID
         self._user_ids: dict[str, str] = {}  # account fingerprint -> its Discord user id
+        self.metrics: Metrics = NO_METRICS  # set by the edge that builds the service (cdp.entry)
 
     async def listener_stable_since(self) -> float | None:
         if self.presence is None:

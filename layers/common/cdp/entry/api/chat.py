@@ -48,12 +48,14 @@ def build_router(runtime: Runtime) -> APIRouter:
             req = ChatCompletionRequest.model_validate(body)
         except Exception as exc:  # pydantic.ValidationError
             raise _invalid(exc) from None
+        request.state.model = req.model  # for the metrics and the status page (cdp.entry.api.observe)
         spec = ChatSpec(
             request_id=request.state.request_id, model=req.model,
             messages=[m.model_dump(exclude_none=True) for m in req.messages], stream=req.stream,
             channel_id=req.channelId, timeout=out_time(request), api_key=api_key)
         # Raises ServiceError before anything is streamed; stops posting a long prompt if the client leaves.
         conv = await runtime.service.start(spec, client_gone=request.is_disconnected)
+        request.state.conversation = conv  # its trace: TTFT and error kind (cdp.entry.api.observe)
         oe.mark_posted(request.state)  # from here on, no 5xx invites a retry (it would post again)
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
