@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from cdp.domain.output import LENGTH, STOP, LimitedStream, OutputLimiter
 from cdp.domain.stream import DeltaAssembler
 from cdp.domain.tokens import count_tokens, truncate_tokens
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ANSWER = "The quick brown fox jumps over the lazy dog. 你好 🤖 and then it stops here, END of story."
 

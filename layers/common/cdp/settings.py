@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     # One request's downloads of the images in Coze's replies: one deadline and one byte budget in total.
     IMAGE_DOWNLOAD_TIMEOUT: float = Field(60, gt=0, le=120)
     IMAGE_DOWNLOAD_TOTAL_BYTES: int = Field(50 * 1024 * 1024, gt=0)
+    # Without bot_config.json: refuse model names that /v1/models does not list (404 model_not_found)
+    # instead of serving every name with COZE_BOT_ID (the original's behaviour, the default).
+    STRICT_MODELS: bool = False
 
     @model_validator(mode="after")
     def _bounded_timeouts(self) -> Settings:

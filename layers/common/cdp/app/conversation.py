@@ -239,6 +239,14 @@ class ConversationService:
         """Models this key may use (bot_config.json), or None without a bot config (any model)."""
         return self.router.models_for(api_key)
 
+    def listed_models(self, api_key: str | None) -> list[str]:
+        """The names /v1/models lists for this key (domain/routing.Router.listed)."""
+        return self.router.listed(api_key)
+
+    def serves_model(self, model: str, api_key: str | None) -> bool:
+        """Whether chat serves this name for this key: /v1/models/{id} agrees with chat."""
+        return self.router.serves(model, api_key)
+
     async def route(self, spec: ChatSpec) -> BotEntry:
         """The bot that answers: matches of key + model, minus resting bots, one at random."""
         resting = await self.bots.resting()
