@@ -191,3 +191,37 @@ async def test_a_reached_limit_ends_the_request_before_coze_finishes(stack, stre
         assert not coze_buttons(fake, m)  # Coze had not finished its reply
     assert content and count_tokens(content) <= 2
     await channel_deleted(fake, m)
+
+
+# -- the OpenAPI document describes the real bodies ------------------------------------------------
+
+def test_openapi_describes_the_chat_and_image_bodies_and_bad_bodies_stay_openai_400s(stack):
+    spec = httpx.get(stack.url + "/openapi.json").json()
+
+    def body(path: str) -> dict:
+        doc = spec["paths"][path]["post"]["requestBody"]
+        assert doc["required"] is True
+        return doc["content"]["application/json"]["schema"]
+
+    chat, images = body("/v1/chat/completions"), body("/v1/images/generations")
+    assert "$defs" not in str(spec)  # self-contained: every $ref resolves within the document
+    assert set(chat["required"]) == {"model", "messages"}
+    props = chat["properties"]
+    assert props["messages"]["minItems"] == 1 and props["model"]["minLength"] == 1
+    message = props["messages"]["items"]
+    assert message["required"] == ["role"] and "tool" in message["properties"]["role"]["enum"]
+    ranges = {name: next(c for c in props[name]["anyOf"] if c["type"] != "null")
+              for name in ("temperature", "top_p", "presence_penalty", "max_tokens", "top_logprobs")}
+    assert (ranges["temperature"]["minimum"], ranges["temperature"]["maximum"]) == (0, 2)
+    assert (ranges["top_p"]["minimum"], ranges["top_p"]["maximum"]) == (0, 1)
+    assert ranges["presence_penalty"]["minimum"] == -2 and ranges["max_tokens"]["type"] == "integer"
+    assert ranges["max_tokens"]["minimum"] == 1 and ranges["top_logprobs"]["maximum"] == 20
+    assert any(c.get("maxItems") == 4 for c in props["stop"]["anyOf"])
+    assert images["required"] == ["prompt"]
+    n = next(c for c in images["properties"]["n"]["anyOf"] if c["type"] == "integer")
+    assert (n["minimum"], n["maximum"]) == (1, 4)  # IMAGES_MAX_N
+    # Documented, yet parsed by the route: a body the schema refuses is OpenAI's 400, never FastAPI's 422.
+    r = httpx.post(stack.url + "/v1/chat/completions", json={"model": "gpt-4o"}, headers=AUTH)
+    assert_openai_error(r, 400, param="messages")
+    r = httpx.post(stack.url + "/v1/images/generations", json={"prompt": " "}, headers=AUTH)
+    assert_openai_error(r, 400, param="prompt")

@@ -27,6 +27,7 @@ from cdp.entry.openai.wire import (
     completion_body,
     param_error,
     part_param,
+    request_body_doc,
     sse,
     usage,
     usage_chunk_body,
@@ -43,7 +44,9 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Conne
 def build_router(runtime: Runtime) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/v1/chat/completions", tags=["openai"], response_model=None)
+    @router.post("/v1/chat/completions", tags=["openai"], response_model=None,
+                 openapi_extra=request_body_doc(ChatCompletionRequest, "OpenAI's chat request (see the README's "
+                                                "API table for what is honoured, emulated or ignored)"))
     async def chat_completions(request: Request, api_key: ApiKey) -> Response:
         body = await json_body(request)
         try:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from cdp.domain.discord import is_snowflake
 
@@ -31,10 +31,24 @@ def part_param(error: dict[str, Any]) -> str | None:
     return ".".join([*loc, exc.path])
 
 
+_URL = {"type": "string", "minLength": 1}
+# The content parts `ChatMessage._parts` accepts, for the OpenAPI document.
+PART_SCHEMA: dict[str, Any] = {"oneOf": [
+    {"type": "object", "required": ["type", "text"],
+     "properties": {"type": {"enum": ["text", "input_text"]}, "text": {"type": "string"}}},
+    {"type": "object", "required": ["type", "image_url"],
+     "properties": {"type": {"const": "image_url"}, "image_url": {"anyOf": [
+         _URL, {"type": "object", "required": ["url"],
+                "properties": {"url": _URL, "detail": {"type": "string"}}}]}}},
+    {"type": "object", "required": ["type"],
+     "properties": {"type": {"enum": ["input_image", "file", "input_file"]}}},
+]}
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Role
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[Annotated[dict[str, Any], WithJsonSchema(PART_SCHEMA)]] | None = None
     name: str | None = None
 
     @field_validator("content")
@@ -163,12 +177,12 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     n: int | None = Field(None, json_schema_extra={"minimum": 1, "maximum": 1},
                           description="only 1: a Coze bot gives one answer per prompt")
-    channelId: str | None = None
+    channelId: str | None = Field(None, json_schema_extra={"pattern": "^[0-9]{15,21}$"},
+                                  description="a Discord channel of GUILD_ID to talk in (this project's field)")
     max_tokens: int | None = _num(1, doc="honoured: the answer is cut at this many tokens (finish_reason length)")
     max_completion_tokens: int | None = _num(1, doc="as max_tokens (the smaller one wins when both are set)")
-    stop: str | list[str] | None = Field(
-        None, json_schema_extra={"maxItems": MAX_STOP},
-        description="honoured: the answer is cut before the first occurrence (up to 4 strings)")
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOP)] | None = Field(
+        None, description="honoured: the answer is cut before the first occurrence (up to 4 strings)")
     temperature: float | None = _num(0, 2, doc="accepted, ignored: Coze's bot settings decide")
     top_p: float | None = _num(0, 1, doc="accepted, ignored")
     presence_penalty: float | None = _num(-2, 2, doc="accepted, ignored")
