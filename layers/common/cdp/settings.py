@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     IMAGE_DOWNLOAD_TIMEOUT: float = Field(60, gt=0, le=120)
     IMAGE_DOWNLOAD_TOTAL_BYTES: int = Field(50 * 1024 * 1024, gt=0)
     METRICS_TOKEN: str = ""  # comma-separated bearer tokens that may read /metrics only (scrapers)
+    # Without bot_config.json: refuse model names that /v1/models does not list (404 model_not_found)
+    # instead of serving every name with COZE_BOT_ID (the original's behaviour, the default).
+    STRICT_MODELS: bool = False
 
     @model_validator(mode="after")
     def _bounded_timeouts(self) -> Settings:

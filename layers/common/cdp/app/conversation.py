@@ -151,14 +151,19 @@ class Conversation:
                 return
 
     async def result(self, client_gone: Callable[[], Awaitable[bool]] | None = None,
-                     check_every: float = 5.0) -> Progress | None:
+                     check_every: float = 5.0,
+                     stop_when: Callable[[Progress], bool] | None = None) -> Progress | None:
         """Await the complete reply (non-streamed requests): its last Progress, decision.done.
 
         `client_gone` is asked every `check_every` seconds while the reply is incomplete; once it
-        says yes, waiting stops and the result is None (nobody is left to answer)."""
+        says yes, waiting stops and the result is None (nobody is left to answer). `stop_when` is
+        asked on every incomplete Progress; once it says yes (the client's max_tokens or stop was
+        reached), waiting stops and that Progress is the result, not done."""
         last: Progress | None = None
         async with aclosing(self.updates(heartbeat=check_every)) as updates:
             async for last in updates:
+                if not last.decision.done and stop_when is not None and stop_when(last):
+                    return last
                 if not last.decision.done and client_gone is not None and await client_gone():
                     return None
         assert last is not None and last.decision.done
@@ -239,6 +244,14 @@ class ConversationService:
     def models_for(self, api_key: str | None) -> list[str] | None:
         """Models this key may use (bot_config.json), or None without a bot config (any model)."""
         return self.router.models_for(api_key)
+
+    def listed_models(self, api_key: str | None) -> list[str]:
+        """The names /v1/models lists for this key (domain/routing.Router.listed)."""
+        return self.router.listed(api_key)
+
+    def serves_model(self, model: str, api_key: str | None) -> bool:
+        """Whether chat serves this name for this key: /v1/models/{id} agrees with chat."""
+        return self.router.serves(model, api_key)
 
     async def route(self, spec: ChatSpec) -> BotEntry:
         """The bot that answers: matches of key + model, minus resting bots, one at random."""
