@@ -18,6 +18,7 @@ from cdp.app import errors as se
 from cdp.app.alerts import Alerts
 from cdp.app.channels import ChannelKeeper, GuildChannels
 from cdp.app.pool import AccountPool, BotHealth, NoUsableAccount, rest_after_limit
+from cdp.app.tracing import RequestTrace
 from cdp.app.uploads import prepare_uploads
 from cdp.domain.completion import Decision, decide, next_wakeup
 from cdp.domain.coze import CozeError
@@ -37,9 +38,11 @@ from cdp.domain.routing import AllRouteResting, BotEntry, NoRoute, Router
 from cdp.domain.tokens import count_tokens, max_tokens_bound
 from cdp.domain.tools import Emulation
 from cdp.ports import (
+    NO_METRICS,
     ChannelRegistry,
     DiscordRestPort,
     ListenerPresence,
+    Metrics,
     PromptLedger,
     RateLimitStore,
     ReplyStore,
@@ -87,6 +90,7 @@ class Conversation:
     _closed: bool = False
     account: str = ""  # fingerprint of the user account that posted the prompt
     coze_bot_id: str = ""
+    trace: RequestTrace = field(default_factory=RequestTrace)  # TTFT, edit latency, error kind
 
     @property
     def prompt_tokens(self) -> int:
@@ -142,20 +146,26 @@ class Conversation:
                     continue
             if decision.done and decision.error is not None:
                 await self._service.note_coze_error(self, decision.error)
+            self.trace.seen(view, decision, changed, snapshot, self._service.metrics)
             if changed or decision.done or heartbeat is not None:
                 yield Progress(view, decision, changed)
             if decision.done:
                 return
 
     async def result(self, client_gone: Callable[[], Awaitable[bool]] | None = None,
-                     check_every: float = 5.0) -> Progress | None:
+                     check_every: float = 5.0,
+                     stop_when: Callable[[Progress], bool] | None = None) -> Progress | None:
         """Await the complete reply (non-streamed requests): its last Progress, decision.done.
 
         `client_gone` is asked every `check_every` seconds while the reply is incomplete; once it
-        says yes, waiting stops and the result is None (nobody is left to answer)."""
+        says yes, waiting stops and the result is None (nobody is left to answer). `stop_when` is
+        asked on every incomplete Progress; once it says yes (the client's max_tokens or stop was
+        reached), waiting stops and that Progress is the result, not done."""
         last: Progress | None = None
         async with aclosing(self.updates(heartbeat=check_every)) as updates:
             async for last in updates:
+                if not last.decision.done and stop_when is not None and stop_when(last):
+                    return last
                 if not last.decision.done and client_gone is not None and await client_gone():
                     return None
         assert last is not None and last.decision.done
@@ -221,6 +231,7 @@ class ConversationService:
                                     keep_ids=configured_channel_ids(settings.CHANNEL_ID, self.router.entries))
         self.guild_channels = GuildChannels(settings, rest)  # channel ids must be of GUILD_ID
         self._user_ids: dict[str, str] = {}  # account fingerprint -> its Discord user id
+        self.metrics: Metrics = NO_METRICS  # set by the edge that builds the service (cdp.entry)
 
     async def listener_stable_since(self) -> float | None:
         if self.presence is None:
@@ -235,6 +246,14 @@ class ConversationService:
     def models_for(self, api_key: str | None) -> list[str] | None:
         """Models this key may use (bot_config.json), or None without a bot config (any model)."""
         return self.router.models_for(api_key)
+
+    def listed_models(self, api_key: str | None) -> list[str]:
+        """The names /v1/models lists for this key (domain/routing.Router.listed)."""
+        return self.router.listed(api_key)
+
+    def serves_model(self, model: str, api_key: str | None) -> bool:
+        """Whether chat serves this name for this key: /v1/models/{id} agrees with chat."""
+        return self.router.serves(model, api_key)
 
     async def route(self, spec: ChatSpec) -> BotEntry:
         """The bot that answers: matches of key + model, minus resting bots, one at random."""
