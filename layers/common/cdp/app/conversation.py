@@ -18,6 +18,7 @@ from cdp.app import errors as se
 from cdp.app.alerts import Alerts
 from cdp.app.channels import ChannelKeeper, GuildChannels
 from cdp.app.pool import AccountPool, BotHealth, NoUsableAccount, rest_after_limit
+from cdp.app.sticky import StickyConversations, StickyTurn
 from cdp.app.uploads import prepare_uploads
 from cdp.domain.completion import Decision, decide, next_wakeup
 from cdp.domain.coze import CozeError
@@ -37,6 +38,7 @@ from cdp.domain.routing import AllRouteResting, BotEntry, NoRoute, Router
 from cdp.domain.tokens import count_tokens, max_tokens_bound
 from cdp.ports import (
     ChannelRegistry,
+    ConversationStore,
     DiscordRestPort,
     ListenerPresence,
     PromptLedger,
@@ -60,6 +62,7 @@ class ChatSpec:
     timeout: float | None = None  # `out-time` header, overrides the settings' timeouts
     api_key: str | None = None
     raw_prompt: str | None = None  # posted as is instead of the messages' prompt (image generation)
+    conversation: str | None = None  # a client's name for the conversation (sticky mode)
 
 
 @dataclass
@@ -85,6 +88,8 @@ class Conversation:
     _closed: bool = False
     account: str = ""  # fingerprint of the user account that posted the prompt
     coze_bot_id: str = ""
+    sticky: StickyTurn | None = None  # CONVERSATION_MODE=sticky: the channel outlives the request
+    answer: str | None = None  # the complete answer's text, once there is one (sticky mode)
 
     @property
     def prompt_tokens(self) -> int:
@@ -140,6 +145,8 @@ class Conversation:
                     continue
             if decision.done and decision.error is not None:
                 await self._service.note_coze_error(self, decision.error)
+            elif decision.done and not decision.timeout_without_text:
+                self.answer = view.text
             if changed or decision.done or heartbeat is not None:
                 yield Progress(view, decision, changed)
             if decision.done:
@@ -168,7 +175,9 @@ class Conversation:
         if self._closed:
             return
         self._closed = True
-        if self.temporary_channel:
+        if self.sticky is not None:
+            self._service.keeper.spawn(self._service.sticky.finish(self.sticky, self.answer))
+        elif self.temporary_channel:
             self._service.keeper.spawn(self._schedule_delete())
 
     async def aclose(self) -> None:
@@ -177,7 +186,9 @@ class Conversation:
         if self._closed:
             return
         self._closed = True
-        if self.temporary_channel:
+        if self.sticky is not None:
+            await self._service.sticky.finish(self.sticky, self.answer)
+        elif self.temporary_channel:
             await self._schedule_delete()
 
     async def _schedule_delete(self) -> None:
@@ -201,7 +212,7 @@ class ConversationService:
                  clock: Callable[[], float] = time.time, presence: ListenerPresence | None = None, *,
                  pool: AccountPool, router: Router | None = None, bots: BotHealth | None = None,
                  alerts: Alerts | None = None, ratelimits: RateLimitStore | None = None,
-                 ledger: PromptLedger | None = None) -> None:
+                 ledger: PromptLedger | None = None, conversations: ConversationStore | None = None) -> None:
         self.settings = settings
         self.rest = rest
         self.replies = replies
@@ -219,6 +230,8 @@ class ConversationService:
                                     keep_ids=configured_channel_ids(settings.CHANNEL_ID, self.router.entries))
         self.guild_channels = GuildChannels(settings, rest)  # channel ids must be of GUILD_ID
         self._user_ids: dict[str, str] = {}  # account fingerprint -> its Discord user id
+        self.sticky = (StickyConversations(settings, conversations, self.keeper, clock=clock)
+                       if settings.CONVERSATION_MODE == "sticky" and conversations is not None else None)
 
     async def listener_stable_since(self) -> float | None:
         if self.presence is None:
@@ -302,11 +315,26 @@ class ConversationService:
         bot = await self.route(spec)
         max_tokens = bot.message_max_token
         coze_bot_id = bot.coze_bot_id
-        prompt, prompt_tokens = await self._prompt_of(
-            replace(spec, messages=uploads.preview(spec.messages)) if uploads else spec, max_tokens, coze_bot_id)
-        channel_id, temporary, first = await self._channel_for(spec, bot)
-        private = temporary and first is not None
+        sticky = await self._sticky_turn(spec, bot)
         try:
+            if sticky is not None and sticky.continuing:  # only the new user turn: Coze remembers the rest
+                spec = replace(spec, messages=[sticky.turn.new])
+                uploads = prepare_uploads(spec.messages, self.settings)
+            prompt, prompt_tokens = await self._prompt_of(
+                replace(spec, messages=uploads.preview(spec.messages)) if uploads else spec, max_tokens,
+                coze_bot_id)
+        except BaseException:
+            if sticky is not None:  # nothing posted: the conversation stays as it was
+                await self.sticky.abandon(sticky)
+            raise
+        if sticky is not None and sticky.continuing:
+            channel_id, temporary, first = sticky.channel_id, False, None
+        else:
+            channel_id, temporary, first = await self._channel_for(spec, bot)
+        private = (temporary and first is not None) or (sticky is not None and self.settings.TEMP_CHANNEL_PRIVATE)
+        try:
+            if sticky is not None and not sticky.continuing:
+                await self.sticky.opened(sticky, channel_id, coze_bot_id)
             if uploads:  # the CDP bot uploads them to the channel; their URLs go into the prompt
                 spec = replace(spec, messages=await uploads.upload(self.rest, channel_id, spec.messages))
                 prompt, prompt_tokens = await self._prompt_of(spec, max_tokens, coze_bot_id)
@@ -314,7 +342,10 @@ class ConversationService:
                                                        private=private, client_gone=client_gone,
                                                        deadline=deadline)
         except BaseException:
-            if temporary:
+            if sticky is not None:
+                sticky.channel_id = channel_id
+                await self.sticky.finish(sticky, None)
+            elif temporary:
                 await release_channel(self.keeper, channel_id, spec.request_id)
             raise
         log.info("prompt posted", extra={"request_id": spec.request_id, "channel_id": channel_id,
@@ -322,7 +353,20 @@ class ConversationService:
                                          "coze_bot_id": coze_bot_id})
         await self._record_prompt(message["id"], account, coze_bot_id, channel_id)
         return Conversation(spec, prompt, prompt_tokens, message["id"], channel_id, temporary, self,
-                            account=account, coze_bot_id=coze_bot_id)
+                            account=account, coze_bot_id=coze_bot_id, sticky=sticky)
+
+    async def _sticky_turn(self, spec: ChatSpec, bot: BotEntry) -> StickyTurn | None:
+        """CONVERSATION_MODE=sticky: the conversation this request continues or opens (cdp.app.sticky),
+        None in "fresh" mode and for requests that name a channel or post a raw prompt."""
+        s = self.settings
+        if self.sticky is None or spec.channel_id or spec.raw_prompt is not None or s.DEFAULT_CHANNEL_ENABLE:
+            return None
+        sticky = await self.sticky.begin(request_id=spec.request_id, api_key=spec.api_key, model=spec.model,
+                                         messages=spec.messages, name=spec.conversation,
+                                         coze_bot_id=bot.coze_bot_id, request_seconds=self.request_seconds(spec))
+        if sticky is not None and not sticky.continuing:
+            await self.sticky.make_room()
+        return sticky
 
     async def _record_prompt(self, prompt_id: str, account: str, coze_bot_id: str, channel_id: str) -> None:
         """Who posted the prompt (fingerprint only), so the replies-stream consumer can rest the right
