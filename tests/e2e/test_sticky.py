@@ -161,17 +161,3 @@ def test_a_bad_conversation_name_is_a_clear_400(sticky, body_user, header, param
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error" and err["param"] == param
-
-
-async def test_the_channel_budget_releases_the_least_recently_used_idle_conversation(fake):
-    s = start_stack("memory", fake, CONVERSATION_MODE="sticky", CONVERSATION_CHANNEL_BUDGET="2")
-    try:
-        m1, m2, m3 = marker(), marker(), marker()
-        for m in (m1, m2):
-            await chat(s, [user(f"{m} hello")])
-        c1, c2 = posted(fake, m1)["channel_id"], posted(fake, m2)["channel_id"]
-        await chat(s, [user(f"{m3} hello")])  # two channels exist: the older conversation goes first
-        deleted = {c["id"] for c in fake.deleted_channels()}
-        assert c1 in deleted and c2 not in deleted and posted(fake, m3)["channel_id"] not in deleted
-    finally:
-        s.stop()
