@@ -161,3 +161,15 @@ def test_a_bad_conversation_name_is_a_clear_400(sticky, body_user, header, param
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error" and err["param"] == param
+
+
+async def test_a_conversation_whose_channel_was_deleted_starts_again_in_a_new_one(sticky, fake):
+    m1, m2 = marker(), marker()
+    a1 = await chat(sticky, [user(f"{m1} question")])
+    channel = posted(fake, m1)["channel_id"]
+    r = httpx.delete(f"{fake.base_url}/channels/{channel}",
+                     headers={"Authorization": f"Bot {fake.config.bot_token}"}, timeout=10)
+    assert r.status_code == 200, r.text  # deleted behind the proxy's back (by hand, another tool)
+    assert await chat(sticky, [user(f"{m1} question"), assistant(a1), user(f"{m2} next")])
+    again = posted(fake, m2)
+    assert again["channel_id"] != channel and m1 in again["content"]

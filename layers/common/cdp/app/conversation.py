@@ -195,6 +195,12 @@ class Conversation:
         await release_channel(self._service.keeper, self.channel_id, self.spec.request_id)
 
 
+def channel_gone(exc: BaseException) -> bool:
+    """Posting failed because the channel no longer exists (`_post_prompt`'s 404)."""
+    return (isinstance(exc, se.ServiceError) and exc.kind is se.ErrorKind.INVALID_REQUEST
+            and exc.param == "channelId")
+
+
 async def release_channel(keeper: ChannelKeeper, channel_id: str, request_id: str) -> None:
     """Hand a temporary channel back to the keeper. A store error is logged, never raised: it must not
     replace the answer or the request's own error, and the cleanup job's stale sweep deletes the
@@ -341,10 +347,14 @@ class ConversationService:
             message, account = await self._post_prompt(spec, prompt, channel_id, coze_bot_id, first=first,
                                                        private=private, client_gone=client_gone,
                                                        deadline=deadline)
-        except BaseException:
+        except BaseException as exc:
             if sticky is not None:
                 sticky.channel_id = channel_id
                 await self.sticky.finish(sticky, None)
+                if sticky.continuing and channel_gone(exc):  # deleted by hand, or to free slots
+                    log.info("sticky conversation's channel is gone; starting again with the full history",
+                             extra={"request_id": spec.request_id, "channel_id": channel_id})
+                    return await self.start(replace(spec, messages=sticky.messages), client_gone)
             elif temporary:
                 await release_channel(self.keeper, channel_id, spec.request_id)
             raise
@@ -444,6 +454,9 @@ class ConversationService:
         bot's, never the account's)."""
         try:
             await self.keeper.grant(channel_id, user_id)
+        except DiscordNotFound:
+            raise se.invalid_request(f"Channel {channel_id} does not exist or is not visible.",
+                                     param="channelId") from None
         except DiscordError as exc:
             raise se.upstream_error(f"The CDP bot could not let the next user account into the private "
                                     f"channel ({exc.status}, code {exc.code}).") from None
