@@ -83,3 +83,18 @@ def test_least_recently_used_skips_leased_and_puts_expired_first():
 
     convs = [c("new", 90, 200), c("old", 10, 200), c("busy", 5, 200, lease=150), c("gone", 50, 60)]
     assert [x.key for x in least_recently_used(convs, now=100)] == ["gone", "old", "new"]
+
+
+def test_settings_default_to_fresh_and_bound_the_budget(clean_env):
+    import pytest
+    from cdp.settings import Settings
+    from pydantic import ValidationError
+
+    s = Settings()
+    assert s.CONVERSATION_MODE == "fresh" and s.CONVERSATION_IDLE_TTL == 1800
+    assert s.CONVERSATION_CHANNEL_BUDGET < 500  # Discord's channel limit per guild
+    assert Settings(CONVERSATION_MODE="sticky").CONVERSATION_MODE == "sticky"
+    for bad in ({"CONVERSATION_MODE": "forever"}, {"CONVERSATION_IDLE_TTL": 0},
+                {"CONVERSATION_CHANNEL_BUDGET": 500}):
+        with pytest.raises(ValidationError):
+            Settings(**bad)
