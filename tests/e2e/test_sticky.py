@@ -6,6 +6,7 @@ What Discord saw is read back from the fake: which channel each prompt went to a
 from __future__ import annotations
 
 import asyncio
+import traceback
 import uuid
 
 import httpx
@@ -17,7 +18,7 @@ from tests.support.wait import until
 
 pytestmark = pytest.mark.e2e
 
-IDLE_TTL = 3.0  # seconds: short, so the idle release is seen within the test
+IDLE_TTL = 5.0  # seconds: short, so the idle release is seen within the test
 MODEL = "gpt-4o"
 
 
@@ -59,7 +60,7 @@ def assistant(text: str) -> dict:
     return {"role": "assistant", "content": text}
 
 
-async def test_turn_two_posts_only_the_new_user_message_into_the_same_channel(sticky, fake):
+async def scenario_turn_two_posts_only_the_new_user_message_into_the_same_channel(sticky, fake):
     m1, m2, m3 = marker(), marker(), marker()
     history = [{"role": "system", "content": "Be brief."}, user(f"{m1} first question")]
     a1 = await chat(sticky, history)
@@ -81,7 +82,7 @@ async def test_turn_two_posts_only_the_new_user_message_into_the_same_channel(st
     assert first["channel_id"] not in {c["id"] for c in fake.deleted_channels()}  # kept between turns
 
 
-async def test_an_edited_or_regenerated_history_goes_to_a_fresh_channel_with_the_full_history(sticky, fake):
+async def scenario_an_edited_or_regenerated_history_goes_to_a_fresh_channel_with_the_full_history(sticky, fake):
     m1, m2, m3 = marker(), marker(), marker()
     a1 = await chat(sticky, [user(f"{m1} question")])
     first = posted(fake, m1)
@@ -97,7 +98,7 @@ async def test_an_edited_or_regenerated_history_goes_to_a_fresh_channel_with_the
     assert {m["channel_id"] for m in prompt_messages(fake, m1)} - {first["channel_id"], edited["channel_id"]}
 
 
-async def test_an_idle_conversation_releases_its_channel_and_starts_again(sticky, fake):
+async def scenario_an_idle_conversation_releases_its_channel_and_starts_again(sticky, fake):
     m1, m2 = marker(), marker()
     a1 = await chat(sticky, [user(f"{m1} question")])
     channel = posted(fake, m1)["channel_id"]
@@ -109,7 +110,7 @@ async def test_an_idle_conversation_releases_its_channel_and_starts_again(sticky
     assert again["channel_id"] != channel and m1 in again["content"]  # a fresh channel, full history
 
 
-async def test_the_conversation_id_header_names_a_conversation(sticky, fake):
+async def scenario_the_conversation_id_header_names_a_conversation(sticky, fake):
     name, other = marker("conv"), marker("conv")
     m1, m2, m3 = marker(), marker(), marker()
     await chat(sticky, [user(f"{m1} hello")], extra_headers={"x-conversation-id": name})
@@ -121,7 +122,7 @@ async def test_the_conversation_id_header_names_a_conversation(sticky, fake):
     assert m1 not in posted(fake, m2)["content"]
 
 
-async def test_the_user_field_names_a_conversation_and_an_edited_history_starts_it_again(sticky, fake):
+async def scenario_the_user_field_names_a_conversation_and_an_edited_history_starts_it_again(sticky, fake):
     name = marker("user")
     m1, m2, m3 = marker(), marker(), marker()
     a1 = await chat(sticky, [user(f"{m1} hello")], user=name)
@@ -135,12 +136,12 @@ async def test_the_user_field_names_a_conversation_and_an_edited_history_starts_
     assert c1 in {c["id"] for c in fake.deleted_channels()}  # the edited conversation's channel is released
 
 
-async def test_two_requests_at_once_on_one_conversation_the_second_is_refused(sticky, fake):
+async def scenario_two_requests_at_once_on_one_conversation_the_second_is_refused(sticky, fake):
     name = marker("busy")
     m1, m2 = marker(), marker()
-    first = asyncio.create_task(chat(sticky, [user(f"{m1} [[sim:slow_first_token seconds=3]]")],
+    first = asyncio.create_task(chat(sticky, [user(f"{m1} [[sim:slow_first_token seconds=6]]")],
                                      extra_headers={"x-conversation-id": name}))
-    await until(lambda: prompt_messages(fake, m1), what="the first prompt")
+    await until(lambda: prompt_messages(fake, m1), timeout=30, what="the first prompt")
     with pytest.raises(openai.APIStatusError) as exc:
         await chat(sticky, [user(f"{m2} meanwhile")], extra_headers={"x-conversation-id": name})
     assert exc.value.status_code == 503
@@ -150,20 +151,21 @@ async def test_two_requests_at_once_on_one_conversation_the_second_is_refused(st
     assert await first
 
 
-@pytest.mark.parametrize("body_user, header, param", [
-    (123, None, "user"), ("x" * 300, None, "user"), (None, "y" * 300, "x-conversation-id")])
-def test_a_bad_conversation_name_is_a_clear_400(sticky, body_user, header, param):
-    body = {"model": MODEL, "messages": [user("hi")]}
-    if body_user is not None:
-        body["user"] = body_user
-    headers = {"Authorization": f"Bearer {API_KEY}", **({"x-conversation-id": header} if header else {})}
-    r = httpx.post(sticky.url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
-    assert r.status_code == 400, r.text
-    err = r.json()["error"]
-    assert err["type"] == "invalid_request_error" and err["param"] == param
+async def scenario_a_bad_conversation_name_is_a_clear_400(sticky, fake):
+    for body_user, header, param in [(123, None, "user"), ("x" * 300, None, "user"),
+                                     (None, "y" * 300, "x-conversation-id")]:
+        body = {"model": MODEL, "messages": [user("hi")]}
+        if body_user is not None:
+            body["user"] = body_user
+        headers = {"Authorization": f"Bearer {API_KEY}", **({"x-conversation-id": header} if header else {})}
+        async with httpx.AsyncClient(timeout=30) as client:
+            r = await client.post(sticky.url + "/v1/chat/completions", json=body, headers=headers)
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["type"] == "invalid_request_error" and err["param"] == param
 
 
-async def test_a_conversation_whose_channel_was_deleted_starts_again_in_a_new_one(sticky, fake):
+async def scenario_a_conversation_whose_channel_was_deleted_starts_again_in_a_new_one(sticky, fake):
     m1, m2 = marker(), marker()
     a1 = await chat(sticky, [user(f"{m1} question")])
     channel = posted(fake, m1)["channel_id"]
@@ -173,3 +175,17 @@ async def test_a_conversation_whose_channel_was_deleted_starts_again_in_a_new_on
     assert await chat(sticky, [user(f"{m1} question"), assistant(a1), user(f"{m2} next")])
     again = posted(fake, m2)
     assert again["channel_id"] != channel and m1 in again["content"]
+
+
+SCENARIOS = [v for k, v in dict(globals()).items() if k.startswith("scenario_")]
+
+
+async def test_sticky_conversations(sticky, fake):
+    """Every scenario above, at once against one stack per store mode (independent conversations: the
+    idle-TTL wait overlaps the others, and each mode's stack starts once)."""
+    results = await asyncio.gather(*(scenario(sticky, fake) for scenario in SCENARIOS), return_exceptions=True)
+    failed = {s.__name__: r for s, r in zip(SCENARIOS, results, strict=True) if isinstance(r, BaseException)}
+    for name, exc in failed.items():
+        traceback.print_exception(exc)
+        print(f"FAILED: {name}: {exc!r}")
+    assert not failed, f"scenarios failed: {sorted(failed)}"
