@@ -286,3 +286,33 @@ class Stores:
     ledger: PromptLedger | None = None  # prompt id -> account fingerprint/bot (replies-stream cooldowns)
     blobs: BlobStore | None = None  # re-hosted images (the cleanup job prunes old ones)
     conversations: ConversationStore | None = None  # sticky conversations (CONVERSATION_MODE=sticky)
+
+
+class Metrics(Protocol):
+    """Counters, gauges and histograms named in cdp.domain.metrics.CATALOGUE (Prometheus in `cdp serve`,
+    CloudWatch EMF on Lambda). Never raises: metrics must not fail a request."""
+
+    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
+        """Add to a counter or gauge."""
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        """Set a gauge."""
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        """Record one value of a histogram."""
+
+
+class NoMetrics:
+    """The default: records nothing."""
+
+    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
+        pass
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        pass
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        pass
+
+
+NO_METRICS: Metrics = NoMetrics()

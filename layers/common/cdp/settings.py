@@ -21,7 +21,7 @@ DISCORD_REQUIRED = ("USER_AUTHORIZATION", "BOT_TOKEN", "GUILD_ID", "COZE_BOT_ID"
 # The settings that are secrets, whole or in part (PROXY_URL: its password). `Settings.secrets()`
 # gives their values for redaction; the AWS secret may hold exactly these.
 SECRET_SETTINGS = ("USER_AUTHORIZATION", "BOT_TOKEN", "PROXY_SECRET", "PROXY_ADMIN_SECRET",
-                   "NOTIFY_TELEGRAM_BOT_TOKEN", "PROXY_URL")
+                   "NOTIFY_TELEGRAM_BOT_TOKEN", "PROXY_URL", "METRICS_TOKEN")
 # HOST values that listen on this machine only (any 127.x.x.x and ::1 count too, see Settings.loopback).
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
@@ -147,6 +147,10 @@ class Settings(BaseSettings):
     CONVERSATION_IDLE_TTL: float = Field(1800, gt=0)  # seconds an idle sticky channel is kept
     # Temporary channels at most (all kinds) before the least recently used idle sticky one is released.
     CONVERSATION_CHANNEL_BUDGET: int = Field(400, ge=1, le=490)
+    METRICS_TOKEN: str = ""  # comma-separated bearer tokens that may read /metrics only (scrapers)
+    # Without bot_config.json: refuse model names that /v1/models does not list (404 model_not_found)
+    # instead of serving every name with COZE_BOT_ID (the original's behaviour, the default).
+    STRICT_MODELS: bool = False
 
     @model_validator(mode="after")
     def _bounded_timeouts(self) -> Settings:
@@ -304,10 +308,15 @@ class Settings(BaseSettings):
     def proxy_password(self) -> str | None:
         return urlsplit(self.PROXY_URL).password if self.PROXY_URL else None
 
+    @property
+    def metrics_tokens(self) -> list[str]:
+        """METRICS_TOKEN's tokens: /metrics only."""
+        return _split_csv(self.METRICS_TOKEN)
+
     def secrets(self) -> list[str]:
         """The values of SECRET_SETTINGS (each token of a list, the proxy's password), for redaction."""
         values = [*self.user_tokens, self.BOT_TOKEN, *self.api_keys, *self.admin_keys,
-                  self.NOTIFY_TELEGRAM_BOT_TOKEN, self.proxy_password]
+                  self.NOTIFY_TELEGRAM_BOT_TOKEN, self.proxy_password, *self.metrics_tokens]
         return [v for v in values if v]
 
     @property

@@ -128,12 +128,17 @@ class ChannelKeeper:
         """Let one more member see and post in a private channel (an account failed over to)."""
         await self.rest.set_channel_permission(channel_id, user_id, PRIVATE_MEMBER_ALLOW)
 
-    async def create_keepalive(self, lifetime: float) -> str | None:
+    async def create_keepalive(self, lifetime: float, members: Sequence[str] | None = None) -> str | None:
         """A temporary channel for keepalives, registered first-class (deleted after `lifetime` s at
-        the latest) so a crash never orphans it; None if Discord refused."""
+        the latest) so a crash never orphans it; None if Discord refused. `members` (the Coze bots)
+        make it private as in create(); the posting accounts are let in with grant()."""
         name = f"{TEMP_CHANNEL_PREFIX}keepalive-{uuid.uuid4().hex[:12]}"
         try:
-            channel = await self.rest.create_channel(self.settings.GUILD_ID, name, type=0)
+            overwrites = None
+            if members is not None:
+                overwrites = private_overwrites(self.settings.GUILD_ID, [await self.bot_user_id(), *members])
+            channel = await self.rest.create_channel(self.settings.GUILD_ID, name, type=0,
+                                                     permission_overwrites=overwrites)
         except DiscordError as exc:
             log.error("keepalive: could not create a temporary channel", extra={"status": exc.status,
                                                                                "code": exc.code})

@@ -19,6 +19,7 @@ from cdp.app.alerts import Alerts
 from cdp.app.channels import ChannelKeeper, GuildChannels
 from cdp.app.pool import AccountPool, BotHealth, NoUsableAccount, rest_after_limit
 from cdp.app.sticky import StickyConversations, StickyTurn
+from cdp.app.tracing import RequestTrace
 from cdp.app.uploads import prepare_uploads
 from cdp.domain.completion import Decision, decide, next_wakeup
 from cdp.domain.coze import CozeError
@@ -37,10 +38,12 @@ from cdp.domain.reply import ReplyView, render
 from cdp.domain.routing import AllRouteResting, BotEntry, NoRoute, Router
 from cdp.domain.tokens import count_tokens, max_tokens_bound
 from cdp.ports import (
+    NO_METRICS,
     ChannelRegistry,
     ConversationStore,
     DiscordRestPort,
     ListenerPresence,
+    Metrics,
     PromptLedger,
     RateLimitStore,
     ReplyStore,
@@ -90,6 +93,7 @@ class Conversation:
     coze_bot_id: str = ""
     sticky: StickyTurn | None = None  # CONVERSATION_MODE=sticky: the channel outlives the request
     answer: str | None = None  # the complete answer's text, once there is one (sticky mode)
+    trace: RequestTrace = field(default_factory=RequestTrace)  # TTFT, edit latency, error kind
 
     @property
     def prompt_tokens(self) -> int:
@@ -147,20 +151,26 @@ class Conversation:
                 await self._service.note_coze_error(self, decision.error)
             elif decision.done and not decision.timeout_without_text:
                 self.answer = view.text
+            self.trace.seen(view, decision, changed, snapshot, self._service.metrics)
             if changed or decision.done or heartbeat is not None:
                 yield Progress(view, decision, changed)
             if decision.done:
                 return
 
     async def result(self, client_gone: Callable[[], Awaitable[bool]] | None = None,
-                     check_every: float = 5.0) -> Progress | None:
+                     check_every: float = 5.0,
+                     stop_when: Callable[[Progress], bool] | None = None) -> Progress | None:
         """Await the complete reply (non-streamed requests): its last Progress, decision.done.
 
         `client_gone` is asked every `check_every` seconds while the reply is incomplete; once it
-        says yes, waiting stops and the result is None (nobody is left to answer)."""
+        says yes, waiting stops and the result is None (nobody is left to answer). `stop_when` is
+        asked on every incomplete Progress; once it says yes (the client's max_tokens or stop was
+        reached), waiting stops and that Progress is the result, not done."""
         last: Progress | None = None
         async with aclosing(self.updates(heartbeat=check_every)) as updates:
             async for last in updates:
+                if not last.decision.done and stop_when is not None and stop_when(last):
+                    return last
                 if not last.decision.done and client_gone is not None and await client_gone():
                     return None
         assert last is not None and last.decision.done
@@ -238,6 +248,7 @@ class ConversationService:
         self._user_ids: dict[str, str] = {}  # account fingerprint -> its Discord user id
         self.sticky = (StickyConversations(settings, conversations, self.keeper, clock=clock)
                        if settings.CONVERSATION_MODE == "sticky" and conversations is not None else None)
+        self.metrics: Metrics = NO_METRICS  # set by the edge that builds the service (cdp.entry)
 
     async def listener_stable_since(self) -> float | None:
         if self.presence is None:
@@ -252,6 +263,14 @@ class ConversationService:
     def models_for(self, api_key: str | None) -> list[str] | None:
         """Models this key may use (bot_config.json), or None without a bot config (any model)."""
         return self.router.models_for(api_key)
+
+    def listed_models(self, api_key: str | None) -> list[str]:
+        """The names /v1/models lists for this key (domain/routing.Router.listed)."""
+        return self.router.listed(api_key)
+
+    def serves_model(self, model: str, api_key: str | None) -> bool:
+        """Whether chat serves this name for this key: /v1/models/{id} agrees with chat."""
+        return self.router.serves(model, api_key)
 
     async def route(self, spec: ChatSpec) -> BotEntry:
         """The bot that answers: matches of key + model, minus resting bots, one at random."""
@@ -431,7 +450,7 @@ class ConversationService:
             token, fp = await self._acquire(tried)
             tried.add(fp)
             try:
-                return token, fp, await self._account_user_id(token, fp)
+                return token, fp, await self.account_user_id(token, fp)
             except (DiscordUnauthorized, DiscordVerificationRequired) as exc:
                 await self.pool.mark_dead(fp, "401 unauthorized" if isinstance(exc, DiscordUnauthorized)
                                           else "account must be verified")
@@ -442,7 +461,7 @@ class ConversationService:
                 raise se.upstream_error(f"Discord could not be asked who a user account is ({exc.status}, "
                                         f"code {exc.code}).") from None
 
-    async def _account_user_id(self, token: str, fp: str) -> str:
+    async def account_user_id(self, token: str, fp: str) -> str:
         """The account's Discord user id (GET /users/@me with its token, once per fingerprint)."""
         uid = self._user_ids.get(fp)
         if uid is None:
@@ -490,7 +509,7 @@ class ConversationService:
             posted = 0
             try:
                 if not granted:
-                    await self._grant(channel_id, await self._account_user_id(token, fp))
+                    await self._grant(channel_id, await self.account_user_id(token, fp))
                 message: dict = {}
                 for part in parts:
                     if posted:

@@ -81,7 +81,7 @@ def make_router(settings: Settings, entries: Sequence[BotEntry] | None = None) -
         from cdp.adapters.botconfig import load_bot_config
 
         entries = load_bot_config(settings)
-    return Router(entries, settings.coze_bot_ids)
+    return Router(entries, settings.coze_bot_ids, strict=settings.STRICT_MODELS)
 
 
 def make_service(settings: Settings, stores: Stores, rest: DiscordRestPort | None = None,

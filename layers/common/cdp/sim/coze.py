@@ -3,7 +3,7 @@
 Directive in the prompt text (anywhere; the last one wins): ``[[sim:NAME NAME2 arg=value key="quoted value"]]``.
 Names: no_buttons rewrite duplicates out_of_order partial image_markdown image_embed image_attachment
 silent multi long drop_gateway; args: error=user_limit|bot_limit|other [n=index], slow_first_token seconds=N
-(or slow_first_token=N), text="exact final text", edits=N.
+(or slow_first_token=N), text="exact final text", edits=N, pause=SECONDS (between edits).
 Without a directive, a drawing prompt (the proxy's /v1/images/generations instruction, DRAW_MARKER)
 is answered like Coze's image plugin: a line of text and a markdown image on the fake CDN.
 """
@@ -213,7 +213,7 @@ class CozeSim:
 
     async def _stream_one(self, prompt_msg: dict, coze_id: str, text: str, d: Directive, *, last: bool, is_error: bool, first_part: bool) -> bool:
         sim, cfg = self.sim, self.sim.cfg
-        interval = cfg.coze_edit_interval
+        interval = float(d.args.get("pause", cfg.coze_edit_interval))
         tokens = re.findall(r"\s*\S+", text) or [text]
         n = len(tokens)
         if is_error:

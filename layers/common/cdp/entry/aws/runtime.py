@@ -93,7 +93,9 @@ def build_app(s: Settings | None = None):
 
         stores = make_stores(s)
         service = make_service(s, stores)
-    return create_app(Runtime(s2, service, ExternalListener(), stores=stores))
+    from cdp.adapters.metrics_emf import EmfMetrics  # the /metrics names as EMF, flushed per invocation
+
+    return create_app(Runtime(s2, service, ExternalListener(), stores=stores, metrics=EmfMetrics()))
 
 
 def _config_error_response(exc: Exception) -> dict[str, Any]:
