@@ -20,12 +20,13 @@ pytestmark = pytest.mark.e2e
 
 IDLE_TTL = 5.0  # seconds: short, so the idle release is seen within the test
 MODEL = "gpt-4o"
+PROMPT_MAX_CHARS = 3000  # a refused turn is easy to make
 
 
 @pytest.fixture(scope="module", params=MODES)
 def sticky(request, fake):
     s = start_stack(request.param, fake, CONVERSATION_MODE="sticky", CONVERSATION_IDLE_TTL=str(IDLE_TTL),
-                    CLEANUP_INTERVAL="0.5")
+                    CLEANUP_INTERVAL="0.5", PROMPT_MAX_CHARS=str(PROMPT_MAX_CHARS))
     yield s
     s.stop()
 
@@ -175,6 +176,16 @@ async def scenario_a_conversation_whose_channel_was_deleted_starts_again_in_a_ne
     assert await chat(sticky, [user(f"{m1} question"), assistant(a1), user(f"{m2} next")])
     again = posted(fake, m2)
     assert again["channel_id"] != channel and m1 in again["content"]
+
+
+async def scenario_a_refused_turn_leaves_the_conversation_as_it_was(sticky, fake):
+    m1, m2 = marker(), marker()
+    history = [user(f"{m1} question")]
+    history.append(assistant(await chat(sticky, history)))
+    with pytest.raises(openai.BadRequestError):  # refused before anything is posted
+        await chat(sticky, [*history, user("x" * (PROMPT_MAX_CHARS + 1))])
+    await chat(sticky, [*history, user(f"{m2} next")])  # not busy: the lease was lifted
+    assert posted(fake, m2)["channel_id"] == prompt_messages(fake, m1)[0]["channel_id"]
 
 
 SCENARIOS = [v for k, v in dict(globals()).items() if k.startswith("scenario_")]
