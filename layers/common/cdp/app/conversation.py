@@ -149,7 +149,7 @@ class Conversation:
                     continue
             if decision.done and decision.error is not None:
                 await self._service.note_coze_error(self, decision.error)
-            elif decision.done and not decision.timeout_without_text:
+            elif decision.done and decision.finish_reason == "stop":  # complete (not cut by the deadline)
                 self.answer = view.text
             self.trace.seen(view, decision, changed, snapshot, self._service.metrics)
             if changed or decision.done or heartbeat is not None:
