@@ -141,6 +141,12 @@ class Settings(BaseSettings):
     # One request's downloads of the images in Coze's replies: one deadline and one byte budget in total.
     IMAGE_DOWNLOAD_TIMEOUT: float = Field(60, gt=0, le=120)
     IMAGE_DOWNLOAD_TOTAL_BYTES: int = Field(50 * 1024 * 1024, gt=0)
+    # Sticky conversations (cdp.app.sticky): "fresh" = a new channel per request (the original);
+    # "sticky" = a conversation continues in its channel, only the new user turn is posted.
+    CONVERSATION_MODE: Literal["fresh", "sticky"] = "fresh"
+    CONVERSATION_IDLE_TTL: float = Field(1800, gt=0)  # seconds an idle sticky channel is kept
+    # Temporary channels at most (all kinds) before the least recently used idle sticky one is released.
+    CONVERSATION_CHANNEL_BUDGET: int = Field(400, ge=1, le=490)
     METRICS_TOKEN: str = ""  # comma-separated bearer tokens that may read /metrics only (scrapers)
     # Without bot_config.json: refuse model names that /v1/models does not list (404 model_not_found)
     # instead of serving every name with COZE_BOT_ID (the original's behaviour, the default).

@@ -176,6 +176,14 @@ class ChannelKeeper:
         self._pending[channel_id] = (task, delete_at)
         task.add_done_callback(lambda t, cid=channel_id: self._forget_pending(cid, t))
 
+    async def postpone(self, channel_id: str, delete_at: float) -> None:
+        """A sticky conversation's channel (cdp.app.sticky): deleted at `delete_at` by the cleanup job
+        (the registry holds the time, for every process); an in-process deletion timer is cancelled."""
+        pending = self._pending.pop(channel_id, None)
+        if pending is not None:
+            pending[0].cancel()
+        await self.registry.schedule_delete(channel_id, delete_at)
+
     def _forget_pending(self, channel_id: str, task: asyncio.Task) -> None:
         if self._pending.get(channel_id, (None, 0.0))[0] is task:
             del self._pending[channel_id]

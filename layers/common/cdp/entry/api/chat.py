@@ -18,6 +18,7 @@ from cdp.domain.stream import DeltaAssembler
 from cdp.domain.tokens import count_tokens
 from cdp.entry.api import tooling
 from cdp.entry.api.common import ApiKey, coze_error_to_openai, json_body, out_time, validation_to_openai
+from cdp.entry.api.conversation_id import conversation_name
 from cdp.entry.api.runtime import Runtime
 from cdp.entry.openai import errors as oe
 from cdp.entry.openai.wire import (
@@ -59,7 +60,8 @@ def build_router(runtime: Runtime) -> APIRouter:
         spec = ChatSpec(
             request_id=request.state.request_id, model=req.model,
             messages=[m.model_dump(exclude_none=True) for m in req.messages], stream=req.stream,
-            channel_id=req.channelId, timeout=out_time(request), api_key=api_key, emulation=emulation)
+            channel_id=req.channelId, timeout=out_time(request), api_key=api_key, emulation=emulation,
+            conversation=conversation_name(request, body, runtime.settings))
         # Raises ServiceError before anything is streamed; stops posting a long prompt if the client leaves.
         conv = await runtime.service.start(spec, client_gone=request.is_disconnected)
         request.state.conversation = conv  # its trace: TTFT and error kind (cdp.entry.api.observe)
