@@ -16,7 +16,7 @@ LOCK_ARM := --python-version 3.13 --python-platform aarch64-manylinux2014 --only
 UV_COMPILE = $(UV_VENV)/bin/uv pip compile --quiet --generate-hashes --custom-compile-command "make lock"
 
 # make bench BENCH_ARGS="--quick stream_bench": some benchmarks, options of bench/run.py
-.PHONY: install sam run test lint bench clean lock rehearse
+.PHONY: install sam run test lint bench clean lock mutations rehearse
 
 install: $(STAMP)
 
@@ -65,6 +65,10 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Each security defence removed in turn: its test must fail (docs/security.md).
+mutations: install
+	$(BIN)/python tests/support/security_mutations.py
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(UV_VENV) .aws-sam .pytest_cache

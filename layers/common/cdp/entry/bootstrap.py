@@ -30,6 +30,7 @@ def make_stores(settings: Settings) -> Stores:
     from cdp.adapters.store.memory import (
         MemoryAlertStore,
         MemoryChannelRegistry,
+        MemoryConversationStore,
         MemoryHealthStore,
         MemoryPromptLedger,
         MemoryRateLimitStore,
@@ -38,7 +39,7 @@ def make_stores(settings: Settings) -> Stores:
 
     return Stores(MemoryReplyStore(), MemoryChannelRegistry(), health=MemoryHealthStore(),
                   ratelimits=MemoryRateLimitStore(), alerts=MemoryAlertStore(), ledger=MemoryPromptLedger(),
-                  blobs=make_blob_store(settings))
+                  blobs=make_blob_store(settings), conversations=MemoryConversationStore())
 
 
 def make_rest(settings: Settings) -> DiscordRestPort:
@@ -80,7 +81,7 @@ def make_router(settings: Settings, entries: Sequence[BotEntry] | None = None) -
         from cdp.adapters.botconfig import load_bot_config
 
         entries = load_bot_config(settings)
-    return Router(entries, settings.coze_bot_ids)
+    return Router(entries, settings.coze_bot_ids, strict=settings.STRICT_MODELS)
 
 
 def make_service(settings: Settings, stores: Stores, rest: DiscordRestPort | None = None,
@@ -103,4 +104,5 @@ def make_service(settings: Settings, stores: Stores, rest: DiscordRestPort | Non
                                presence=presence or stores.presence, router=router or make_router(settings),
                                pool=AccountPool(settings.user_tokens, stores.health, **kw),
                                bots=BotHealth(stores.health, **kw), alerts=alerts,
-                               ratelimits=stores.ratelimits, ledger=stores.ledger)
+                               ratelimits=stores.ratelimits, ledger=stores.ledger,
+                               conversations=stores.conversations)

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cdp.app.errors import ServiceError
-from cdp.entry.api import chat, images, limits, models, ops, original
+from cdp.entry.api import chat, images, limits, models, observe, ops, original
 from cdp.entry.api.common import validation_to_openai
 from cdp.entry.api.runtime import Runtime
 from cdp.entry.openai import errors as oe
@@ -51,6 +51,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         original.install(app)  # the original's /api/channel/*, /api/thread/*
     if docs:
         original.install_swagger(app)  # GET /swagger/index.html (as the original), next to FastAPI's /docs
+    observe.install(app, runtime)  # metrics and recent requests of every request (outermost)
     return app
 
 

@@ -32,6 +32,7 @@ from cdp.domain.images import drawing_prompt, extract_image_urls, revised_prompt
 from cdp.entry.api.common import ApiKey, coze_error_to_openai, json_body, out_time, validation_to_openai
 from cdp.entry.api.runtime import Runtime
 from cdp.entry.openai import errors as oe
+from cdp.entry.openai.wire import request_body_doc
 from cdp.settings import Settings
 
 log = logging.getLogger("cdp.entry.api.images")
@@ -43,7 +44,7 @@ class ImagesRequest(BaseModel):
     """OpenAI's fields; size/quality/style/user are accepted and ignored (Coze decides)."""
 
     model_config = ConfigDict(extra="allow")
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, json_schema_extra={"pattern": "\\S"})
     model: str | None = None
     n: int | None = Field(None, ge=1)
     size: str | None = None
@@ -51,7 +52,7 @@ class ImagesRequest(BaseModel):
     style: str | None = None
     user: str | None = None
     response_format: Literal["url", "b64_json"] | None = None
-    channelId: str | None = None
+    channelId: str | None = Field(None, json_schema_extra={"pattern": "^([0-9]{15,21})?$"})
 
     @field_validator("prompt")
     @classmethod
@@ -68,6 +69,16 @@ class ImagesRequest(BaseModel):
         return v or None
 
 
+def _body_doc(settings: Settings) -> dict[str, Any]:
+    """The request body for /openapi.json; `n` is bounded by IMAGES_MAX_N."""
+    doc = request_body_doc(ImagesRequest, "OpenAI's image request (size, quality, style, user: accepted, ignored)")
+    n = doc["requestBody"]["content"]["application/json"]["schema"]["properties"]["n"]
+    for choice in n.get("anyOf", [n]):
+        if choice.get("type") == "integer":
+            choice["maximum"] = settings.IMAGES_MAX_N
+    return doc
+
+
 @dataclass
 class Drawn:
     data: bytes
@@ -79,7 +90,8 @@ def build_router(runtime: Runtime) -> APIRouter:
     router = APIRouter()
     store: BlobStore = make_blob_store(settings)
 
-    @router.post("/v1/images/generations", tags=["openai"], response_model=None)
+    @router.post("/v1/images/generations", tags=["openai"], response_model=None,
+                 openapi_extra=_body_doc(settings))
     async def images_generations(request: Request, api_key: ApiKey) -> Response:
         body = await json_body(request)
         try:

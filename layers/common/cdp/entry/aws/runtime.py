@@ -95,9 +95,11 @@ def build_app(s: Settings | None = None):
         stores = make_stores(s)
         service = make_service(s, stores)
     # The listener is the ECS task: its health is what it publishes in the presence store.
+    from cdp.adapters.metrics_emf import EmfMetrics  # the /metrics names as EMF, flushed per invocation
+
     presence = getattr(stores, "presence", None) if stores is not None else None
     gateway = PresenceGateway(presence) if presence is not None else ExternalListener()
-    return create_app(Runtime(s2, service, gateway, stores=stores))
+    return create_app(Runtime(s2, service, gateway, stores=stores, metrics=EmfMetrics()))
 
 
 def config_error_body(exc: Exception) -> dict[str, Any]:

@@ -10,6 +10,7 @@ pk = "alert",                         sk = alert key                day (the las
 pk = "prompt#<prompt message id>",    sk = "ledger"                 account (token fingerprint), coze_bot_id,
                                                                     channel_id; TTL ~2 days (PromptLedger)
 pk = "listener",                      sk = listener instance id     ready, since, updated_at (heartbeat)
+pk = "sticky",                        sk = conversation key         sticky conversations (conversations.py)
 
 Every decision that two processes could race on is a conditional write: claiming an account
 (last_used must be unchanged), reviving a dead account (refused), sending an alert twice a day.
@@ -23,6 +24,7 @@ import uuid
 from typing import Any
 
 from cdp.adapters.store.dynamodb.client import TableAdapter, number, number_of, string
+from cdp.adapters.store.dynamodb.conversations import DynamoConversationStore
 from cdp.adapters.store.dynamodb.replies import DynamoChannelRegistry, DynamoReplyStore
 from cdp.domain.accounts import Health, HealthRecord
 from cdp.ports import Stores
@@ -171,4 +173,4 @@ def dynamodb_stores(settings: Settings) -> Stores:
     return Stores(DynamoReplyStore(settings), DynamoChannelRegistry(settings),
                   presence=DynamoListenerPresence(settings), health=DynamoHealthStore(settings),
                   ratelimits=DynamoRateLimitStore(settings), alerts=DynamoAlertStore(settings),
-                  ledger=DynamoPromptLedger(settings))
+                  ledger=DynamoPromptLedger(settings), conversations=DynamoConversationStore(settings))
