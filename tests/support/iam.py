@@ -1,8 +1,8 @@
 """IAM as AWS would apply it to template.yaml, offline.
 
 - `transform()`: template.yaml through aws-sam-translator (what CloudFormation's
-  AWS::Serverless-2016-10-31 transform does), with local CodeUri/ContentUri replaced by S3 URIs as
-  `sam package` would; SAM policy templates come out expanded.
+  AWS::Serverless-2016-10-31 transform does; run in the SAM CLI's venv), with local CodeUri/ContentUri
+  replaced by S3 URIs as `sam package` would; SAM policy templates come out expanded.
 - `resolve()`: Ref / Fn::GetAtt / Fn::Sub / Fn::Join / Fn::If / Fn::Select of that plain CloudFormation
   for given physical names (tables, bucket, secret ARN, functions): the ARNs an account would see.
 - `roles()`: component -> its identity-based policy documents (role inline policies + AWS::IAM::Policy
@@ -49,17 +49,45 @@ class UnsupportedPolicy(Exception):
 
 
 # -- transform -------------------------------------------------------------------------------------
-class _NoManagedPolicies:
-    def load(self) -> dict[str, str]:
+#: The transform runs in the SAM CLI's own venv (`make sam`), where aws-sam-translator comes with the CLI:
+#: as a project dependency it would pin the dev lock's pydantic below the layer's (it requires ~=2.13).
+TRANSFORM = r"""
+import json, os, sys
+from samtranslator.translator.transform import transform
+
+class NoManagedPolicies:  # only the basic logging policies; not loaded (no IAM call)
+    def load(self):
         return {}
+
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+data = json.load(sys.stdin)
+json.dump(transform(data["template"], data["parameters"], NoManagedPolicies()), sys.stdout)
+"""
+
+
+def sam_python() -> Path:
+    """The interpreter of the SAM CLI's venv (CDP_SAM = path of a `sam` elsewhere); skips the calling test
+    when it is missing, except under CI (`make test` installs it)."""
+    import os
+
+    sam = Path(os.environ.get("CDP_SAM") or TEMPLATE.parent / ".sam-venv" / "bin" / "sam")
+    python = sam.parent / "python"
+    if not python.exists():
+        import pytest
+
+        if os.environ.get("CI"):
+            raise AssertionError(f"{python} missing: `make sam` installs the SAM CLI (and aws-sam-translator)")
+        pytest.skip("SAM CLI not installed (make sam)")
+    return python
+
+
+_cache: dict[str, dict[str, Any]] = {}
 
 
 def transform(template: dict[str, Any] | Path | None = None,
               parameters: dict[str, str] | None = None) -> dict[str, Any]:
-    """The SAM template as plain CloudFormation (aws-sam-translator, offline)."""
-    import os
-
-    from samtranslator.translator.transform import transform as sam_transform
+    """The SAM template as plain CloudFormation (aws-sam-translator, offline, in the SAM CLI's venv)."""
+    import subprocess
 
     if template is None or isinstance(template, Path):
         template = load_template(template or TEMPLATE)
@@ -69,8 +97,14 @@ def transform(template: dict[str, Any] | Path | None = None,
         for key in ("CodeUri", "ContentUri"):
             if isinstance(props.get(key), str) and not props[key].startswith("s3://"):
                 props[key] = f"s3://rehearsal-artifacts/{props[key].strip('/')}.zip"
-    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
-    return sam_transform(t, {**DEFAULT_PARAMETERS, **(parameters or {})}, _NoManagedPolicies())
+    payload = json.dumps({"template": t, "parameters": {**DEFAULT_PARAMETERS, **(parameters or {})}},
+                         sort_keys=True)
+    if payload not in _cache:
+        r = subprocess.run([str(sam_python()), "-c", TRANSFORM], input=payload, capture_output=True, text=True,
+                           timeout=120, env={"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": REGION})
+        assert r.returncode == 0, f"SAM transform failed: {r.stderr[-3000:]}"
+        _cache[payload] = json.loads(r.stdout)
+    return copy.deepcopy(_cache[payload])
 
 
 # -- intrinsic functions ---------------------------------------------------------------------------
