@@ -16,7 +16,7 @@ LOCK_ARM := --python-version 3.13 --python-platform aarch64-manylinux2014 --only
 UV_COMPILE = $(UV_VENV)/bin/uv pip compile --quiet --generate-hashes --custom-compile-command "make lock"
 
 # make bench BENCH_ARGS="--quick stream_bench": some benchmarks, options of bench/run.py
-.PHONY: install sam run test lint bench clean lock
+.PHONY: install sam run test lint bench clean lock soak
 
 install: $(STAMP)
 
@@ -51,6 +51,10 @@ sam: $(SAM_STAMP)
 
 test: install sam
 	$(BIN)/python -m pytest -n 2 -q -p no:cacheprovider
+
+# the longer runs: fault injection with 1,000 conversations (tests/faults, CDP_SOAK=1)
+soak: install
+	CDP_SOAK=1 $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/faults/test_fault_run.py
 
 lint: install
 	$(BIN)/ruff check layers functions listener tests bench
