@@ -66,8 +66,15 @@ async def test_fault_run(capsys):
                     for p in [t.stack.api, *t.stack.extra, *t.retired]:
                         print(t.name, " ".join(p.args), p.log_path)
 
+        # Open defect (docs/reliability.md, "Open"): now and then a long non-streamed reply (three
+        # Discord messages) comes back as its last message only. Listed, counted in the table, and
+        # an expected failure only while it is the sole problem; anything else fails the test.
+        known = [c for c in every if c.outcome == "lost" and c.long and c.expected and c.text
+                 and c.expected.endswith(c.text) and c.marker not in duplicates]
         problems = []
         for c in every:
+            if c in known:
+                continue
             if c.outcome in ("lost", "unanswered") or c.marker in duplicates:
                 problems.append(
                     f"{c.topo} #{c.index} {c.outcome} stream={c.stream} client={c.client} status={c.status} "
@@ -81,6 +88,9 @@ async def test_fault_run(capsys):
         # every fault class happened at least once
         labels = {label.split(":")[0] for _, label in counts}
         assert labels == {"gateway", "rest", "store", "client", "process"}, labels
+        if known:
+            pytest.xfail(f"open defect: {len(known)} long reply(s) came back as their last Discord message only: "
+                         + ", ".join(f"{c.topo} #{c.index}" for c in known))
     finally:
         for t in topos:
             t.stop()
