@@ -16,7 +16,7 @@ LOCK_ARM := --python-version 3.13 --python-platform aarch64-manylinux2014 --only
 UV_COMPILE = $(UV_VENV)/bin/uv pip compile --quiet --generate-hashes --custom-compile-command "make lock"
 
 # make bench BENCH_ARGS="--quick stream_bench": some benchmarks, options of bench/run.py
-.PHONY: install sam run test lint bench clean lock soak
+.PHONY: install sam run test lint bench clean lock
 
 install: $(STAMP)
 
