@@ -59,6 +59,10 @@ rehearse: install sam
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/aws/test_template_sam.py tests/aws/test_rehearsal.py \
 		tests/aws/test_iam_conformance.py
 
+# the longer runs: fault injection with 1,000 conversations (tests/faults, CDP_SOAK=1)
+soak: install
+	CDP_SOAK=1 $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/faults/test_fault_run.py
+
 lint: install
 	$(BIN)/ruff check layers functions listener tests bench
 	$(BIN)/lint-imports --no-cache

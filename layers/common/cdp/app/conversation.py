@@ -534,14 +534,16 @@ class ConversationService:
                 reason = "401 unauthorized" if isinstance(exc, DiscordUnauthorized) else \
                     "account must be verified"
                 await self.pool.mark_dead(fp, reason)
-                if posted:  # part of the prompt is already posted: failing over would post it twice
+                # part of the prompt is already posted, or may be (a retried send whose first attempt
+                # failed ambiguously): failing over would post it twice
+                if posted or exc.after_retry:
                     raise se.upstream_error("A Discord user account was refused mid-prompt.",
                                             retry=False) from None
             except DiscordNotFound:
                 raise se.invalid_request(f"Channel {channel_id} does not exist or is not visible.",
                                          param="channelId") from None
             except DiscordRateLimited as exc:
-                if posted:  # part of the prompt is already posted: a retry would post it twice
+                if posted or exc.after_retry:  # (maybe) partly posted: a retry would post it twice
                     raise se.upstream_error(f"Discord rate limited the account after {posted} of {len(parts)} "
                                             "parts of the prompt were posted; not retried, since a retry "
                                             "would post them again.", code="discord_rate_limited",

@@ -165,7 +165,8 @@ class DiscordRest:
             attempt += 1
             try:
                 resp = await self.limiter.run(fp, route_key, major, send, body_of=_json_or_none)
-            except DiscordRateLimited:
+            except DiscordRateLimited as exc:
+                exc.after_retry = attempt > 1
                 raise
             except httpx.TimeoutException as exc:
                 err: DiscordError = DiscordUnavailable(
@@ -215,6 +216,7 @@ class DiscordRest:
                 continue
             level = logging.WARNING if err.status and err.status < 500 else logging.ERROR
             log.log(level, "%s", err)
+            err.after_retry = attempt > 1  # an earlier attempt failed ambiguously: it may have been done
             raise err
 
     # -- bot-token calls ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cdp.app.errors import ServiceError
 from cdp.entry.api import chat, images, limits, models, observe, ops, original
 from cdp.entry.api.common import validation_to_openai
+from cdp.entry.api.drain import ShutdownCutMiddleware
 from cdp.entry.api.runtime import Runtime
 from cdp.entry.openai import errors as oe
 
@@ -39,6 +40,7 @@ def create_app(runtime: Runtime) -> FastAPI:
                        "x-stainless-async", "x-stainless-helper-method", "x-stainless-poll-helper"],
         expose_headers=["x-request-id", "x-should-retry", "Retry-After"])
 
+    app.add_middleware(ShutdownCutMiddleware)  # a request the shutdown cancels ends clearly, not cut
     app.add_middleware(RequestIdMiddleware)
 
     _install_error_handlers(app)
