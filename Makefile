@@ -18,7 +18,7 @@ LOCK_IMAGE := --python-version 3.13 --python-platform x86_64-manylinux2014 --onl
 UV_COMPILE = $(UV_VENV)/bin/uv pip compile --quiet --generate-hashes --custom-compile-command "make lock"
 
 # make bench BENCH_ARGS="--quick stream_bench": some benchmarks, options of bench/run.py
-.PHONY: install sam run test lint bench clean lock
+.PHONY: install sam run test lint bench clean lock mutations rehearse
 
 install: $(STAMP)
 
@@ -55,12 +55,27 @@ sam: $(SAM_STAMP)
 test: install sam
 	$(BIN)/python -m pytest -n 2 -q -p no:cacheprovider
 
+# Deploy rehearsal without AWS (docs/aws.md): sam validate --lint + sam build, the SAM transform to plain
+# CloudFormation, built handlers imported, env/resources/timeouts checked, cfn-lint, IAM conformance.
+# The same tests run in `make test`.
+rehearse: install sam
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/aws/test_template_sam.py tests/aws/test_rehearsal.py \
+		tests/aws/test_iam_conformance.py
+
+# the longer runs: fault injection with 1,000 conversations (tests/faults, CDP_SOAK=1)
+soak: install
+	CDP_SOAK=1 $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/faults/test_fault_run.py
+
 lint: install
 	$(BIN)/ruff check layers functions listener tests bench
 	$(BIN)/lint-imports --no-cache
 
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Each security defence removed in turn: its test must fail (docs/security.md).
+mutations: install
+	$(BIN)/python tests/support/security_mutations.py
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(UV_VENV) .aws-sam .pytest_cache

@@ -15,7 +15,7 @@ import time
 
 from cdp.entry import logs
 from cdp.entry.listener import EXIT_FAILED, run_listener
-from cdp.settings import SettingsError, load_settings
+from cdp.settings import LISTENER_REQUIRED, SettingsError, load_settings
 
 
 def _slow_exit(rc: int) -> int:
@@ -25,7 +25,7 @@ def _slow_exit(rc: int) -> int:
 
 def main() -> int:
     try:
-        settings = load_settings()
+        settings = load_settings(required=LISTENER_REQUIRED)  # the task is given BOT_TOKEN only
     except SettingsError as exc:
         print(f"cdp listener: refusing to start, {exc}", file=sys.stderr, flush=True)
         return _slow_exit(2)

@@ -47,14 +47,25 @@ def dispatch(job: interactions.Job, context: Any) -> None:
 
 
 def run_job(job: interactions.Job) -> str:
-    """The asynchronous half: run the command over the usual objects and edit the deferred answer."""
-    from cdp.entry.api.ops import RuntimeOperations
-    from cdp.entry.api.runtime import ExternalListener, Runtime
-    from cdp.entry.aws import runtime as rt
+    """The asynchronous half: run the command over the usual objects and edit the deferred answer.
 
-    settings, stores, rest, service = rt.objects()
-    ops = RuntimeOperations(Runtime(settings, service, ExternalListener()), stores)
-    return rt.run(interactions.complete(job, ops, rest))
+    Never raises: a failed asynchronous invocation would be retried by Lambda (the template also sets
+    MaximumRetryAttempts 0), running `/cdp keepalive` again for an edit that failed. The failure is
+    logged (type only: the interaction token is in the URL) and returned."""
+    from cdp.entry.api.ops import RuntimeOperations
+    from cdp.entry.api.runtime import Runtime
+    from cdp.entry.aws import runtime as rt
+    from cdp.entry.aws.presence import PresenceGateway
+
+    try:
+        settings, stores, rest, service = rt.objects()
+        runtime = Runtime(settings, service, stores=stores)
+        if stores.presence is not None:  # /cdp status: the ECS listener's published presence
+            runtime.gateway = PresenceGateway(stores.presence)
+        return rt.run(interactions.complete(job, RuntimeOperations(runtime, stores), rest))
+    except Exception as exc:  # noqa: BLE001 - see above
+        log.error("slash command /cdp %s failed: %s", job.command, type(exc).__name__)
+        return f"failed: {type(exc).__name__}"
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any] | str:

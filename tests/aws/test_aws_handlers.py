@@ -253,3 +253,54 @@ def test_api_without_keys_refuses_to_serve(stack, monkeypatch):
     error = body_of(resp)["error"]
     assert error["code"] == "not_configured" and "PROXY_SECRET" in error["message"]
     assert "ALLOW_OPEN_API" in error["message"]
+
+
+def test_api_writes_the_metrics_as_emf_per_invocation(stack, capsys):
+    """On Lambda the /metrics names leave as CloudWatch EMF lines, flushed by each invocation."""
+    mod = support.load_handler_module("api")
+    capsys.readouterr()
+    resp = mod.handler(support.load_event("api_chat.json"), ctx("api"))
+    assert resp["statusCode"] == 200, resp["body"]
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    by_name = {m["Name"]: doc for doc in emf for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    req = by_name["cdp_requests_total"]
+    assert req["cdp_requests_total"] == [1.0]
+    assert (req["route"], req["status"], req["model"]) == ("/v1/chat/completions", "200", "gpt-4o")
+    assert req["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "CozeDiscordProxyTest"
+    assert ["model", "route", "status", "service"] in req["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+    ttft, dur = by_name["cdp_time_to_first_token_seconds"], by_name["cdp_request_duration_seconds"]
+    assert len(ttft["cdp_time_to_first_token_seconds"]) == 1 and ttft["model"] == "gpt-4o"
+    assert 0 < ttft["cdp_time_to_first_token_seconds"][0] < dur["cdp_request_duration_seconds"][0]
+    assert next(m["Unit"] for m in dur["_aws"]["CloudWatchMetrics"][0]["Metrics"]) == "Seconds"
+    assert len(by_name["cdp_edit_latency_seconds"]["cdp_edit_latency_seconds"]) >= 1
+    # nothing is flushed twice: the next invocation writes only its own request
+    event = support.load_event("api_healthz.json")
+    event["path"], event["pathParameters"] = "/api/status", {"proxy": "api/status"}
+    resp = mod.handler(event, ctx("api"))
+    assert resp["statusCode"] == 200, resp["body"]
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    names = [m["Name"] for doc in emf for m in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+    assert "cdp_time_to_first_token_seconds" not in names
+    requests = [d for d in emf if "cdp_requests_total" in d]
+    assert [(d["route"], d["status"], d["cdp_requests_total"]) for d in requests] == [("/api/status", "200", [1.0])]
+    # /api/status publishes the pool's gauges too
+    healthy = [d for d in emf if "cdp_accounts" in d and d["state"] == "healthy"]
+    assert healthy and healthy[0]["cdp_accounts"] == [float(len(stack["fake"].config.user_tokens))]
+    # /metrics on Lambda says where the metrics are
+    event["path"], event["pathParameters"] = "/metrics", {"proxy": "metrics"}
+    resp = mod.handler(event, ctx("api"))
+    assert resp["statusCode"] == 404 and body_of(resp)["error"]["code"] == "metrics_not_here"
+
+
+def test_cleanup_writes_the_status_gauges_as_emf(stack, capsys):
+    """Nobody scrapes a Lambda: the every-minute cleanup writes accounts, bots and channels as EMF."""
+    capsys.readouterr()
+    mod = support.load_handler_module("cleanup")
+    mod.handler(support.load_event("cleanup_scheduled.json"), ctx("cleanup"))
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    accounts = {d["state"]: d["cdp_accounts"] for d in emf if "cdp_accounts" in d}
+    assert accounts == {"healthy": [float(len(stack["fake"].config.user_tokens))], "resting": [0.0], "dead": [0.0]}
+    assert next(d for d in emf if "cdp_temp_channels_limit" in d)["cdp_temp_channels_limit"] == [500.0]
+    assert next(d for d in emf if "cdp_bots_resting" in d)["cdp_bots_resting"] == [0.0]
+    channels = {d["state"]: d["cdp_temp_channels"][0] for d in emf if "cdp_temp_channels" in d}
+    assert sum(channels.values()) == len(asyncio.run(stack["registry"].all()))

@@ -59,6 +59,12 @@ def test_cdp_keepalive_mentions_every_configured_bot(fake, bot_config):
     assert temp["name"].startswith("cdp-chat-keepalive-")
     (m1,) = keepalives(fake, temp["id"], BOT_1)
     assert m1["author"]["id"] in users
+    # private (TEMP_CHANNEL_PRIVATE=1, the default): @everyone denied, the bot, BOT_1 and the poster in
+    overwrites = {o["id"]: (o["allow"], o["deny"]) for o in temp["permission_overwrites"]}
+    assert overwrites[fake.config.guild_id] == ("0", str(1 << 10))
+    assert {fake.config.bot_user_id, BOT_1} <= set(overwrites)
+    assert any(e["method"] == "PUT" and e["path"].endswith(f"/permissions/{m1['author']['id']}")
+               for e in fake.request_log())
     assert temp["id"] in {c["id"] for c in fake.deleted_channels()}
     assert temp["id"] not in {c["id"] for c in fake.channels()}
     # the Coze bot saw it and answered (that is what keeps it active)
@@ -105,8 +111,23 @@ def test_cdp_serve_sends_the_keepalive_daily_at_keepalive_time(fake):
     assert '"job": "keepalive"' in stack.logs()
 
 
+@pytest.mark.parametrize("where", ["other_channel_id", "dm_channel_id"])
+def test_keepalive_never_posts_outside_guild_id(fake, where, tmp_path):
+    """A bot_config channelId of another server or a DM is refused, as for chats: nothing is posted."""
+    channel = getattr(fake.config, where)
+    path = tmp_path / "bot_config.json"
+    path.write_text(json.dumps([{"proxySecret": "sk-test-key-1", "cozeBotId": BOT_2, "model": ["gpt-4o"],
+                                 "channelId": channel}]))
+    posts_before = [e for e in fake.request_log() if e["method"] == "POST" and channel in e["path"]]
+    result = run_cli(fake, "keepalive", COZE_BOT_STAY_ACTIVE_ENABLE="1", COZE_BOT_ID=BOT_1,
+                     BOT_CONFIG_PATH=str(path))
+    assert result == {"exit": 1, "sent": 1, "failed": [BOT_2]}
+    assert [e for e in fake.request_log() if e["method"] == "POST" and channel in e["path"]] == posts_before
+
+
 def test_keepalive_reports_bots_no_account_could_reach(fake):
     for token in fake.config.user_tokens:
         fake.revoke_token(token)
     result = run_cli(fake, "keepalive", COZE_BOT_STAY_ACTIVE_ENABLE="1")
     assert result == {"exit": 1, "sent": 0, "failed": [BOT_1]}
+

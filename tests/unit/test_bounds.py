@@ -213,3 +213,68 @@ def test_interactions_answer_deep_json_with_400(monkeypatch):
     monkeypatch.setattr(interactions, "verify_request", lambda *a, **k: None)
     outcome = interactions.handle(b"[" * 100_000 + b"]" * 100_000, {}, public_key="ab" * 32)
     assert outcome.status == 400
+
+
+# -- TLS through the pinned connection ----------------------------------------------------------------
+@pytest.fixture
+def tls_trust(monkeypatch):
+    """A test CA the download client trusts (instead of the public roots), and the SNI names a TLS
+    server on 127.0.0.1 sees."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    original = httpx.create_ssl_context
+
+    def create_ssl_context(*args, **kwargs):
+        ctx = original(*args, **kwargs)
+        ca.configure_trust(ctx)
+        return ctx
+
+    monkeypatch.setattr(media.httpx, "create_ssl_context", create_ssl_context)
+
+    async def resolve(host, port):
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(media, "resolve", resolve)
+    monkeypatch.setattr(media, "is_public_address", lambda a: a == "127.0.0.1")  # this test's "public" net
+    return ca
+
+
+async def _tls_image_server(ca, cert_names: list[str], sni: list[str | None]):
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*cert_names).configure_cert(ctx)
+    ctx.sni_callback = lambda sock, name, _ctx: sni.append(name)
+
+    async def serve(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n"
+                     b"Connection: close\r\n\r\n" % len(PNG) + PNG)
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0, ssl=ctx)
+
+
+async def test_tls_through_the_pinned_address_checks_the_urls_name(tls_trust):
+    """Connected to the pinned 127.0.0.1, TLS still sends the URL's host as SNI and checks the
+    certificate against it: a certificate for the URL's name passes."""
+    sni: list[str | None] = []
+    server = await _tls_image_server(tls_trust, ["images.test"], sni)
+    port = server.sockets[0].getsockname()[1]
+    async with server, http_client(load_settings()) as client:
+        assert await fetch_image(client, f"https://images.test:{port}/a.png", 1024) == (PNG, "image/png")
+    assert sni == ["images.test"]
+
+
+@pytest.mark.parametrize("names", [["other.test"], ["127.0.0.1"]])
+async def test_tls_refuses_a_certificate_for_another_name_or_the_pinned_ip(tls_trust, names):
+    """A certificate valid for another host, or for the pinned IP itself, is refused: the pinning
+    never turns the name check into a check of the address."""
+    sni: list[str | None] = []
+    server = await _tls_image_server(tls_trust, names, sni)
+    port = server.sockets[0].getsockname()[1]
+    async with server, http_client(load_settings()) as client:
+        with pytest.raises(ImageFetchError, match="ConnectError"):
+            await fetch_image(client, f"https://images.test:{port}/a.png", 1024)
+    assert sni == ["images.test"]

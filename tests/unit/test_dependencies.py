@@ -36,6 +36,7 @@ NOT_IN_LAYER = {
     "aiohttp-socks": "the gateway listener only (PROXY_URL=socks5:// for hikari/aiohttp)",
     "boto3": "comes with the Lambda runtime",
     "discord-interactions": "the interactions function only (functions/interactions/requirements.txt)",
+    "prometheus-client": "/metrics in `cdp serve` only (on Lambda the same names are EMF lines, powertools)",
 }
 LAYER_WITHOUT_EXTRAS = {"uvicorn"}  # [standard]'s uvloop/httptools/watchfiles serve no Lambda
 

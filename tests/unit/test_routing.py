@@ -103,3 +103,18 @@ def test_without_bot_config_every_model_goes_to_coze_bot_id():
     assert not r.configured and r.models_for("anything") is None
     assert r.route("whatever-model", None).coze_bot_id == A
     assert r.route("gpt-4o", "k").message_max_token is None
+
+
+def test_listed_served_and_routed_names_agree():
+    """/v1/models (listed), /v1/models/{id} (serves) and chat (route) tell one truth."""
+    from cdp.domain.routing import DEFAULT_MODELS
+
+    default, strict, configured = Router([], [A]), Router([], [A], strict=True), Router(entries(), [A])
+    assert default.listed("k") == strict.listed("k") == list(DEFAULT_MODELS)
+    assert default.serves("my-model", "k") and default.route("my-model", "k").coze_bot_id == A
+    assert not strict.serves("my-model", "k") and strict.serves("gpt-4o", "k")
+    with pytest.raises(NoRoute):
+        strict.route("my-model", "k")
+    assert strict.route("gpt-4o", None).coze_bot_id == A
+    assert configured.listed("k1") == ["gpt-4o", "shared"] and configured.serves("shared", "k1")
+    assert not configured.serves("dall-e-3", "k1") and configured.listed("nope") == []

@@ -99,13 +99,14 @@ def test_secrets_are_every_secret_setting_and_only_those(monkeypatch):
     values = {**DISCORD, "PROXY_SECRET": "sk-one-111111,sk-two-222222",
               "PROXY_ADMIN_SECRET": "sk-admin-333333, sk-admin-444444",
               "NOTIFY_TELEGRAM_BOT_TOKEN": "123456:telegram-token",
-              "PROXY_URL": "socks5://me:pr0xy-pass@proxy:1080"}
+              "PROXY_URL": "socks5://me:pr0xy-pass@proxy:1080", "METRICS_TOKEN": "scrape-555555"}
     for k, v in values.items():
         monkeypatch.setenv(k, v)
     s = load_settings()
     assert sorted(s.secrets()) == sorted(["u1.token.aaaaaa", "u2.token.bbbbbb", "bot.token.cccccc",
                                           "sk-one-111111", "sk-two-222222", "sk-admin-333333",
-                                          "sk-admin-444444", "123456:telegram-token", "pr0xy-pass"])
+                                          "sk-admin-444444", "123456:telegram-token", "pr0xy-pass",
+                                          "scrape-555555"])
     # every setting named a secret contributes, and GUILD_ID, COZE_BOT_ID... do not
     for name in SECRET_SETTINGS:
         assert any(secret in values[name] for secret in s.secrets()), name

@@ -10,6 +10,7 @@ from typing import Protocol
 from cdp.domain.accounts import HealthRecord
 from cdp.domain.fairness import TakeDecision
 from cdp.domain.model import ReplyMessage, ReplySnapshot, TempChannel
+from cdp.domain.sticky import StickyConversation
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,33 @@ class PromptLedger(Protocol):
         ...
 
 
+class ConversationStore(Protocol):
+    """Sticky conversations (CONVERSATION_MODE=sticky): key -> channel, fingerprint, last use, lease.
+    Readers treat an expired conversation (expires_at passed) as absent."""
+
+    async def get(self, key: str) -> StickyConversation | None:
+        """The conversation stored under `key` (strongly consistent), expired or not; None if absent."""
+        ...
+
+    async def put(self, conversation: StickyConversation) -> None:
+        """Store (or replace) the conversation under its key."""
+        ...
+
+    async def lease(self, key: str, owner: str, now: float, until: float) -> StickyConversation | None:
+        """Lease the conversation to request `owner` until `until` if it exists, has not expired and no
+        other lease runs at `now`; the leased conversation, or None (absent, expired or busy). Atomic:
+        of two requests, one gets it."""
+        ...
+
+    async def delete(self, key: str, owner: str | None = None) -> None:
+        """Forget the conversation (if `owner`: only while that request still holds its lease)."""
+        ...
+
+    async def all(self) -> list[StickyConversation]:
+        """Every stored conversation (for the channel budget: at most a few hundred)."""
+        ...
+
+
 class Notifier(Protocol):
     """Where operator alerts go (cdp.adapters.telegram)."""
 
@@ -275,3 +303,34 @@ class Stores:
     ledger: PromptLedger | None = None  # prompt id -> account fingerprint/bot (replies-stream cooldowns)
     blobs: BlobStore | None = None  # re-hosted images (the cleanup job prunes old ones)
     leases: LeaseStore | None = None  # account slots and post gaps (cdp.app.queue); None = in-memory
+    conversations: ConversationStore | None = None  # sticky conversations (CONVERSATION_MODE=sticky)
+
+
+class Metrics(Protocol):
+    """Counters, gauges and histograms named in cdp.domain.metrics.CATALOGUE (Prometheus in `cdp serve`,
+    CloudWatch EMF on Lambda). Never raises: metrics must not fail a request."""
+
+    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
+        """Add to a counter or gauge."""
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        """Set a gauge."""
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        """Record one value of a histogram."""
+
+
+class NoMetrics:
+    """The default: records nothing."""
+
+    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
+        pass
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        pass
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        pass
+
+
+NO_METRICS: Metrics = NoMetrics()

@@ -18,10 +18,11 @@ from cdp.domain.housekeeping import STALE_IN_USE_SECONDS
 
 # The four settings that say "talk to real Discord"; with none of them set, `cdp serve` runs the demo.
 DISCORD_REQUIRED = ("USER_AUTHORIZATION", "BOT_TOKEN", "GUILD_ID", "COZE_BOT_ID")
+LISTENER_REQUIRED = ("BOT_TOKEN", "GUILD_ID", "COZE_BOT_ID")  # the gateway listener never posts as a user
 # The settings that are secrets, whole or in part (PROXY_URL: its password). `Settings.secrets()`
 # gives their values for redaction; the AWS secret may hold exactly these.
 SECRET_SETTINGS = ("USER_AUTHORIZATION", "BOT_TOKEN", "PROXY_SECRET", "PROXY_ADMIN_SECRET",
-                   "NOTIFY_TELEGRAM_BOT_TOKEN", "PROXY_URL")
+                   "NOTIFY_TELEGRAM_BOT_TOKEN", "PROXY_URL", "METRICS_TOKEN")
 # HOST values that listen on this machine only (any 127.x.x.x and ::1 count too, see Settings.loopback).
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
@@ -141,6 +142,18 @@ class Settings(BaseSettings):
     # One request's downloads of the images in Coze's replies: one deadline and one byte budget in total.
     IMAGE_DOWNLOAD_TIMEOUT: float = Field(60, gt=0, le=120)
     IMAGE_DOWNLOAD_TOTAL_BYTES: int = Field(50 * 1024 * 1024, gt=0)
+    # Sticky conversations (cdp.app.sticky): "fresh" = a new channel per request (the original);
+    # "sticky" = a conversation continues in its channel, only the new user turn is posted.
+    CONVERSATION_MODE: Literal["fresh", "sticky"] = "fresh"
+    CONVERSATION_IDLE_TTL: float = Field(1800, gt=0)  # seconds an idle sticky channel is kept
+    # Temporary channels at most (all kinds) before the least recently used idle sticky one is released.
+    CONVERSATION_CHANNEL_BUDGET: int = Field(400, ge=1, le=490)
+    METRICS_TOKEN: str = ""  # comma-separated bearer tokens that may read /metrics only (scrapers)
+    # Without bot_config.json: refuse model names that /v1/models does not list (404 model_not_found)
+    # instead of serving every name with COZE_BOT_ID (the original's behaviour, the default).
+    STRICT_MODELS: bool = False
+    # tools / tool_choice / response_format emulated through the prompt (cdp.domain.tools); 0 = ignored
+    TOOLS_EMULATION: bool = True
     # Fair queue per Discord user account (cdp.app.queue): prompts in flight per account, seconds between
     # two posts of one account, requests waiting at most (per process), seconds one may wait (else 429).
     ACCOUNT_MAX_CONCURRENT: int = Field(1, ge=1, le=1000)
@@ -304,10 +317,15 @@ class Settings(BaseSettings):
     def proxy_password(self) -> str | None:
         return urlsplit(self.PROXY_URL).password if self.PROXY_URL else None
 
+    @property
+    def metrics_tokens(self) -> list[str]:
+        """METRICS_TOKEN's tokens: /metrics only."""
+        return _split_csv(self.METRICS_TOKEN)
+
     def secrets(self) -> list[str]:
         """The values of SECRET_SETTINGS (each token of a list, the proxy's password), for redaction."""
         values = [*self.user_tokens, self.BOT_TOKEN, *self.api_keys, *self.admin_keys,
-                  self.NOTIFY_TELEGRAM_BOT_TOKEN, self.proxy_password]
+                  self.NOTIFY_TELEGRAM_BOT_TOKEN, self.proxy_password, *self.metrics_tokens]
         return [v for v in values if v]
 
     @property
@@ -355,19 +373,20 @@ class _Presence(BaseSettings):
     DEFAULT_CHANNEL_ENABLE: str = ""
 
 
-def _missing(overrides: dict[str, object]) -> list[str]:
+def _missing(overrides: dict[str, object], required: tuple[str, ...] = DISCORD_REQUIRED) -> list[str]:
     raw = _Presence(**{k: str(v) for k, v in overrides.items() if k in _Presence.model_fields}).model_dump()
-    present = [n for n in DISCORD_REQUIRED if raw[n].strip()]
-    missing = [n for n in DISCORD_REQUIRED if not raw[n].strip()] if present else []
+    present = [n for n in required if raw[n].strip()]
+    missing = [n for n in required if not raw[n].strip()] if present else []
     if present and raw["DEFAULT_CHANNEL_ENABLE"].strip().lower() in ("1", "true", "yes", "on") \
             and not raw["CHANNEL_ID"].strip():
         missing.append("CHANNEL_ID")
     return [f"{name} is missing: {_WHY[name]}" for name in missing]
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build settings from env/.env (+ overrides, for tests). Raises SettingsError listing every problem."""
-    problems = _missing(overrides)
+def load_settings(*, required: tuple[str, ...] = DISCORD_REQUIRED, **overrides: object) -> Settings:
+    """Build settings from env/.env (+ overrides, for tests). Raises SettingsError listing every problem.
+    `required`: the Discord settings this process needs (the listener: LISTENER_REQUIRED)."""
+    problems = _missing(overrides, required)
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

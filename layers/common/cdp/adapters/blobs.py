@@ -143,7 +143,8 @@ class S3BlobStore:
                     import boto3
                     from botocore.config import Config
 
-                    config = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3,
+                    # SigV4 also for presigned URLs (get_or_link): what every region accepts
+                    config = Config(signature_version="s3v4", retries={"mode": "standard", "max_attempts": 4}, connect_timeout=3,
                                     read_timeout=20, max_pool_connections=16, tcp_keepalive=True)
                     self._client = boto3.session.Session().client("s3", region_name=self.region, config=config)
         return self._client
@@ -178,6 +179,34 @@ class S3BlobStore:
         response = self.client.get_object(Bucket=self.bucket, Key=name)
         with response["Body"] as body:
             return body.read()
+
+    #: larger objects are not returned through the Lambda body (6 MB buffered response, base64: ~4.5 MB)
+    inline_limit: int = 4_000_000
+    #: lifetime of the presigned GET URL a large object is redirected to
+    link_seconds: int = 300
+
+    async def get_or_link(self, name: str) -> tuple[bytes, str] | str | None:
+        """Like `get`, but an object over `inline_limit` bytes comes back as a short-lived presigned GET
+        URL (str) instead of its bytes: one GetObject either way, whose body is dropped unread if large.
+        Presigning is local (the function's own credentials, s3:GetObject); no extra permission."""
+        if not BLOB_NAME.match(name):
+            return None
+        try:
+            got = await asyncio.to_thread(self._get_or_link, name)
+        except Exception as exc:  # noqa: BLE001
+            if _error_code(exc) in _MISSING:
+                return None
+            log.warning("could not read an image from S3", extra={"bucket": self.bucket, "error": _describe(exc)})
+            raise BlobStoreError(f"could not read the image from the S3 bucket ({_describe(exc)})") from None
+        return got if isinstance(got, str) else (got, _EXT_MIME[name.rsplit(".", 1)[1]])
+
+    def _get_or_link(self, name: str) -> bytes | str:
+        response = self.client.get_object(Bucket=self.bucket, Key=name)
+        with response["Body"] as body:
+            if int(response.get("ContentLength") or 0) <= self.inline_limit:
+                return body.read()
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": name}, ExpiresIn=self.link_seconds)
 
 
 def _error_code(exc: BaseException) -> str:

@@ -128,12 +128,17 @@ class ChannelKeeper:
         """Let one more member see and post in a private channel (an account failed over to)."""
         await self.rest.set_channel_permission(channel_id, user_id, PRIVATE_MEMBER_ALLOW)
 
-    async def create_keepalive(self, lifetime: float) -> str | None:
+    async def create_keepalive(self, lifetime: float, members: Sequence[str] | None = None) -> str | None:
         """A temporary channel for keepalives, registered first-class (deleted after `lifetime` s at
-        the latest) so a crash never orphans it; None if Discord refused."""
+        the latest) so a crash never orphans it; None if Discord refused. `members` (the Coze bots)
+        make it private as in create(); the posting accounts are let in with grant()."""
         name = f"{TEMP_CHANNEL_PREFIX}keepalive-{uuid.uuid4().hex[:12]}"
         try:
-            channel = await self.rest.create_channel(self.settings.GUILD_ID, name, type=0)
+            overwrites = None
+            if members is not None:
+                overwrites = private_overwrites(self.settings.GUILD_ID, [await self.bot_user_id(), *members])
+            channel = await self.rest.create_channel(self.settings.GUILD_ID, name, type=0,
+                                                     permission_overwrites=overwrites)
         except DiscordError as exc:
             log.error("keepalive: could not create a temporary channel", extra={"status": exc.status,
                                                                                "code": exc.code})
@@ -170,6 +175,14 @@ class ChannelKeeper:
         task = self.spawn(self._delete_later(channel_id, delay))
         self._pending[channel_id] = (task, delete_at)
         task.add_done_callback(lambda t, cid=channel_id: self._forget_pending(cid, t))
+
+    async def postpone(self, channel_id: str, delete_at: float) -> None:
+        """A sticky conversation's channel (cdp.app.sticky): deleted at `delete_at` by the cleanup job
+        (the registry holds the time, for every process); an in-process deletion timer is cancelled."""
+        pending = self._pending.pop(channel_id, None)
+        if pending is not None:
+            pending[0].cancel()
+        await self.registry.schedule_delete(channel_id, delete_at)
 
     def _forget_pending(self, channel_id: str, task: asyncio.Task) -> None:
         if self._pending.get(channel_id, (None, 0.0))[0] is task:

@@ -19,6 +19,8 @@ from cdp.app.alerts import Alerts
 from cdp.app.channels import ChannelKeeper, GuildChannels
 from cdp.app.pool import AccountPool, BotHealth, NoUsableAccount, rest_after_limit
 from cdp.app.queue import AccountLease, AccountQueue
+from cdp.app.sticky import StickyConversations, StickyTurn
+from cdp.app.tracing import RequestTrace
 from cdp.app.uploads import prepare_uploads
 from cdp.domain.completion import Decision, decide, next_wakeup
 from cdp.domain.coze import CozeError
@@ -36,10 +38,14 @@ from cdp.domain.prompt import LONGEST_BOT_ID, PromptError, build_prompt, check_r
 from cdp.domain.reply import ReplyView, render
 from cdp.domain.routing import AllRouteResting, BotEntry, NoRoute, Router
 from cdp.domain.tokens import count_tokens, max_tokens_bound
+from cdp.domain.tools import Emulation
 from cdp.ports import (
+    NO_METRICS,
     ChannelRegistry,
+    ConversationStore,
     DiscordRestPort,
     ListenerPresence,
+    Metrics,
     PromptLedger,
     RateLimitStore,
     ReplyStore,
@@ -61,6 +67,8 @@ class ChatSpec:
     timeout: float | None = None  # `out-time` header, overrides the settings' timeouts
     api_key: str | None = None
     raw_prompt: str | None = None  # posted as is instead of the messages' prompt (image generation)
+    emulation: Emulation | None = None  # tool calls / JSON mode through the prompt (cdp.domain.tools)
+    conversation: str | None = None  # a client's name for the conversation (sticky mode)
 
 
 @dataclass
@@ -86,6 +94,9 @@ class Conversation:
     _closed: bool = False
     account: str = ""  # fingerprint of the user account that posted the prompt
     coze_bot_id: str = ""
+    sticky: StickyTurn | None = None  # CONVERSATION_MODE=sticky: the channel outlives the request
+    answer: str | None = None  # the complete answer's text, once there is one (sticky mode)
+    trace: RequestTrace = field(default_factory=RequestTrace)  # TTFT, edit latency, error kind
     lease: AccountLease | None = None  # the account's slot (cdp.app.queue), given back on close
 
     @property
@@ -142,6 +153,9 @@ class Conversation:
                     continue
             if decision.done and decision.error is not None:
                 await self._service.note_coze_error(self, decision.error)
+            elif decision.done and decision.finish_reason == "stop":  # complete (not cut by the deadline)
+                self.answer = view.text
+            self.trace.seen(view, decision, changed, snapshot, self._service.metrics)
             if decision.done and self.lease is not None:
                 # the reply is over: the account is free for the next prompt now, not when the
                 # response has left (a Lambda may freeze before close()'s background release runs)
@@ -152,14 +166,19 @@ class Conversation:
                 return
 
     async def result(self, client_gone: Callable[[], Awaitable[bool]] | None = None,
-                     check_every: float = 5.0) -> Progress | None:
+                     check_every: float = 5.0,
+                     stop_when: Callable[[Progress], bool] | None = None) -> Progress | None:
         """Await the complete reply (non-streamed requests): its last Progress, decision.done.
 
         `client_gone` is asked every `check_every` seconds while the reply is incomplete; once it
-        says yes, waiting stops and the result is None (nobody is left to answer)."""
+        says yes, waiting stops and the result is None (nobody is left to answer). `stop_when` is
+        asked on every incomplete Progress; once it says yes (the client's max_tokens or stop was
+        reached), waiting stops and that Progress is the result, not done."""
         last: Progress | None = None
         async with aclosing(self.updates(heartbeat=check_every)) as updates:
             async for last in updates:
+                if not last.decision.done and stop_when is not None and stop_when(last):
+                    return last
                 if not last.decision.done and client_gone is not None and await client_gone():
                     return None
         assert last is not None and last.decision.done
@@ -176,7 +195,9 @@ class Conversation:
         self._closed = True
         if self.lease is not None:
             self._service.keeper.spawn(self.lease.release())
-        if self.temporary_channel:
+        if self.sticky is not None:
+            self._service.keeper.spawn(self._service.sticky.finish(self.sticky, self.answer))
+        elif self.temporary_channel:
             self._service.keeper.spawn(self._schedule_delete())
 
     async def aclose(self) -> None:
@@ -187,11 +208,19 @@ class Conversation:
         self._closed = True
         if self.lease is not None:
             await self.lease.release()
-        if self.temporary_channel:
+        if self.sticky is not None:
+            await self._service.sticky.finish(self.sticky, self.answer)
+        elif self.temporary_channel:
             await self._schedule_delete()
 
     async def _schedule_delete(self) -> None:
         await release_channel(self._service.keeper, self.channel_id, self.spec.request_id)
+
+
+def channel_gone(exc: BaseException) -> bool:
+    """Posting failed because the channel no longer exists (`_post_prompt`'s 404)."""
+    return (isinstance(exc, se.ServiceError) and exc.kind is se.ErrorKind.INVALID_REQUEST
+            and exc.param == "channelId")
 
 
 async def release_channel(keeper: ChannelKeeper, channel_id: str, request_id: str) -> None:
@@ -211,7 +240,8 @@ class ConversationService:
                  clock: Callable[[], float] = time.time, presence: ListenerPresence | None = None, *,
                  pool: AccountPool, router: Router | None = None, bots: BotHealth | None = None,
                  alerts: Alerts | None = None, ratelimits: RateLimitStore | None = None,
-                 ledger: PromptLedger | None = None, queue: AccountQueue | None = None) -> None:
+                 ledger: PromptLedger | None = None, conversations: ConversationStore | None = None,
+                 queue: AccountQueue | None = None) -> None:
         self.settings = settings
         self.rest = rest
         self.replies = replies
@@ -229,6 +259,9 @@ class ConversationService:
                                     keep_ids=configured_channel_ids(settings.CHANNEL_ID, self.router.entries))
         self.guild_channels = GuildChannels(settings, rest)  # channel ids must be of GUILD_ID
         self._user_ids: dict[str, str] = {}  # account fingerprint -> its Discord user id
+        self.sticky = (StickyConversations(settings, conversations, self.keeper, clock=clock)
+                       if settings.CONVERSATION_MODE == "sticky" and conversations is not None else None)
+        self.metrics: Metrics = NO_METRICS  # set by the edge that builds the service (cdp.entry)
         self.queue = queue  # fair queue and per-account limits; None = the pool alone, no limits
 
     async def listener_stable_since(self) -> float | None:
@@ -244,6 +277,14 @@ class ConversationService:
     def models_for(self, api_key: str | None) -> list[str] | None:
         """Models this key may use (bot_config.json), or None without a bot config (any model)."""
         return self.router.models_for(api_key)
+
+    def listed_models(self, api_key: str | None) -> list[str]:
+        """The names /v1/models lists for this key (domain/routing.Router.listed)."""
+        return self.router.listed(api_key)
+
+    def serves_model(self, model: str, api_key: str | None) -> bool:
+        """Whether chat serves this name for this key: /v1/models/{id} agrees with chat."""
+        return self.router.serves(model, api_key)
 
     async def route(self, spec: ChatSpec) -> BotEntry:
         """The bot that answers: matches of key + model, minus resting bots, one at random."""
@@ -284,7 +325,11 @@ class ConversationService:
                 prompt = spec.raw_prompt
             else:
                 check_request_size(spec.messages, s.PROMPT_MAX_MESSAGES, s.PROMPT_MAX_CHARS)
-                prompt = build_prompt(spec.messages, s.ALL_DIALOG_RECORD_ENABLE)
+                prompt = build_prompt(spec.messages if spec.emulation is None else
+                                      spec.emulation.render_history(spec.messages, s.ALL_DIALOG_RECORD_ENABLE),
+                                      s.ALL_DIALOG_RECORD_ENABLE)
+                if spec.emulation is not None and spec.emulation.active:
+                    prompt += "\n\n" + spec.emulation.instructions()
             split_within(prompt, coze_bot_id, s.PROMPT_MAX_PARTS)
         except PromptError as exc:
             raise se.invalid_request(str(exc), param=exc.param or "messages", code=exc.code) from None
@@ -313,36 +358,79 @@ class ConversationService:
         bot = await self.route(spec)
         max_tokens = bot.message_max_token
         coze_bot_id = bot.coze_bot_id
-        prompt, prompt_tokens = await self._prompt_of(
-            replace(spec, messages=uploads.preview(spec.messages)) if uploads else spec, max_tokens, coze_bot_id)
+        sticky = await self._sticky_turn(spec, bot)
+        try:
+            if sticky is not None and sticky.continuing:  # only the new user turn: Coze remembers the rest
+                spec = replace(spec, messages=[sticky.turn.new])
+                uploads = prepare_uploads(spec.messages, self.settings)
+            prompt, prompt_tokens = await self._prompt_of(
+                replace(spec, messages=uploads.preview(spec.messages)) if uploads else spec, max_tokens,
+                coze_bot_id)
+        except BaseException:
+            if sticky is not None:  # nothing posted: the conversation stays as it was
+                await self.sticky.abandon(sticky)
+            raise
         # Wait for an account's slot (fair queue; a 429 when too long) before creating anything.
         lease = self.queue.lease(spec.api_key, spec.request_id, self.request_seconds(spec)) if self.queue else None
         try:
             if lease is not None:
                 await lease.acquire()
-            channel_id, temporary, first = await self._channel_for(spec, bot, lease)
-            private = temporary and first is not None
-            try:
-                if uploads:  # the CDP bot uploads them to the channel; their URLs go into the prompt
-                    spec = replace(spec, messages=await uploads.upload(self.rest, channel_id, spec.messages))
-                    prompt, prompt_tokens = await self._prompt_of(spec, max_tokens, coze_bot_id)
-                message, account = await self._post_prompt(spec, prompt, channel_id, coze_bot_id, first=first,
-                                                           private=private, client_gone=client_gone,
-                                                           deadline=deadline, lease=lease)
-            except BaseException:
-                if temporary:
-                    await release_channel(self.keeper, channel_id, spec.request_id)
-                raise
+            if sticky is not None and sticky.continuing:
+                channel_id, temporary, first = sticky.channel_id, False, None
+            else:
+                channel_id, temporary, first = await self._channel_for(spec, bot, lease)
         except BaseException:
             if lease is not None:
                 await lease.release()
+            if sticky is not None:  # nothing posted: the conversation stays as it was
+                await self.sticky.abandon(sticky)
+            raise
+        private = (temporary and first is not None) or (sticky is not None and self.settings.TEMP_CHANNEL_PRIVATE)
+        try:
+            if sticky is not None and not sticky.continuing:
+                await self.sticky.opened(sticky, channel_id, coze_bot_id)
+            if uploads:  # the CDP bot uploads them to the channel; their URLs go into the prompt
+                spec = replace(spec, messages=await uploads.upload(self.rest, channel_id, spec.messages))
+                prompt, prompt_tokens = await self._prompt_of(spec, max_tokens, coze_bot_id)
+            message, account = await self._post_prompt(spec, prompt, channel_id, coze_bot_id, first=first,
+                                                       private=private, client_gone=client_gone,
+                                                       deadline=deadline, lease=lease)
+        except BaseException as exc:
+            if lease is not None:  # before a sticky restart below, which queues for an account again
+                await lease.release()
+            if sticky is not None:
+                sticky.channel_id = channel_id
+                await self.sticky.finish(sticky, None)
+                if sticky.continuing and channel_gone(exc):  # deleted by hand, or to free slots
+                    log.info("sticky conversation's channel is gone; starting again with the full history",
+                             extra={"request_id": spec.request_id, "channel_id": channel_id})
+                    return await self.start(replace(spec, messages=sticky.messages), client_gone)
+            elif temporary:
+                await release_channel(self.keeper, channel_id, spec.request_id)
             raise
         log.info("prompt posted", extra={"request_id": spec.request_id, "channel_id": channel_id,
                                          "prompt_message_id": message["id"], "account": account,
                                          "coze_bot_id": coze_bot_id})
         await self._record_prompt(message["id"], account, coze_bot_id, channel_id)
         return Conversation(spec, prompt, prompt_tokens, message["id"], channel_id, temporary, self,
-                            account=account, coze_bot_id=coze_bot_id, lease=lease)
+                            account=account, coze_bot_id=coze_bot_id, sticky=sticky, lease=lease)
+
+    async def _sticky_turn(self, spec: ChatSpec, bot: BotEntry) -> StickyTurn | None:
+        """CONVERSATION_MODE=sticky: the conversation this request continues or opens (cdp.app.sticky),
+        None in "fresh" mode and for requests that name a channel, post a raw prompt or use the tool/JSON
+        protocol (each such prompt carries its schemas and rules, and the answer the client sees is not
+        Coze's text, so the history would never match)."""
+        s = self.settings
+        if self.sticky is None or spec.channel_id or spec.raw_prompt is not None or s.DEFAULT_CHANNEL_ENABLE:
+            return None
+        if spec.emulation is not None and spec.emulation.active:
+            return None
+        sticky = await self.sticky.begin(request_id=spec.request_id, api_key=spec.api_key, model=spec.model,
+                                         messages=spec.messages, name=spec.conversation,
+                                         coze_bot_id=bot.coze_bot_id, request_seconds=self.request_seconds(spec))
+        if sticky is not None and not sticky.continuing:
+            await self.sticky.make_room()
+        return sticky
 
     async def _record_prompt(self, prompt_id: str, account: str, coze_bot_id: str, channel_id: str) -> None:
         """Who posted the prompt (fingerprint only), so the replies-stream consumer can rest the right
@@ -400,7 +488,7 @@ class ConversationService:
             token, fp = await self._acquire(tried, lease)
             tried.add(fp)
             try:
-                return token, fp, await self._account_user_id(token, fp)
+                return token, fp, await self.account_user_id(token, fp)
             except (DiscordUnauthorized, DiscordVerificationRequired) as exc:
                 await self.pool.mark_dead(fp, "401 unauthorized" if isinstance(exc, DiscordUnauthorized)
                                           else "account must be verified")
@@ -411,7 +499,7 @@ class ConversationService:
                 raise se.upstream_error(f"Discord could not be asked who a user account is ({exc.status}, "
                                         f"code {exc.code}).") from None
 
-    async def _account_user_id(self, token: str, fp: str) -> str:
+    async def account_user_id(self, token: str, fp: str) -> str:
         """The account's Discord user id (GET /users/@me with its token, once per fingerprint)."""
         uid = self._user_ids.get(fp)
         if uid is None:
@@ -423,6 +511,9 @@ class ConversationService:
         bot's, never the account's)."""
         try:
             await self.keeper.grant(channel_id, user_id)
+        except DiscordNotFound:
+            raise se.invalid_request(f"Channel {channel_id} does not exist or is not visible.",
+                                     param="channelId") from None
         except DiscordError as exc:
             raise se.upstream_error(f"The CDP bot could not let the next user account into the private "
                                     f"channel ({exc.status}, code {exc.code}).") from None
@@ -457,7 +548,7 @@ class ConversationService:
             posted = 0
             try:
                 if not granted:
-                    await self._grant(channel_id, await self._account_user_id(token, fp))
+                    await self._grant(channel_id, await self.account_user_id(token, fp))
                 message: dict = {}
                 for part in parts:
                     if posted:
@@ -472,14 +563,16 @@ class ConversationService:
                 reason = "401 unauthorized" if isinstance(exc, DiscordUnauthorized) else \
                     "account must be verified"
                 await self.pool.mark_dead(fp, reason)
-                if posted:  # part of the prompt is already posted: failing over would post it twice
+                # part of the prompt is already posted, or may be (a retried send whose first attempt
+                # failed ambiguously): failing over would post it twice
+                if posted or exc.after_retry:
                     raise se.upstream_error("A Discord user account was refused mid-prompt.",
                                             retry=False) from None
             except DiscordNotFound:
                 raise se.invalid_request(f"Channel {channel_id} does not exist or is not visible.",
                                          param="channelId") from None
             except DiscordRateLimited as exc:
-                if posted:  # part of the prompt is already posted: a retry would post it twice
+                if posted or exc.after_retry:  # (maybe) partly posted: a retry would post it twice
                     raise se.upstream_error(f"Discord rate limited the account after {posted} of {len(parts)} "
                                             "parts of the prompt were posted; not retried, since a retry "
                                             "would post them again.", code="discord_rate_limited",

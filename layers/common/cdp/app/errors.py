@@ -42,7 +42,7 @@ def context_length_exceeded(tokens: int, limit: int) -> ServiceError:
 
 
 def model_not_found(model: str) -> ServiceError:
-    return ServiceError(ErrorKind.MODEL_NOT_FOUND, f"The model '{model}' does not exist or your key may not use it.",
+    return ServiceError(ErrorKind.MODEL_NOT_FOUND, f"The model `{model}` does not exist or you do not have access to it.",
                         param="model", code="model_not_found")
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable
 
 from cdp.app.conversation import ConversationService
+from cdp.app.errors import ServiceError
 from cdp.app.pool import NoUsableAccount
 from cdp.app.scheduler import Scheduler, daily, every
 from cdp.domain.discord import DiscordError, DiscordUnauthorized, DiscordVerificationRequired, new_nonce
@@ -71,13 +72,18 @@ async def keepalive(settings: Settings, stores: Stores, rest: DiscordRestPort, s
     targets = keepalive_targets(settings, service.router.entries)
     grace = _grace(settings)
     temp_channel: str | None = None
+    # A private keepalive channel admits the Coze bots it mentions, then each posting account.
+    private = settings.TEMP_CHANNEL_PRIVATE
+    temp_members = [bot for bot, channel in targets if channel is None] if private else None
     sent, failed = 0, []
     try:
         for bot_id, channel_id in targets:
             if channel_id is None:
                 if temp_channel is None:
-                    temp_channel = await service.keeper.create_keepalive(grace + 60)
+                    temp_channel = await service.keeper.create_keepalive(grace + 60, members=temp_members)
                 channel_id = temp_channel
+            elif not await _in_guild(service, bot_id, channel_id):
+                channel_id = None
             if channel_id is None:
                 failed.append(bot_id)
                 continue
@@ -90,6 +96,11 @@ async def keepalive(settings: Settings, stores: Stores, rest: DiscordRestPort, s
                     break
                 tried.add(account)
                 try:
+                    if private and channel_id == temp_channel:
+                        user_id = await service.account_user_id(token, account)
+                        if not await _let_in(service, channel_id, user_id):
+                            failed.append(bot_id)
+                            break
                     await rest.send_user_message(token, channel_id, f"<@{bot_id}> {KEEPALIVE_TEXT}",
                                                  nonce=new_nonce(), allowed_user_ids=[bot_id])
                     sent += 1
@@ -107,6 +118,30 @@ async def keepalive(settings: Settings, stores: Stores, rest: DiscordRestPort, s
                 await asyncio.sleep(grace)
             await service.keeper.delete(temp_channel)
     return {"sent": sent, "failed": failed}
+
+
+async def _in_guild(service: ConversationService, bot_id: str, channel_id: str) -> bool:
+    """A configured keepalive channel must be a text channel or thread of GUILD_ID, as for chats:
+    the user accounts never post anywhere else."""
+    try:
+        await service.guild_channels.require(channel_id, param=None, what=f"keepalive channel of bot {bot_id}")
+        return True
+    except ServiceError as exc:
+        log.error("keepalive: channel refused", extra={"coze_bot_id": bot_id, "channel_id": channel_id,
+                                                       "reason": exc.message})
+        return False
+
+
+async def _let_in(service: ConversationService, channel_id: str, user_id: str) -> bool:
+    """Grant a posting account the private keepalive channel (a bot call: its errors are the bot's,
+    never the account's)."""
+    try:
+        await service.keeper.grant(channel_id, user_id)
+        return True
+    except DiscordError as exc:
+        log.error("keepalive: could not let the account into the private channel",
+                  extra={"channel_id": channel_id, "status": exc.status, "code": exc.code})
+        return False
 
 
 def _grace(settings: Settings) -> float:

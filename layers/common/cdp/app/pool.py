@@ -109,6 +109,10 @@ class AccountPool(_Health):
     def fingerprints(self) -> list[str]:
         return list(self._tokens)
 
+    def token_of(self, fp: str) -> str | None:
+        """The token of the account with this fingerprint (None if it is not configured)."""
+        return self._tokens.get(fp)
+
     async def records(self) -> list[HealthRecord]:
         """Configured accounts only, in settings order (unknown ones are healthy, never used)."""
         stored = await self._load()

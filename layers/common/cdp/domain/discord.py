@@ -94,6 +94,9 @@ class DiscordError(Exception):
         self.route = route
         self.token_fp = token_fp
         self.errors = errors
+        # Set by the REST client when an earlier attempt of this call failed ambiguously (a timeout,
+        # 5xx, a network error): Discord may have carried that attempt out (a message may be posted).
+        self.after_retry = False
         super().__init__(self.__str__())
 
     def __str__(self) -> str:

@@ -17,6 +17,7 @@ __all__ = [
     "PromptError",
     "build_prompt",
     "check_request_size",
+    "cluster_may_continue",
     "is_cluster_boundary",
     "message_text",
     "split_for_discord",
@@ -195,6 +196,26 @@ def is_cluster_boundary(text: str, i: int) -> bool:
             j -= 1
         return run % 2 == 0
     return not _joins(text[i - 1], text[i])
+
+
+def cluster_may_continue(text: str) -> bool:
+    """True if the last character cluster of `text` is unfinished: what ends it only makes sense
+    with more to come (a zero-width joiner, half of a surrogate pair or of a flag, a Hangul leading
+    consonant, a virama). A complete cluster may still take an optional mark or skin tone; that is
+    not "unfinished": sent in two pieces it still concatenates to the same text."""
+    if not text:
+        return False
+    last = ord(text[-1])
+    if last == 0x200D or 0xD800 <= last <= 0xDBFF:
+        return True
+    if 0x1100 <= last <= 0x115F or 0xA960 <= last <= 0xA97F:  # Hangul choseong: a vowel must follow
+        return True
+    if unicodedata.combining(text[-1]) == 9:  # virama: a conjunct is being formed
+        return True
+    if _is_ri(text[-1]):
+        run = len(text) - len(text.rstrip("".join(chr(c) for c in range(0x1F1E6, 0x1F200))))
+        return run % 2 == 1
+    return False
 
 
 def _is_ri(ch: str) -> bool:

@@ -6,8 +6,12 @@ rephrased). Sent SSE deltas cannot be taken back, so a reply is streamed in one 
 
 Optimistic (from the start): an edit that extends the previous snapshot is trusted at once and
 everything is emitted except a minimal tail, which a pure extension could still change:
-  - the last character cluster (a combining mark, ZWJ, skin tone or second flag half may follow),
-    and whitespace (sent at the start of the next delta: Discord trims it, render() inserts
+  - an unfinished last character cluster (one ending in a ZWJ, half a flag or surrogate pair, a
+    virama, a Hangul leading consonant: prompt.cluster_may_continue). A complete cluster is sent
+    even though an optional mark or skin tone may still follow: sent apart, the two pieces still
+    concatenate to the final text, and holding every last character would delay every edit's
+    text until the next edit (~1 s with real Coze),
+  - trailing whitespace (sent at the start of the next delta: Discord trims it, render() inserts
     before the appended images),
   - a markdown link/image still being written ("[..](" without ")", "![.." without "]"), and
     the images at the very end (render() appends them after content that may still grow),
@@ -42,7 +46,7 @@ import re
 import unicodedata
 
 from cdp.domain.coze import could_become_error
-from cdp.domain.prompt import is_cluster_boundary
+from cdp.domain.prompt import cluster_may_continue, is_cluster_boundary
 
 __all__ = ["DeltaAssembler", "common_prefix_len"]
 
@@ -170,9 +174,11 @@ class DeltaAssembler:
         floor = len(self._emitted)
         if could_become_error(text):
             return 0
-        end = _images_at_end(text) - 1  # the last cluster may still grow: cut before it
-        while end > floor and not is_cluster_boundary(text, end):
+        end = _images_at_end(text)
+        if cluster_may_continue(text[:end]):  # e.g. a ZWJ: cut before the unfinished cluster
             end -= 1
+            while end > floor and not is_cluster_boundary(text, end):
+                end -= 1
         end = min(end, len(text) - self._holdback)
         if end <= floor:
             return end

@@ -19,7 +19,8 @@ from typing import Any
 
 from cdp.domain.prompt import message_text
 
-__all__ = ["REPLY_PRIMING_TOKENS", "TOKENS_PER_MESSAGE", "count_message_tokens", "count_tokens", "max_tokens_bound"]
+__all__ = ["REPLY_PRIMING_TOKENS", "TOKENS_PER_MESSAGE", "count_message_tokens", "count_tokens", "max_tokens_bound",
+           "truncate_tokens"]
 
 ENCODING_NAME = "o200k_base"
 _TABLE = Path(__file__).resolve().parent.parent / "data" / "o200k_base.tiktoken.gz"
@@ -70,6 +71,25 @@ def count_tokens(text: str) -> int:
     if not text:
         return 0
     return len(_get_encoding().encode_ordinary(text))
+
+
+def truncate_tokens(text: str, limit: int) -> str:
+    """The longest prefix of `text` cut at a token boundary (never inside a character) whose own count
+    is at most `limit` tokens; `text` itself when it has no more."""
+    if limit <= 0 or not text:
+        return ""
+    if max_tokens_bound(text) <= limit:
+        return text
+    enc = _get_encoding()
+    tokens = enc.encode_ordinary(text)
+    n = min(limit, len(tokens))
+    while n > 0:
+        # A token may end inside a multi-byte character: the partial character is dropped.
+        prefix = enc.decode_bytes(tokens[:n]).decode("utf-8", "ignore")
+        if count_tokens(prefix) <= limit:  # re-encoding a prefix may merge differently
+            return prefix
+        n -= 1
+    return ""
 
 
 def max_tokens_bound(text: str) -> int:

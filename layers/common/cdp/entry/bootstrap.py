@@ -31,6 +31,7 @@ def make_stores(settings: Settings) -> Stores:
     from cdp.adapters.store.memory import (
         MemoryAlertStore,
         MemoryChannelRegistry,
+        MemoryConversationStore,
         MemoryHealthStore,
         MemoryPromptLedger,
         MemoryRateLimitStore,
@@ -39,7 +40,8 @@ def make_stores(settings: Settings) -> Stores:
 
     return Stores(MemoryReplyStore(), MemoryChannelRegistry(), health=MemoryHealthStore(),
                   ratelimits=MemoryRateLimitStore(), alerts=MemoryAlertStore(), ledger=MemoryPromptLedger(),
-                  blobs=make_blob_store(settings), leases=MemoryLeaseStore())
+                  blobs=make_blob_store(settings), conversations=MemoryConversationStore(),
+                  leases=MemoryLeaseStore())
 
 
 def make_rest(settings: Settings) -> DiscordRestPort:
@@ -81,7 +83,7 @@ def make_router(settings: Settings, entries: Sequence[BotEntry] | None = None) -
         from cdp.adapters.botconfig import load_bot_config
 
         entries = load_bot_config(settings)
-    return Router(entries, settings.coze_bot_ids)
+    return Router(entries, settings.coze_bot_ids, strict=settings.STRICT_MODELS)
 
 
 def make_service(settings: Settings, stores: Stores, rest: DiscordRestPort | None = None,
@@ -109,4 +111,4 @@ def make_service(settings: Settings, stores: Stores, rest: DiscordRestPort | Non
                                presence=presence or stores.presence, router=router or make_router(settings),
                                pool=pool, bots=BotHealth(stores.health, **kw), alerts=alerts,
                                ratelimits=stores.ratelimits, ledger=stores.ledger,
-                               queue=AccountQueue(settings, pool, stores.leases))
+                               conversations=stores.conversations, queue=AccountQueue(settings, pool, stores.leases))

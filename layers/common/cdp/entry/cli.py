@@ -70,8 +70,14 @@ async def _serve(settings: Settings, router: Router, demo_notice: str | None, wi
                                            proxy_headers=False))
     if signals is not None:
         signals.server = server
+    recovery = None
     if listener:
         await listener.start()
+        from cdp.entry.listener import recover_after_new_sessions
+
+        configured = [settings.CHANNEL_ID, *(e.channel_id for e in router.entries if e.channel_id)]
+        recovery = asyncio.create_task(recover_after_new_sessions(listener, rest, stores.channels, configured,
+                                                                  settings.GUILD_ID))
     from cdp.app.jobs import schedule_jobs
     from cdp.app.scheduler import Scheduler
 
@@ -82,6 +88,8 @@ async def _serve(settings: Settings, router: Router, demo_notice: str | None, wi
         await server.serve()
     finally:
         try:
+            if recovery is not None:
+                recovery.cancel()
             await scheduler.stop()
             if listener:
                 await listener.stop()
@@ -181,9 +189,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_listener(args: argparse.Namespace) -> int:
     from cdp.entry import logs
-    settings = load_settings()
+    from cdp.settings import LISTENER_REQUIRED
+
+    settings = load_settings(required=LISTENER_REQUIRED)  # no user token: the ECS task is not given one
     if settings.demo:
-        print("cdp listener: needs BOT_TOKEN, GUILD_ID, COZE_BOT_ID (and USER_AUTHORIZATION); there is "
+        print("cdp listener: needs BOT_TOKEN, GUILD_ID, COZE_BOT_ID; there is "
               "no demo listener", file=sys.stderr)
         return 2
     logs.configure(settings.LOG_LEVEL, settings.secrets())

@@ -101,6 +101,24 @@ async def recover(recorder: ReplyRecorder, rest: DiscordRest, registry: ChannelR
     return fed
 
 
+async def recover_after_new_sessions(listener: Any, rest: DiscordRest, registry: ChannelRegistry,
+                                     configured: Iterable[str], guild_id: str) -> None:
+    """`cdp serve`'s in-process listener: after each fresh READY (a session that could not be resumed:
+    op 9 false, a close code that forbids RESUME), the same recovery as `cdp listener`'s, since the
+    events of the gap are never replayed. Runs until cancelled."""
+    status = listener.status
+    recovered_for = 0
+    configured = list(configured)
+    while True:
+        if status.ready and status.ready_count > recovered_for:
+            recovered_for = status.ready_count
+            try:
+                await recover(listener.recorder, rest, registry, configured, guild_id)
+            except Exception:
+                log.exception("recovery after a new gateway session failed")
+        await status.wait_change(5.0)
+
+
 async def _publish_presence(presence: Any, status: Any, ready: bool | None = None) -> None:
     """Tell the answering side whether replies are being recorded (it won't call a silent reply done
     while no listener is connected). A failed write is logged, never fatal."""

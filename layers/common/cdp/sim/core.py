@@ -128,6 +128,8 @@ class Sim:
         self.request_log: list[dict] = []
         self.fail_rules: list[dict] = []
         self.inject_rules: list[dict] = []
+        # faults after the route ran (the message is stored): {method, path, status, code, message, delay, count}
+        self.accept_then_fail_rules: list[dict] = []
         # late imports to avoid cycles
         from .coze import CozeSim
         from .gateway import GatewayHub

@@ -3,7 +3,7 @@
 Directive in the prompt text (anywhere; the last one wins): ``[[sim:NAME NAME2 arg=value key="quoted value"]]``.
 Names: no_buttons rewrite duplicates out_of_order partial image_markdown image_embed image_attachment
 silent multi long drop_gateway; args: error=user_limit|bot_limit|other [n=index], slow_first_token seconds=N
-(or slow_first_token=N), text="exact final text", edits=N.
+(or slow_first_token=N), text="exact final text", edits=N, pause=SECONDS (between edits).
 Without a directive, a drawing prompt (the proxy's /v1/images/generations instruction, DRAW_MARKER)
 is answered like Coze's image plugin: a line of text and a markdown image on the fake CDN.
 """
@@ -130,8 +130,11 @@ def final_parts(prompt: str, cdn_base: str = "http://127.0.0.1:0") -> list[str]:
     if err:
         pool = {"user_limit": USER_LIMIT_ERRORS, "bot_limit": BOT_LIMIT_ERRORS}.get(err, OTHER_ERRORS)
         return [pool[int(d.args.get("n", 0)) % len(pool)]]
+    protocol = protocol_answer(prompt, d)
     if "text" in d.args:
         text = d.args["text"]
+    elif protocol is not None:
+        text = protocol
     elif d.has("long"):
         text = long_text(prompt)
     elif d.has("image_markdown"):
@@ -155,6 +158,94 @@ def final_parts(prompt: str, cdn_base: str = "http://127.0.0.1:0") -> list[str]:
 def final_text(prompt: str, cdn_base: str = "http://127.0.0.1:0") -> str:
     """The whole final answer text: ``"".join(final_parts(prompt))``."""
     return "".join(final_parts(prompt, cdn_base))
+
+
+# --------------------------------------------------------------------------------------------
+# The tool-call / JSON-mode protocol of cdp.domain.tools (its markers repeated: the sim stands alone).
+# Directive args: tool=NAME (which tool to call), tool_args='{"k": "v"}' (its arguments), json='{..}'
+# (the JSON answer), flag no_tool (answer prose although tools are offered), flag bare (JSON without
+# a fence); tools_break=once|always breaks the protocol on the first answer only (the repair round's
+# answer follows it) or always, as break=unknown|args|prose|badjson says (default: unknown tool
+# with tools, prose in JSON mode).
+PROTOCOL_HEAD = "=== ANSWER PROTOCOL (follow it exactly) ==="
+CORRECTION_HEAD = "Your previous answer broke the answer protocol"
+TOOL_RESULT_HEAD = "Result of tool call"
+
+
+def _last_json_line(prompt: str, label: str) -> Any:
+    found = re.findall(rf"^{label}: (.+)$", prompt, re.M)
+    for raw in reversed(found):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            continue
+    return None
+
+
+def example_of(schema: Any) -> Any:
+    """A small value matching a (simple) JSON Schema."""
+    if not isinstance(schema, dict):
+        return "x"
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {k: example_of(v) for k, v in props.items() if k in (schema.get("required") or list(props))}
+    return {"string": "x", "integer": 1, "number": 1.5, "boolean": True, "array": [], "null": None}.get(kind, "x")
+
+
+def _tool_result(prompt: str) -> str:
+    head = prompt[:prompt.find(PROTOCOL_HEAD)]
+    tail = head[head.rfind(TOOL_RESULT_HEAD):]
+    m = re.search(r"\):(?:\\n|\n)(.*?)(?:\"\}|\n\n|$)", tail, re.S)
+    return (m.group(1) if m else "").replace('\\"', '"').strip()
+
+
+def _fenced(obj: Any, bare: bool) -> str:
+    text = json.dumps(obj, ensure_ascii=False)
+    return text if bare else f"```json\n{text}\n```"
+
+
+def protocol_answer(prompt: str, d: Directive) -> str | None:
+    """The simulated bot's answer to a prompt carrying the proxy's answer protocol (None without one)."""
+    if PROTOCOL_HEAD not in prompt:
+        return None
+    tools = _last_json_line(prompt, "TOOLS") or []
+    schema = _last_json_line(prompt, "JSON SCHEMA")
+    json_mode = "valid JSON object" in prompt[prompt.rfind(PROTOCOL_HEAD):]
+    repair = CORRECTION_HEAD in prompt
+    results = TOOL_RESULT_HEAD in prompt[:prompt.find(PROTOCOL_HEAD)]  # rendered history, not the protocol
+    brk = d.args.get("tools_break")
+    if brk == "always" or (brk == "once" and not repair):
+        kind = d.args.get("break", "unknown" if tools else "prose")
+        if kind == "unknown":
+            return _fenced({"tool_calls": [{"name": "no_such_tool", "arguments": {}}]}, False)
+        if kind == "args" and tools:
+            return _fenced({"tool_calls": [{"name": tools[0]["name"], "arguments": {"unexpected": [1, 2]}}]}, False)
+        if kind == "badjson":
+            return '```json\n{"answer": "unterminated\n```'
+        return "Sure! I would rather answer in my own words."
+    if tools and not results and not d.has("no_tool"):
+        forced = re.findall(r"^REQUIRED CALL: (\S+)", prompt, re.M)
+        name = forced[-1] if forced else d.args.get("tool", tools[0]["name"])
+        tool = next((t for t in tools if t["name"] == name), tools[0])
+        args = json.loads(d.args["tool_args"]) if "tool_args" in d.args else example_of(tool.get("parameters"))
+        return _fenced({"tool_calls": [{"name": tool["name"], "arguments": args}]}, d.has("bare"))
+    if json_mode:
+        if "json" in d.args:
+            obj = json.loads(d.args["json"])
+        elif schema is not None:
+            obj = example_of(schema)
+        else:
+            obj = {"answer": _excerpt(prompt)}
+        return _fenced(obj, d.has("bare"))
+    if results:
+        return f"According to the tool: {_tool_result(prompt)}"
+    return None
 
 
 def _misspell(word: str) -> str:
@@ -192,6 +283,10 @@ class CozeSim:
     async def _reply_inner(self, prompt_msg: dict, coze_id: str) -> None:
         sim, cfg = self.sim, self.sim.cfg
         prompt = prompt_msg.get("content") or ""
+        if CORRECTION_HEAD in prompt:  # a repair round: answer with the channel's earlier prompt in mind
+            earlier = [m.get("content") or "" for m in sim.messages.get(prompt_msg["channel_id"], [])
+                       if m["author"]["id"] == prompt_msg["author"]["id"] and m["id"] != prompt_msg["id"]]
+            prompt = "\n".join([*earlier, prompt])
         d = parse_directive(prompt)
         parts = final_parts(prompt, sim.root_url)
         if not parts:
@@ -213,7 +308,7 @@ class CozeSim:
 
     async def _stream_one(self, prompt_msg: dict, coze_id: str, text: str, d: Directive, *, last: bool, is_error: bool, first_part: bool) -> bool:
         sim, cfg = self.sim, self.sim.cfg
-        interval = cfg.coze_edit_interval
+        interval = float(d.args.get("pause", cfg.coze_edit_interval))
         tokens = re.findall(r"\s*\S+", text) or [text]
         n = len(tokens)
         if is_error:

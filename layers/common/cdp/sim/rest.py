@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import email.parser
 import email.policy
@@ -450,6 +451,10 @@ async def handle_api(sim: Sim, request: Request) -> Response:
             raise RateLimited(inj["retry_after"], inj["global"], inj.get("scope") or ("global" if inj["global"] else "user"), rl_headers)
         headers = sim.ratelimiter.check(token, key, major)
         result = await fn(ctx, **params)
+        late = _match_fault(sim.accept_then_fail_rules, method, path)
+        if late is not None:  # done (a message is stored), but the caller is told it failed, late
+            await asyncio.sleep(late["delay"])
+            raise ApiError(late["status"], late["code"], late["message"])
         status = 200
         if isinstance(result, tuple):
             status, result = result

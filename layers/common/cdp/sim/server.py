@@ -32,6 +32,13 @@ def op_fail_next(sim: Sim, method: str | None, path_substring: str, status: int,
     sim.fail_rules.append({"method": method, "path": path_substring, "status": int(status), "code": int(discord_code), "message": message, "count": int(count)})
 
 
+def op_accept_then_fail(sim: Sim, method: str | None, path_substring: str, status: int = 504, discord_code: int = 0, message: str = "504: Gateway Time-out", delay: float = 0.0, count: int = 1) -> None:
+    """The next `count` matching requests are carried out (a posted message is stored and dispatched),
+    then answered, after `delay` seconds, with `status`: what a client sees when Discord accepted a
+    request but its edge timed out (Cloudflare's 504) or the answer was lost on the way."""
+    sim.accept_then_fail_rules.append({"method": method, "path": path_substring, "status": int(status), "code": int(discord_code), "message": message, "delay": float(delay), "count": int(count)})
+
+
 def op_post_as_user(sim: Sim, channel_id: str, content: str, user_id: str | None = None, allowed_mentions: dict | None = None) -> dict:
     uid = user_id or next(iter(sim.cfg.user_tokens.values()))
     body: dict[str, Any] = {"content": content}
@@ -73,6 +80,7 @@ OPS: dict[str, Callable[..., Any]] = {
     "resume_count": lambda sim: sim.gateway.resumes,
     "inject_429": op_inject_429,
     "fail_next": op_fail_next,
+    "accept_then_fail": op_accept_then_fail,
     "revoke_token": lambda sim, token: sim.revoked.add(token),
     "mark_unverified": lambda sim, token: sim.unverified.add(token),
     "set_max_channels": lambda sim, n: setattr(sim, "max_channels", int(n)),
@@ -331,6 +339,10 @@ class FakeDiscord:
 
     def fail_next(self, method: str | None, path_substring: str, status: int, discord_code: int, message: str, count: int = 1) -> None:
         self._call("fail_next", method, path_substring, status, discord_code, message, count)
+
+    def accept_then_fail(self, method: str | None, path_substring: str, status: int = 504, discord_code: int = 0, message: str = "504: Gateway Time-out", delay: float = 0.0, count: int = 1) -> None:
+        """Carry out the next matching request(s), then answer `status` after `delay` s (see op_accept_then_fail)."""
+        self._call("accept_then_fail", method, path_substring, status, discord_code, message, delay, count)
 
     def revoke_token(self, token: str) -> None: self._call("revoke_token", token)
     def mark_unverified(self, user_token: str) -> None: self._call("mark_unverified", user_token)

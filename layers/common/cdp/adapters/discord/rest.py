@@ -29,8 +29,9 @@ from cdp.domain.discord import (
     error_from_response,
     new_nonce,
 )
+from cdp.domain.metrics import DISCORD_429
 from cdp.domain.secrets import fingerprint, redact
-from cdp.ports import UploadFile
+from cdp.ports import NO_METRICS, Metrics, UploadFile
 
 log = logging.getLogger("cdp.adapters.discord.rest")
 
@@ -61,6 +62,7 @@ class DiscordRest:
         self.user_agent = user_agent or DEFAULT_USER_AGENT
         self.limiter = limiter or RateLimiter(max_wait=max_rate_limit_wait)
         self._transient_backoff = transient_backoff
+        self.metrics: Metrics = NO_METRICS  # the edge sets its own (429s by route)
         kwargs: dict[str, Any] = {"timeout": httpx.Timeout(timeout), "follow_redirects": False}
         if transport is not None:
             kwargs["transport"] = transport
@@ -151,16 +153,20 @@ class DiscordRest:
             body_json = json_body
 
         async def send() -> httpx.Response:
-            return await self._client.request(
+            resp = await self._client.request(
                 method, url, headers=headers, params=query, json=body_json, data=data, files=multipart
             )
+            if resp.status_code == 429:
+                self.metrics.inc(DISCORD_429, route=route_key)
+            return resp
 
         attempt = 0
         while True:
             attempt += 1
             try:
                 resp = await self.limiter.run(fp, route_key, major, send, body_of=_json_or_none)
-            except DiscordRateLimited:
+            except DiscordRateLimited as exc:
+                exc.after_retry = attempt > 1
                 raise
             except httpx.TimeoutException as exc:
                 err: DiscordError = DiscordUnavailable(
@@ -210,6 +216,7 @@ class DiscordRest:
                 continue
             level = logging.WARNING if err.status and err.status < 500 else logging.ERROR
             log.log(level, "%s", err)
+            err.after_retry = attempt > 1  # an earlier attempt failed ambiguously: it may have been done
             raise err
 
     # -- bot-token calls ----------------------------------------------------------------------

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from dataclasses import replace
 
 from cdp.domain.accounts import Health, HealthRecord
 from cdp.domain.model import ReplyMessage, ReplySnapshot, TempChannel
+from cdp.domain.sticky import StickyConversation
 
 # Bounded so a long-running server never grows without limit (the DynamoDB adapter uses TTL instead).
 MAX_PROMPTS = 10_000
@@ -209,3 +211,35 @@ class MemoryPromptLedger:
     async def lookup(self, prompt_id: str) -> dict | None:
         entry = self._entries.get(prompt_id)
         return dict(entry) if entry is not None else None
+
+
+class MemoryConversationStore:
+    """Sticky conversations of one process (CONVERSATION_MODE=sticky with the in-memory store). Bounded
+    by the channel budget (each holds a channel); expired ones are dropped on the next put."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, StickyConversation] = {}
+
+    async def get(self, key: str) -> StickyConversation | None:
+        return self._items.get(key)
+
+    async def put(self, conversation: StickyConversation) -> None:
+        now = time.time()  # expired idle ones go (their channels are the cleanup job's): stays small
+        for key in [k for k, c in self._items.items() if c.expired(now) and not c.leased(now)]:
+            del self._items[key]
+        self._items[conversation.key] = conversation
+
+    async def lease(self, key: str, owner: str, now: float, until: float) -> StickyConversation | None:
+        current = self._items.get(key)  # no await between the check and the write: atomic in asyncio
+        if current is None or current.expired(now) or current.leased(now):
+            return None
+        leased = self._items[key] = replace(current, lease_owner=owner, lease_until=until)
+        return leased
+
+    async def delete(self, key: str, owner: str | None = None) -> None:
+        current = self._items.get(key)
+        if current is not None and (owner is None or current.lease_owner == owner):
+            del self._items[key]
+
+    async def all(self) -> list[StickyConversation]:
+        return list(self._items.values())

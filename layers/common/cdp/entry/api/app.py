@@ -13,8 +13,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cdp.app.errors import ServiceError
-from cdp.entry.api import chat, images, limits, models, ops, original
+from cdp.entry.api import chat, images, limits, models, observe, ops, original
 from cdp.entry.api.common import validation_to_openai
+from cdp.entry.api.drain import ShutdownCutMiddleware
 from cdp.entry.api.runtime import Runtime
 from cdp.entry.openai import errors as oe
 
@@ -39,6 +40,7 @@ def create_app(runtime: Runtime) -> FastAPI:
                        "x-stainless-async", "x-stainless-helper-method", "x-stainless-poll-helper"],
         expose_headers=["x-request-id", "x-should-retry", "Retry-After"])
 
+    app.add_middleware(ShutdownCutMiddleware)  # a request the shutdown cancels ends clearly, not cut
     app.add_middleware(RequestIdMiddleware)
 
     _install_error_handlers(app)
@@ -51,6 +53,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         original.install(app)  # the original's /api/channel/*, /api/thread/*
     if docs:
         original.install_swagger(app)  # GET /swagger/index.html (as the original), next to FastAPI's /docs
+    observe.install(app, runtime)  # metrics and recent requests of every request (outermost)
     return app
 
 

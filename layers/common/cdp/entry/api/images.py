@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cdp.adapters.blobs import BlobStore, BlobStoreError, LocalBlobStore, make_blob_store
@@ -32,6 +32,7 @@ from cdp.domain.images import drawing_prompt, extract_image_urls, revised_prompt
 from cdp.entry.api.common import ApiKey, coze_error_to_openai, json_body, out_time, validation_to_openai
 from cdp.entry.api.runtime import Runtime
 from cdp.entry.openai import errors as oe
+from cdp.entry.openai.wire import request_body_doc
 from cdp.settings import Settings
 
 log = logging.getLogger("cdp.entry.api.images")
@@ -43,7 +44,7 @@ class ImagesRequest(BaseModel):
     """OpenAI's fields; size/quality/style/user are accepted and ignored (Coze decides)."""
 
     model_config = ConfigDict(extra="allow")
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, json_schema_extra={"pattern": "\\S"})
     model: str | None = None
     n: int | None = Field(None, ge=1)
     size: str | None = None
@@ -51,7 +52,7 @@ class ImagesRequest(BaseModel):
     style: str | None = None
     user: str | None = None
     response_format: Literal["url", "b64_json"] | None = None
-    channelId: str | None = None
+    channelId: str | None = Field(None, json_schema_extra={"pattern": "^([0-9]{15,21})?$"})
 
     @field_validator("prompt")
     @classmethod
@@ -68,6 +69,16 @@ class ImagesRequest(BaseModel):
         return v or None
 
 
+def _body_doc(settings: Settings) -> dict[str, Any]:
+    """The request body for /openapi.json; `n` is bounded by IMAGES_MAX_N."""
+    doc = request_body_doc(ImagesRequest, "OpenAI's image request (size, quality, style, user: accepted, ignored)")
+    n = doc["requestBody"]["content"]["application/json"]["schema"]["properties"]["n"]
+    for choice in n.get("anyOf", [n]):
+        if choice.get("type") == "integer":
+            choice["maximum"] = settings.IMAGES_MAX_N
+    return doc
+
+
 @dataclass
 class Drawn:
     data: bytes
@@ -79,7 +90,8 @@ def build_router(runtime: Runtime) -> APIRouter:
     router = APIRouter()
     store: BlobStore = make_blob_store(settings)
 
-    @router.post("/v1/images/generations", tags=["openai"], response_model=None)
+    @router.post("/v1/images/generations", tags=["openai"], response_model=None,
+                 openapi_extra=_body_doc(settings))
     async def images_generations(request: Request, api_key: ApiKey) -> Response:
         body = await json_body(request)
         try:
@@ -173,12 +185,15 @@ def build_router(runtime: Runtime) -> APIRouter:
             path, mime = hit
             return FileResponse(path, media_type=mime, headers=headers)
         try:  # S3 (cdp.adapters.blobs.S3BlobStore): read the object; the bucket stays private
-            blob = await store.get(name)
+            linker = getattr(store, "get_or_link", None)  # S3: a large object -> short-lived presigned URL
+            blob = await (linker(name) if linker is not None else store.get(name))
         except BlobStoreError as exc:
             raise oe.upstream_error(f"The file store is unavailable: {exc}.", code="file_store_unavailable",
                                     status=503) from None
         if blob is None:
             raise oe.OpenAIError(404, "No such file.", code="file_not_found")
+        if isinstance(blob, str):  # never through the (buffered, 6 MB) Lambda body
+            return RedirectResponse(blob, status_code=307, headers={"Cache-Control": "no-store"})
         return Response(blob[0], media_type=blob[1], headers=headers)
 
     return router

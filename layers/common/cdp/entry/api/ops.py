@@ -1,6 +1,7 @@
 """Operator routes: GET /, GET /healthz, GET /api/status (behind the admin key: PROXY_ADMIN_SECRET, else
-PROXY_SECRET; never open) and POST /interactions
-(Discord slash commands).
+PROXY_SECRET; never open), GET /metrics (Prometheus text: METRICS_TOKEN or an admin key; a chat key only while there are no admin keys),
+GET /status (the status page: static HTML that asks for the key and reads /api/status) and
+POST /interactions (Discord slash commands).
 
 `install(app)` adds the router, a counter of requests in flight (ASGI middleware) and a ring buffer of
 the last warnings/errors logged under `cdp.*` (secrets redacted). Both are per process: behind API
@@ -10,25 +11,40 @@ Gateway every Lambda environment has its own (there, /api/status shows that envi
 from __future__ import annotations
 
 import collections
+import hmac
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from cdp.domain.metrics import DISCORD_CHANNEL_LIMIT, status_gauges
 from cdp.domain.secrets import fingerprint, redact
 from cdp.entry import interactions, logs
-from cdp.entry.api.common import BodyTooLarge, operator_key, read_body, runtime_of
+from cdp.entry.api.common import (
+    ADMIN,
+    BEARER,
+    BodyTooLarge,
+    KeyCheck,
+    openai_refusal,
+    operator_key,
+    read_body,
+    runtime_of,
+)
 from cdp.entry.api.runtime import Runtime
+from cdp.entry.openai import errors as oe
 from cdp.ports import Stores
 
 log = logging.getLogger("cdp.entry.api.ops")
 
 MAX_ERRORS = 20
 MAX_CHANNELS_LISTED = 50
+MAX_RECENT_LISTED = 50
+STATUS_PAGE = Path(__file__).parent / "static" / "status.html"
 
 
 # -- requests in flight & last errors ------------------------------------------------------------------
@@ -104,6 +120,7 @@ class AccountStatus(BaseModel):
     resting_until: str | None = Field(None, description="ISO time (TZ) the rest ends, when resting")
     dead_since: str | None = Field(None, description="ISO time (TZ) Discord refused the token, when dead")
     reason: str | None = None
+    requests_today: int = Field(0, description="requests it posted since 00:00 UTC, seen by this process")
 
 
 class BotStatus(BaseModel):
@@ -124,6 +141,8 @@ class ChannelStatus(BaseModel):
 
 class TemporaryChannels(BaseModel):
     count: int
+    in_use: int = Field(0, description="channels of requests still running (the others await deletion)")
+    limit: int = Field(DISCORD_CHANNEL_LIMIT, description="Discord's channel limit per server")
     channels: list[ChannelStatus] = Field(description=f"the first {MAX_CHANNELS_LISTED}")
 
 
@@ -132,6 +151,28 @@ class LoggedError(BaseModel):
     level: str
     logger: str
     message: str
+
+
+class RecentRequest(BaseModel):
+    id: str
+    at: float
+    method: str
+    route: str
+    model: str | None = None
+    status: int
+    ttft: float | None = Field(None, description="seconds to the first reply text")
+    duration: float
+    error: str | None = Field(None, description="OpenAI error code, Coze error kind or timeout")
+    stream: bool
+    account: str | None = Field(None, description="fingerprint of the account that posted the prompt")
+
+
+class MinutePoint(BaseModel):
+    minute: int = Field(description="epoch seconds of the minute's start")
+    requests: int
+    errors: int
+    ttft_avg: float | None = None
+    ttft_max: float | None = None
 
 
 class StatusResponse(BaseModel):
@@ -150,6 +191,10 @@ class StatusResponse(BaseModel):
     requests_in_flight: int = Field(description="OpenAI API requests being answered by this process")
     requests_total: int
     last_errors: list[LoggedError] = Field(description=f"last {MAX_ERRORS} warnings/errors of this process")
+    recent_requests: list[RecentRequest] = Field([], description=f"the last {MAX_RECENT_LISTED} API requests "
+                                                                 "answered by this process, newest first")
+    history: list[MinutePoint] = Field([], description="this process's requests, errors and TTFT per minute, "
+                                                       "last hour, oldest first")
 
     model_config = {"json_schema_extra": {"example": {
         "status": "ok", "mode": "discord", "store": "memory", "time": 1744189800.0, "uptime_seconds": 3600.0,
@@ -169,10 +214,18 @@ class StatusResponse(BaseModel):
         "requests_in_flight": 1, "requests_total": 42, "last_errors": []}}}
 
 
+async def refresh_gateway(runtime: Runtime) -> None:
+    """A listener known only by its published presence (AWS) is read now; an in-process one needs nothing."""
+    refresh = getattr(runtime.gateway, "refresh", None)
+    if refresh is not None:
+        await refresh()
+
+
 async def collect_status(runtime: Runtime) -> dict[str, Any]:
     """The facts of GET /api/status and `/cdp status`, from the runtime's service and listener."""
     settings, service = runtime.settings, runtime.service
     now = time.time()
+    await refresh_gateway(runtime)
     gateway = runtime.gateway.to_dict()
     bot_config = None
     try:  # the account pool reports health itself
@@ -187,6 +240,10 @@ async def collect_status(runtime: Runtime) -> dict[str, Any]:
         accounts = [{"account": fingerprint(t), "health": "unknown"} for t in settings.user_tokens]
         bots = [{"coze_bot_id": b, "health": "unknown"} for b in settings.coze_bot_ids]
     by_health, bots_by_health = _count(accounts), _count(bots)
+    log_ = runtime.request_log
+    today = log_.requests_today() if log_ is not None else {}
+    for a in accounts:
+        a["requests_today"] = today.get(str(a.get("account")), 0)
     try:
         channels = await service.channels.all()
     except Exception as exc:
@@ -210,13 +267,26 @@ async def collect_status(runtime: Runtime) -> dict[str, Any]:
         "bots_by_health": bots_by_health,
         "bot_config": bot_config if isinstance(bot_config, bool) else None,
         "temporary_channels": {
-            "count": len(channels),
+            "count": len(channels), "in_use": sum(1 for c in channels if c.delete_at is None),
+            "limit": DISCORD_CHANNEL_LIMIT,
             "channels": [{"channel_id": c.channel_id, "created_at": c.created_at, "delete_at": c.delete_at,
                           "request_id": c.request_id} for c in channels[:MAX_CHANNELS_LISTED]]},
         "requests_in_flight": IN_FLIGHT.count,
         "requests_total": IN_FLIGHT.total,
         "last_errors": errors,
+        "recent_requests": log_.recent_list(MAX_RECENT_LISTED) if log_ is not None else [],
+        "history": log_.history() if log_ is not None else [],
     }
+
+
+def publish_status_gauges(runtime: Runtime, status: dict[str, Any]) -> None:
+    """The status facts as gauges (accounts by state, bots resting, channels, gateway) in the
+    runtime's metrics: before a /metrics scrape, and with /api/status (on Lambda: its EMF flush)."""
+    metrics = runtime.metrics
+    if metrics is None:
+        return
+    for name, value, labels in status_gauges(status):
+        metrics.set(name, value, **labels)
 
 
 def _listed(value: Any, key: str) -> list[dict[str, Any]]:
@@ -267,6 +337,7 @@ async def root() -> dict[str, Any]:
 @router.get("/healthz", tags=["ops"], summary="200 once the Discord gateway session is READY, else 503")
 async def healthz(request: Request) -> JSONResponse:
     runtime = runtime_of(request)
+    await refresh_gateway(runtime)
     gw = runtime.gateway
     body: dict[str, Any] = {"status": "ok" if gw.ready else "unavailable", "gateway": gw.to_dict(),
                             "mode": "demo" if runtime.demo_notice else "discord",
@@ -282,7 +353,61 @@ async def healthz(request: Request) -> JSONResponse:
             summary="Gateway state, accounts and bots by health, temporary channels, requests in flight, "
                     "last errors (admin key required: PROXY_ADMIN_SECRET's, else PROXY_SECRET's)")
 async def api_status(request: Request) -> dict[str, Any]:
-    return await collect_status(runtime_of(request))
+    runtime = runtime_of(request)
+    status = await collect_status(runtime)
+    publish_status_gauges(runtime, status)
+    return status
+
+
+# Issue 10: PROXY_ADMIN_SECRET, when set, guards /metrics (a chat key then gets 403); else any API key.
+_metrics_api_key = KeyCheck(BEARER, refuse=openai_refusal, level=ADMIN)
+
+
+async def metrics_key(request: Request) -> None:
+    """/metrics: a METRICS_TOKEN token, or an admin key (PROXY_ADMIN_SECRET's; without admin keys, any
+    of PROXY_SECRET's, as for /api/status); never open (with no key configured at all, refused)."""
+    settings = runtime_of(request).settings
+    tokens = settings.metrics_tokens
+    if tokens:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        given = given.strip() if scheme.lower() == "bearer" else ""
+        matched = [hmac.compare_digest(given.encode(), t.encode()) for t in tokens]
+        if given and any(matched):
+            return
+        if not settings.api_keys and not settings.admin_keys:
+            raise openai_refusal(401, "Incorrect or missing metrics token: send METRICS_TOKEN as "
+                                      "Authorization: Bearer.")
+    _metrics_api_key.check(request)
+
+
+@router.get("/metrics", tags=["ops"], dependencies=[Depends(metrics_key)], response_class=Response,
+            summary="Prometheus metrics (METRICS_TOKEN or an admin key as a Bearer token)")
+async def metrics(request: Request) -> Response:
+    runtime = runtime_of(request)
+    exposition = getattr(runtime.metrics, "exposition", None)
+    if exposition is None:
+        raise oe.OpenAIError(404, "This deployment writes its metrics as CloudWatch EMF (namespace "
+                                  "CozeDiscordProxy), not Prometheus text.", code="metrics_not_here")
+    publish_status_gauges(runtime, await collect_status(runtime))
+    from cdp.adapters.metrics_prometheus import CONTENT_TYPE
+
+    return Response(exposition(), media_type=CONTENT_TYPE)
+
+
+# The page holds no data: it asks for the key and reads /api/status with it. Inline script and style
+# only, nothing from elsewhere; the key never appears in a URL or in the page.
+STATUS_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                               "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+                               "frame-ancestors 'none'",
+    "Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+@router.get("/status", include_in_schema=False)
+async def status_page() -> HTMLResponse:
+    return HTMLResponse(STATUS_PAGE.read_text(encoding="utf-8"), headers=STATUS_PAGE_HEADERS)
 
 
 @router.post("/interactions", tags=["ops"], include_in_schema=True,

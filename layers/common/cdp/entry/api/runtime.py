@@ -35,3 +35,5 @@ class Runtime:
     demo_notice: str | None = None  # set in demo mode; shown at start-up and in /healthz
     started_at: float = 0.0
     stores: Stores | None = None  # for the jobs that `/cdp cleanup` and `/cdp keepalive` run
+    metrics: Any = None  # the Metrics port's adapter (cdp.entry.api.observe.install: Prometheus if unset)
+    request_log: Any = None  # recent requests for the status page (cdp.entry.api.observe.RequestLog)

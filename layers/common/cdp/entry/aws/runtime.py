@@ -81,6 +81,7 @@ def objects() -> tuple[Settings, Stores, DiscordRestPort, ConversationService]:
 def build_app(s: Settings | None = None):
     from cdp.entry.api.app import create_app
     from cdp.entry.api.runtime import ExternalListener, Runtime
+    from cdp.entry.aws.presence import PresenceGateway
 
     s2, stores, _, service = objects() if s is None else (s, None, None, None)
     if not s2.api_keys and not s2.ALLOW_OPEN_API:  # API Gateway is public: no key = anyone's proxy
@@ -93,13 +94,23 @@ def build_app(s: Settings | None = None):
 
         stores = make_stores(s)
         service = make_service(s, stores)
-    return create_app(Runtime(s2, service, ExternalListener(), stores=stores))
+    # The listener is the ECS task: its health is what it publishes in the presence store.
+    from cdp.adapters.metrics_emf import EmfMetrics  # the /metrics names as EMF, flushed per invocation
+
+    presence = getattr(stores, "presence", None) if stores is not None else None
+    gateway = PresenceGateway(presence) if presence is not None else ExternalListener()
+    return create_app(Runtime(s2, service, gateway, stores=stores, metrics=EmfMetrics()))
+
+
+def config_error_body(exc: Exception) -> dict[str, Any]:
+    """The OpenAI-shaped 503 body of a function whose configuration failed (no secret, bad setting)."""
+    problems = [str(p) for p in (getattr(exc, "problems", None) or [type(exc).__name__])]
+    return {"error": {"message": "coze-discord-proxy is not configured: " + "; ".join(problems),
+                      "type": "server_error", "param": None, "code": "not_configured"}}
 
 
 def _config_error_response(exc: Exception) -> dict[str, Any]:
-    problems = getattr(exc, "problems", None) or [type(exc).__name__]
-    body = {"error": {"message": "coze-discord-proxy is not configured: " + "; ".join(problems),
-                      "type": "server_error", "param": None, "code": "not_configured"}}
+    body = config_error_body(exc)
     return {"statusCode": 503, "headers": {"Content-Type": "application/json", "Retry-After": "60"},
             "multiValueHeaders": {}, "body": json.dumps(body), "isBase64Encoded": False}
 
@@ -126,9 +137,51 @@ def api_handler() -> Callable[[dict, Any], dict]:
     return handler
 
 
-def stream_app():
-    """ASGI app for uvicorn behind the Lambda Web Adapter (functions/stream/run.sh)."""
-    return build_app(settings())
+class LazyStreamApp:
+    """ASGI app for uvicorn behind the Lambda Web Adapter (functions/stream/run.sh), built on the first
+    request as the API function's is: a configuration failure (unreadable secret, no PROXY_SECRET)
+    answers an OpenAI-shaped 503 and is retried on the next request, instead of uvicorn failing at import
+    (which the Web Adapter and API Gateway turn into a bare 502). The Web Adapter's readiness check
+    (GET /) is answered without building. Lifespan events are acknowledged here (the app needs none)."""
+
+    def __init__(self, build: Callable[[], Any] | None = None) -> None:
+        self.build = build or (lambda: build_app(settings()))
+        self.app: Any = None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if self.app is None:
+            if scope["type"] == "http" and scope.get("path") == "/" and scope.get("method") == "GET":
+                return await _send_json(send, 200, {"name": "coze-discord-proxy", "openai_base_url": "/v1",
+                                                    "health": "/healthz"})
+            try:
+                self.app = self.build()
+            except Exception as exc:  # noqa: BLE001 - answer, do not crash-loop
+                log.error("%s", config_error_body(exc)["error"]["message"])
+                if scope["type"] == "http":
+                    return await _send_json(send, 503, config_error_body(exc), {"retry-after": "60"})
+                return None
+        return await self.app(scope, receive, send)
+
+
+async def _send_json(send: Callable, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+    raw = json.dumps(body).encode()
+    hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    hdrs += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": hdrs})
+    await send({"type": "http.response.body", "body": raw})
+
+
+def stream_app() -> LazyStreamApp:
+    """ASGI app for uvicorn behind the Lambda Web Adapter (functions/stream/run.sh), built lazily."""
+    return LazyStreamApp()
 
 
 def job_handler(job: Callable[..., Awaitable[dict]], *, name: str) -> Callable[[dict, Any], dict]:

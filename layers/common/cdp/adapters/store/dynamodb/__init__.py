@@ -2,6 +2,7 @@
 calls), replies.py (replies table, channel registry), state.py (the other state-table stores)."""
 
 from cdp.adapters.store.dynamodb.client import STATS, describe_table, dynamodb_client, error_code
+from cdp.adapters.store.dynamodb.conversations import DynamoConversationStore
 from cdp.adapters.store.dynamodb.leases import DynamoLeaseStore
 from cdp.adapters.store.dynamodb.replies import (
     KIND_PART,
@@ -23,6 +24,7 @@ __all__ = [
     "STATS",
     "DynamoAlertStore",
     "DynamoChannelRegistry",
+    "DynamoConversationStore",
     "DynamoHealthStore",
     "DynamoLeaseStore",
     "DynamoListenerPresence",

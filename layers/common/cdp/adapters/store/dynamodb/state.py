@@ -10,6 +10,7 @@ pk = "alert",                         sk = alert key                day (the las
 pk = "prompt#<prompt message id>",    sk = "ledger"                 account (token fingerprint), coze_bot_id,
                                                                     channel_id; TTL ~2 days (PromptLedger)
 pk = "listener",                      sk = listener instance id     ready, since, updated_at (heartbeat)
+pk = "sticky",                        sk = conversation key         sticky conversations (conversations.py)
 pk = "lease#account",                 sk = fingerprint              account slots and last post (leases.py)
 
 Every decision that two processes could race on is a conditional write: claiming an account
@@ -24,6 +25,7 @@ import uuid
 from typing import Any
 
 from cdp.adapters.store.dynamodb.client import TableAdapter, number, number_of, string
+from cdp.adapters.store.dynamodb.conversations import DynamoConversationStore
 from cdp.adapters.store.dynamodb.leases import DynamoLeaseStore
 from cdp.adapters.store.dynamodb.replies import DynamoChannelRegistry, DynamoReplyStore
 from cdp.domain.accounts import Health, HealthRecord
@@ -173,4 +175,5 @@ def dynamodb_stores(settings: Settings) -> Stores:
     return Stores(DynamoReplyStore(settings), DynamoChannelRegistry(settings),
                   presence=DynamoListenerPresence(settings), health=DynamoHealthStore(settings),
                   ratelimits=DynamoRateLimitStore(settings), alerts=DynamoAlertStore(settings),
-                  ledger=DynamoPromptLedger(settings), leases=DynamoLeaseStore(settings))
+                  ledger=DynamoPromptLedger(settings), conversations=DynamoConversationStore(settings),
+                  leases=DynamoLeaseStore(settings))
