@@ -92,3 +92,51 @@ async def test_a_busy_queue_is_a_429_with_retry_after_and_nothing_posted():
     second = await svc.start(spec(5, key="k2"))  # free again
     assert len(rest.posts) == 2
     await second.aclose()
+
+
+class StickyRest(Rest):
+    """Also creates channels; posting into a channel in `gone` is Discord's 404 (deleted by hand)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone: set[str] = set()
+        self.created: list[str] = []
+
+    async def create_channel(self, guild_id, name, type=0, parent_id=None, permission_overwrites=None):
+        cid = str(1600000000000000000 + len(self.created))
+        self.created.append(cid)
+        return {"id": cid, "guild_id": guild_id, "type": 0, "name": name}
+
+    async def send_user_message(self, token, channel_id, content, *, nonce, allowed_user_ids, files=()):
+        if channel_id in self.gone:
+            from cdp.domain.discord import DiscordNotFound
+
+            raise DiscordNotFound("404: Unknown Channel", status=404, code=10003)
+        return await super().send_user_message(token, channel_id, content, nonce=nonce,
+                                               allowed_user_ids=allowed_user_ids)
+
+
+async def test_a_sticky_restart_does_not_wait_for_its_own_lease():
+    """One account, one prompt at a time: a sticky conversation whose channel was deleted starts again
+    in a new channel within the same request (it gives its lease back first, else it would wait for
+    itself until QUEUE_MAX_WAIT)."""
+    from cdp.adapters.store.memory import MemoryChannelRegistry, MemoryConversationStore
+
+    rest = StickyRest()
+    s = load_settings(BOT_TOKEN="b.t", USER_AUTHORIZATION="u.t1", GUILD_ID=GUILD, COZE_BOT_ID=BOT,
+                      ACCOUNT_MIN_GAP=0, QUEUE_MAX_WAIT=2, CONVERSATION_MODE="sticky", TEMP_CHANNEL_PRIVATE=False)
+    pool = AccountPool(s.user_tokens, MemoryHealthStore(), tz=s.TZ, reset_time=s.DAILY_RESET_TIME)
+    svc = ConversationService(s, rest=rest, replies=MemoryReplyStore(), channels=MemoryChannelRegistry(),
+                              pool=pool, conversations=MemoryConversationStore(),
+                              queue=AccountQueue(s, pool, MemoryLeaseStore()))
+    first_turn = [{"role": "user", "content": "hello"}]
+    conv = await svc.start(ChatSpec(request_id="req_s1", model="gpt-4o", messages=first_turn, stream=False))
+    await svc.replies.put(ReplyMessage("1500000000000000001", conv.prompt_message_id, conv.channel_id, BOT,
+                                       "hi there", version=1, suggestions=("more",), has_components=True))
+    assert (await conv.result()).view.text == "hi there"
+    await conv.aclose()
+    rest.gone.add(conv.channel_id)  # deleted by hand
+    history = [*first_turn, {"role": "assistant", "content": "hi there"}, {"role": "user", "content": "again"}]
+    again = await svc.start(ChatSpec(request_id="req_s2", model="gpt-4o", messages=history, stream=False))
+    assert again.channel_id != conv.channel_id and again.channel_id in rest.created
+    await again.aclose()
