@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -48,13 +50,16 @@ def fresh() -> None:
     parameters.clear_caches()
 
 
-def stream_calls(app, requests: list[tuple[str, dict]]) -> list[tuple[int, bytes]]:
-    """POSTs to the stream function's ASGI app, in one event loop (as uvicorn runs it)."""
+def stream_calls(app, requests: list[tuple[str, dict | Callable[[list[bytes]], dict]]]) -> list[tuple[int, bytes]]:
+    """POSTs to the stream function's ASGI app, in one event loop (as uvicorn runs it). A body may be a
+    function of the answers so far (the next turn of a conversation)."""
     async def go():
         transport = httpx.ASGITransport(app=app)
         out = []
         async with httpx.AsyncClient(transport=transport, base_url="http://lwa") as client:
             for path, body in requests:
+                if callable(body):
+                    body = body([content for _, content in out])
                 r = await client.post(path, json=body, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
                 out.append((r.status_code, r.content))
         return out
@@ -141,6 +146,45 @@ def due_channel(fake) -> str:
         return asyncio.run(make())
 
 
+def sticky_conversation(fake, mp) -> None:
+    """The stream function with CONVERSATION_MODE=sticky: a two-turn conversation (the second turn continues
+    in the first one's channel), its first answer ended by the listener's presence (no buttons: idle
+    completion), then another conversation, which, over CONVERSATION_CHANNEL_BUDGET=1, releases the first
+    one. Every chat takes an account lease (ACCOUNT_MAX_CONCURRENT); each sticky step is a conditional write
+    under pk "sticky"."""
+    from tests.support.stack import prompt_messages
+
+    m1, m2, m3 = (f"iam-sticky-{i}-{uuid.uuid4().hex[:8]}" for i in range(3))
+    mp.setenv("CONVERSATION_MODE", "sticky")
+    mp.setenv("CONVERSATION_CHANNEL_BUDGET", "1")
+    mp.setenv("ACCOUNT_MIN_GAP", "0.2")
+    fresh()
+    try:
+        with iam_recorder.component("stream"):
+            app = support.load_handler_module("stream").app
+            first = [{"role": "user", "content": f"{m1} hello [[sim:no_buttons]]"}]
+
+            def second(answers: list[bytes]) -> dict:
+                a1 = json.loads(answers[0])["choices"][0]["message"]["content"]
+                return {"model": "gpt-4o", "stream": True, "messages": [
+                    *first, {"role": "assistant", "content": a1}, {"role": "user", "content": f"{m2} and then?"}]}
+            (s1, b1), (s2, b2), (s3, b3) = stream_calls(app, [
+                ("/v1/chat/completions", {"model": "gpt-4o", "messages": first}),
+                ("/v1/chat/completions", second),
+                ("/v1/chat/completions", {"model": "gpt-4o",
+                                          "messages": [{"role": "user", "content": f"{m3} another one"}]})])
+            assert s1 == 200, b1[-300:]
+            assert s2 == 200 and b2.rstrip().endswith(b"data: [DONE]"), b2[-300:]
+            assert s3 == 200, b3[-300:]
+    finally:
+        for k in ("CONVERSATION_MODE", "CONVERSATION_CHANNEL_BUDGET", "ACCOUNT_MIN_GAP"):
+            mp.delenv(k, raising=False)
+    (p1,), (p2,), (p3,) = (prompt_messages(fake, m) for m in (m1, m2, m3))
+    assert p2["channel_id"] == p1["channel_id"] and m1 not in p2["content"]  # continued: only the new turn
+    assert p3["channel_id"] != p1["channel_id"]
+    assert p1["channel_id"] in {c["id"] for c in fake.deleted_channels()}  # released for the budget
+
+
 def run_scenario(fake, moto, bucket, signer, mp) -> None:
     ctx = support.LambdaContext
     # -- stream function: a streamed chat and an image (chat/image routes on AWS)
@@ -154,6 +198,7 @@ def run_scenario(fake, moto, bucket, signer, mp) -> None:
         assert status == 200 and body.rstrip().endswith(b"data: [DONE]"), body[-300:]
         assert istatus == 200, ibody
         url = json.loads(ibody)["data"][0]["url"]
+    sticky_conversation(fake, mp)
     small = url.rsplit("/", 1)[1]
     big = "f" * 32 + ".png"
     moto.client("s3").put_object(Bucket=bucket, Key=big, Body=b"\x89PNG" + b"\0" * 4_100_000,
@@ -208,6 +253,21 @@ def check_every_component_ran(recorded):
     assert {c["component"] for c in calls} == COMPONENTS
 
 
+def check_the_features_were_exercised(recorded):
+    """The scenario reached the calls the roles must allow: the stream function's account leases (every
+    chat), sticky conversations (read, conditional lease, write, conditional delete, the budget's scan of
+    the partition) and the listener presence it waits on; the listener's heartbeat."""
+    calls, _ = recorded
+    made = {(c["component"], c["operation"], tuple(c.get("leading_keys") or ())) for c in calls
+            if c["service"] == "dynamodb"}
+    for op in ("GetItem", "UpdateItem"):
+        assert ("stream", op, ("lease#account",)) in made, op
+    for op in ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"):
+        assert ("stream", op, ("sticky",)) in made, op
+    assert ("stream", "Query", ("listener",)) in made
+    assert ("listener", "PutItem", ("listener",)) in made
+
+
 def check_every_resource_used_is_declared(recorded):
     """Each table, bucket and secret a call names is one the template declares (by its physical name)."""
     calls, names = recorded
@@ -243,6 +303,7 @@ def check_removing_a_needed_permission_is_caught(recorded):
 def test_iam_conformance(recorded):
     """The scenario once, then each check (one test: xdist runs the scenario on one worker only)."""
     check_every_component_ran(recorded)
+    check_the_features_were_exercised(recorded)
     check_every_resource_used_is_declared(recorded)
     check_every_call_is_allowed_by_its_role(recorded)
     check_removing_a_needed_permission_is_caught(recorded)
