@@ -287,7 +287,8 @@ def check_every_call_is_allowed_by_its_role(recorded):
 
 
 def check_removing_a_needed_permission_is_caught(recorded):
-    """The check can fail: the listener's presence PutItem removed from a copy of the template."""
+    """The check can fail: from a copy of the template, the listener's presence PutItem removed, and the
+    stream function's account-lease and sticky-conversation reads (one transform for both)."""
     calls, names = recorded
     template = copy.deepcopy(support.load_template())
     statements = template["Resources"]["ListenerTaskRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
@@ -295,9 +296,15 @@ def check_removing_a_needed_permission_is_caught(recorded):
                 and s["Resource"] == {"Fn::GetAtt": ["StateTable", "Arn"]}]
     assert len(presence) == 1
     statements.remove(presence[0])
+    stream = template["Resources"]["StreamFunction"]["Properties"]["Policies"][0]["Statement"]
+    leases = [s for s in stream if "lease#account" in json.dumps(s.get("Condition"))]
+    assert len(leases) == 1
+    stream.remove(leases[0])
     verdict = iam.check(calls, iam.transform(template), names)
     denied = {(c, call["operation"], tuple(call.get("leading_keys") or ())) for c, call in verdict.denied}
     assert ("listener", "PutItem", ("listener",)) in denied, verdict.report()
+    for key in ("lease#account", "sticky"):
+        assert ("stream", "GetItem", (key,)) in denied, verdict.report()
 
 
 def test_iam_conformance(recorded):

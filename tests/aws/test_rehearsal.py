@@ -29,7 +29,10 @@ NON_SETTINGS = {"CDP_SECRET_ID", "CDP_SECRET_MAX_AGE", "DISCORD_PUBLIC_KEY", "CD
                 "AWS_LAMBDA_EXEC_WRAPPER", "AWS_LWA_INVOKE_MODE", "AWS_LWA_PORT", "AWS_LWA_READINESS_CHECK_PATH",
                 "AWS_REGION"}
 #: the keys of AppSecret's JSON (what the functions get from CDP_SECRET_ID)
-SECRET_KEYS = {"USER_AUTHORIZATION", "BOT_TOKEN", "PROXY_SECRET", "NOTIFY_TELEGRAM_BOT_TOKEN"}
+SECRET_KEYS = {"USER_AUTHORIZATION", "BOT_TOKEN", "PROXY_SECRET", "NOTIFY_TELEGRAM_BOT_TOKEN", "PROXY_ADMIN_SECRET",
+               "METRICS_TOKEN"}
+#: secret settings the code reads that the secret's template leaves out (docs/aws.md: add when needed)
+OPTIONAL_SECRET_KEYS = {"PROXY_URL"}
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +119,57 @@ def test_every_resource_referenced_is_declared(cfn):
     assert indexes <= gsis, sorted(indexes - gsis)
 
 
+def stream_parameter(template: dict, variable: str) -> str:
+    """The template parameter that sets `variable` on the stream function."""
+    ref = template["Resources"]["StreamFunction"]["Properties"]["Environment"]["Variables"][variable]
+    assert isinstance(ref, dict) and set(ref) == {"Ref"}, (variable, ref)
+    return ref["Ref"]
+
+
+def test_secret_template_holds_every_secret_the_code_reads():
+    """AppSecret's generated JSON has a key for every secret setting (PROXY_ADMIN_SECRET, METRICS_TOKEN...),
+    and nothing the code would ignore."""
+    from cdp.settings import SECRET_SETTINGS
+
+    gen = support.load_template()["Resources"]["AppSecret"]["Properties"]["GenerateSecretString"]
+    keys = set(__import__("json").loads(gen["SecretStringTemplate"])) | {gen["GenerateStringKey"]}
+    assert keys == SECRET_KEYS
+    assert keys <= set(SECRET_SETTINGS) and set(SECRET_SETTINGS) - keys == OPTIONAL_SECRET_KEYS
+
+
+def parameter_values(p: dict) -> list[str]:
+    """The values a parameter admits at its edges: its default, allowed values, bounds."""
+    values = [p["Default"]] if "Default" in p else []
+    values += p.get("AllowedValues", [])
+    values += [p[k] for k in ("MinValue", "MaxValue") if k in p]
+    return [str(v) for v in values]
+
+
+def test_every_parameter_value_allowed_is_a_valid_setting(cfn):
+    """A parameter that sets a setting admits only values the setting accepts (its default, each allowed
+    value, its bounds), so a stack that deploys does not fail at its first request; each new setting's
+    default is the code's own default (the template changes no behaviour by itself)."""
+    from cdp.settings import Settings
+
+    params = support.load_template()["Parameters"]
+    wired: dict[str, set[str]] = {}  # parameter -> the settings it sets
+    for props in functions(cfn).values():
+        for var, value in props.get("Environment", {}).get("Variables", {}).items():
+            if isinstance(value, dict) and value.get("Ref") in params and var in Settings.model_fields:
+                wired.setdefault(value["Ref"], set()).add(var)
+    for param, variables in wired.items():
+        for var in variables:
+            for v in parameter_values(params[param]):
+                Settings(_env_file=None, **{var: v})  # raises ValidationError on a value the code refuses
+    new = {"CONVERSATION_MODE", "CONVERSATION_IDLE_TTL", "CONVERSATION_CHANNEL_BUDGET", "ACCOUNT_MAX_CONCURRENT",
+           "ACCOUNT_MIN_GAP", "QUEUE_MAX_SIZE", "QUEUE_MAX_WAIT", "STRICT_MODELS", "TOOLS_EMULATION"}
+    t = support.load_template()
+    for var in new:
+        param = params[stream_parameter(t, var)]
+        code_default = Settings.model_fields[var].default
+        assert Settings(_env_file=None, **{var: str(param["Default"])}).__getattribute__(var) == code_default, var
+
+
 def test_timeouts_are_ordered(cfn, names, monkeypatch):
     from cdp.domain.housekeeping import STALE_IN_USE_SECONDS
     from cdp.settings import MAX_REQUEST_SECONDS, Settings
@@ -125,11 +179,16 @@ def test_timeouts_are_ordered(cfn, names, monkeypatch):
     env = lambda_env(stream, names)
     s = Settings(_env_file=None, **{k: v for k, v in env.items() if k in Settings.model_fields})
     posting_margin = 10  # posting the prompt, the final chunks
-    longest = max(MAX_REQUEST_SECONDS, s.REQUEST_OUT_TIME, s.STREAM_REQUEST_OUT_TIME) + s.IMAGE_DOWNLOAD_TIMEOUT
+    # a request first waits for an account (at most QUEUE_MAX_WAIT, the largest value the template allows),
+    # then its out-time runs from the post; then the images are downloaded
+    t = support.load_template()
+    wait_param = stream_parameter(t, "QUEUE_MAX_WAIT")
+    queue_wait = max(float(t["Parameters"][wait_param]["MaxValue"]), s.QUEUE_MAX_WAIT)
+    longest = (max(MAX_REQUEST_SECONDS, s.REQUEST_OUT_TIME, s.STREAM_REQUEST_OUT_TIME) + queue_wait
+               + s.IMAGE_DOWNLOAD_TIMEOUT)
     assert longest + posting_margin < stream["Timeout"], (longest, stream["Timeout"])
     assert stream["Timeout"] < STALE_IN_USE_SECONDS  # a live request's channel is never taken for stale
     # API Gateway waits as long for the streamed routes
-    t = support.load_template()
     for ev in t["Resources"]["StreamFunction"]["Properties"]["Events"].values():
         assert ev["Properties"]["TimeoutInMillis"] >= stream["Timeout"] * 1000
     # buffered functions: below API Gateway's 29 s integration limit is the API's business; jobs finish
