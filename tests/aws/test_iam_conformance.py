@@ -158,6 +158,8 @@ def sticky_conversation(fake, mp) -> None:
     mp.setenv("CONVERSATION_MODE", "sticky")
     mp.setenv("CONVERSATION_CHANNEL_BUDGET", "1")
     mp.setenv("ACCOUNT_MIN_GAP", "0.2")
+    idle = os.environ["REPLY_IDLE_TIMEOUT"]
+    mp.setenv("REPLY_IDLE_TIMEOUT", "1")  # the first answer has no buttons: it ends by idle time
     fresh()
     try:
         with iam_recorder.component("stream"):
@@ -179,6 +181,7 @@ def sticky_conversation(fake, mp) -> None:
     finally:
         for k in ("CONVERSATION_MODE", "CONVERSATION_CHANNEL_BUDGET", "ACCOUNT_MIN_GAP"):
             mp.delenv(k, raising=False)
+        mp.setenv("REPLY_IDLE_TIMEOUT", idle)
     (p1,), (p2,), (p3,) = (prompt_messages(fake, m) for m in (m1, m2, m3))
     assert p2["channel_id"] == p1["channel_id"] and m1 not in p2["content"]  # continued: only the new turn
     assert p3["channel_id"] != p1["channel_id"]
