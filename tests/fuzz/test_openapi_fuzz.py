@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 
 import pytest
 import schemathesis
@@ -25,33 +24,12 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.core import NOT_SET
 
-from tests.ops.conftest import Signer
-from tests.support.fake import fast_sim_config
-from tests.support.stack import Stack, start_stack
+from tests.fuzz.served import ADMIN_KEY, SIGNER
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
-ADMIN_KEY = "sk-fuzz-admin-1"
 EXAMPLES = int(os.environ.get("CDP_FUZZ_EXAMPLES", "20"))
-SIGNER = Signer()  # the application's key: /interactions bodies are signed as Discord signs them
-NO_LIMITS = {"POST /channels/{channel_id}/messages": (10_000, 1.0),
-             "POST /guilds/{guild_id}/channels": (10_000, 1.0),
-             "DELETE /channels/{channel_id}": (10_000, 1.0)}
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[Stack]:
-    """`cdp serve` (API + listener in one process) on a fake Discord without REST rate limits: the
-    fuzzer tests the proxy, not Discord's buckets."""
-    from cdp.sim import FakeDiscord
-
-    with FakeDiscord(fast_sim_config(rate_limits=NO_LIMITS, global_rate_limit=100_000, max_channels=5000,
-                                     app_public_key=SIGNER.public_key)) as fake:
-        stack = start_stack("memory", fake, PROXY_ADMIN_SECRET=ADMIN_KEY, LOG_LEVEL="INFO",
-                            DISCORD_PUBLIC_KEY=SIGNER.public_key,
-                            REQUEST_OUT_TIME="8", STREAM_REQUEST_OUT_TIME="8")
-        yield stack
-        stack.stop()
 
 
 def openai_error_problem(body: object) -> str | None:
