@@ -10,9 +10,11 @@ Gateway every Lambda environment has its own (there, /api/status shows that envi
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import hmac
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -175,6 +177,13 @@ class MinutePoint(BaseModel):
     ttft_max: float | None = None
 
 
+class ProcessStatus(BaseModel):
+    rss_bytes: int | None = Field(None, description="resident memory of this process (Linux: /proc/self/status)")
+    open_fds: int | None = Field(None, description="open file descriptors (sockets included)")
+    asyncio_tasks: int = Field(description="asyncio tasks alive in the event loop")
+    threads: int
+
+
 class StatusResponse(BaseModel):
     status: str = Field(description="ok | degraded (gateway not ready, or no usable account)")
     mode: str = Field(description="discord | demo")
@@ -195,6 +204,8 @@ class StatusResponse(BaseModel):
                                                                  "answered by this process, newest first")
     history: list[MinutePoint] = Field([], description="this process's requests, errors and TTFT per minute, "
                                                        "last hour, oldest first")
+    process: ProcessStatus | None = Field(None, description="this process's memory, descriptors and tasks "
+                                                            "(what a leak would grow; `make soak` samples it)")
 
     model_config = {"json_schema_extra": {"example": {
         "status": "ok", "mode": "discord", "store": "memory", "time": 1744189800.0, "uptime_seconds": 3600.0,
@@ -276,6 +287,7 @@ async def collect_status(runtime: Runtime) -> dict[str, Any]:
         "last_errors": errors,
         "recent_requests": log_.recent_list(MAX_RECENT_LISTED) if log_ is not None else [],
         "history": log_.history() if log_ is not None else [],
+        "process": process_facts(),
     }
 
 
@@ -287,6 +299,22 @@ def publish_status_gauges(runtime: Runtime, status: dict[str, Any]) -> None:
         return
     for name, value, labels in status_gauges(status):
         metrics.set(name, value, **labels)
+
+
+def process_facts() -> dict[str, Any]:
+    """RSS, open descriptors (Linux /proc; None elsewhere), asyncio tasks and threads of this process."""
+    rss = fds = None
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+                    break
+        fds = len(os.listdir("/proc/self/fd"))
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"rss_bytes": rss, "open_fds": fds, "asyncio_tasks": len(asyncio.all_tasks()),
+            "threads": threading.active_count()}
 
 
 def _listed(value: Any, key: str) -> list[dict[str, Any]]:
