@@ -79,3 +79,10 @@ mutations: install
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(UV_VENV) .aws-sam .pytest_cache
+
+# The long runs kept out of `make test`: 500 concurrent conversations, the fuzzers with more examples,
+# and a 20k-request soak of one `cdp serve` (RSS, descriptors, tasks sampled; prints a table).
+.PHONY: soak
+soak: install
+	CDP_LOAD_N=500 CDP_FUZZ_EXAMPLES=150 CDP_FUZZ_BODY_EXAMPLES=400 $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/load tests/fuzz
+	$(BIN)/python bench/soak.py --requests 20000

@@ -1,4 +1,4 @@
-"""Load: CDP_LOAD_N (default 500) conversations at once in one `cdp serve`, half streamed, each in its
+"""Load: CDP_LOAD_N (150 in `make test`, 500 in `make soak`) conversations at once in one `cdp serve`, half streamed, each in its
 own temporary channel, every answer exactly its own scripted reply (tests/load/driver.py). Afterwards
 the process is back where it was: no request in flight, every temporary channel deleted, asyncio
 tasks and file descriptors at their idle count (read from /api/status's `process`)."""
@@ -15,7 +15,7 @@ from tests.load.driver import load_fake, load_stack, run_concurrent, settle, sta
 
 pytestmark = pytest.mark.e2e
 
-N = int(os.environ.get("CDP_LOAD_N", "500"))
+N = int(os.environ.get("CDP_LOAD_N", "150"))  # `make soak`: 500
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +46,11 @@ def test_concurrent_conversations_without_cross_talk(loaded):
     ours = [c for c in fake.created_channels() if c.get("name", "").startswith("cdp-chat-")]
     assert len(ours) >= N
     proc = after["process"]
-    # Back to idle: a task or a socket per conversation left behind would show here (a few of
-    # slack: the scheduler's and the listener's own come and go).
+    # Back to idle: a task or a socket per conversation left behind would show here. Slack: a few
+    # tasks (the scheduler's and the listener's come and go) and the REST client's keep-alive pool
+    # (httpx keeps up to 20 connections to Discord open).
     assert proc["asyncio_tasks"] <= idle["asyncio_tasks"] + 5, (idle, proc)
-    assert proc["open_fds"] <= idle["open_fds"] + 10, (idle, proc)
+    assert proc["open_fds"] <= idle["open_fds"] + 25, (idle, proc)
     print(f"idle: {idle}\nafter: {proc}")
 
 
