@@ -99,3 +99,21 @@ def test_fuzz_openapi(served: Stack, mode: GenerationMode) -> None:
             failures.append(f"{operation.method.upper()} {operation.path}: {exc}")
     assert operations >= 10, f"only {operations} operations in /openapi.json"
     assert not failures, "\n\n".join(failures)
+
+
+@pytest.mark.parametrize(("path", "status", "body", "fails"), [
+    ("/v1/models", 500, '{"error": {"message": "x", "type": "server_error", "param": null, "code": null}}', True),
+    ("/api/channel/create", 502, '{"success": false}', True),
+    ("/v1/chat/completions", 422, '{"detail": [{"loc": ["body"], "msg": "x"}]}', True),
+    ("/v1/chat/completions", 400, '{"error": {"message": "", "type": "x", "param": null, "code": null}}', True),
+    ("/v1/chat/completions", 400, '{"error": {"message": "m", "type": "x", "code": null}}', True),
+    ("/v1/chat/completions", 400, '{"error": {"message": "m", "type": "x", "param": "n", "code": null}}', False),
+    ("/api/channel/create", 401, '{"success": false, "message": "m"}', False),
+])
+def test_the_checks_fail_on_bad_answers(path, status, body, fails) -> None:
+    """The fuzzers' checks themselves: a 5xx, or a /v1 4xx not in OpenAI's shape, is a finding."""
+    if fails:
+        with pytest.raises(AssertionError):
+            check_answer(path, status, body, "application/json")
+    else:
+        check_answer(path, status, body, "application/json")
