@@ -19,7 +19,7 @@ NO_LIMITS = {"POST /channels/{channel_id}/messages": (10_000, 1.0),
              "DELETE /channels/{channel_id}": (10_000, 1.0)}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one per xdist worker, shared by the fuzz modules
 def served() -> Iterator[Stack]:
     from cdp.sim import FakeDiscord
 

@@ -45,7 +45,7 @@ INTERACTION = st.fixed_dictionaries(
               "user": USER})
 
 
-@settings(max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(interaction=INTERACTION)
 def test_handle_never_raises(interaction) -> None:
     body = json.dumps(interaction).encode()

@@ -1,5 +1,5 @@
-"""Load: CDP_LOAD_N (150 in `make test`, 500 in `make soak`) conversations at once in one `cdp serve`, half streamed, each in its
-own temporary channel, every answer exactly its own scripted reply (tests/load/driver.py). Afterwards
+"""Load: CDP_LOAD_N (150 in `make test`, 500 in `make soak`) conversations at once in one `cdp serve`,
+half streamed, each in its own temporary channel, every answer exactly its own scripted reply (tests/load/driver.py). Afterwards
 the process is back where it was: no request in flight, every temporary channel deleted, asyncio
 tasks and file descriptors at their idle count (read from /api/status's `process`)."""
 
@@ -11,26 +11,28 @@ import time
 
 import pytest
 
-from tests.load.driver import load_fake, load_stack, run_concurrent, settle, status
+from tests.load.driver import load_fake, load_stack, run_concurrent, settle
 
 pytestmark = pytest.mark.e2e
 
 N = int(os.environ.get("CDP_LOAD_N", "150"))  # `make soak`: 500
 
 
-@pytest.fixture(scope="module")
-def loaded():
+def test_concurrent_conversations_without_cross_talk():
     fake = load_fake()
     stack = load_stack(fake)
-    yield stack, fake
-    stack.stop()
-    fake.stop()
+    try:
+        check_concurrent(stack, fake)
+    finally:
+        stack.stop()
+        fake.stop()
 
 
-def test_concurrent_conversations_without_cross_talk(loaded):
-    stack, fake = loaded
+def check_concurrent(stack, fake):
     asyncio.run(run_concurrent(stack, 4, first=10_000))  # warm: imports, first channel, connections
     idle = settle(stack)["process"]
+    assert idle["rss_bytes"] > 10_000_000 and idle["open_fds"] > 3 and idle["threads"] >= 1
+    assert idle["asyncio_tasks"] >= 1
     started = time.monotonic()
     out = asyncio.run(run_concurrent(stack, N))
     took = time.monotonic() - started
@@ -53,9 +55,3 @@ def test_concurrent_conversations_without_cross_talk(loaded):
     assert proc["open_fds"] <= idle["open_fds"] + 25, (idle, proc)
     print(f"idle: {idle}\nafter: {proc}")
 
-
-def test_status_reports_the_process(loaded):
-    stack, _ = loaded
-    proc = status(stack)["process"]
-    assert proc["rss_bytes"] > 10_000_000 and proc["open_fds"] > 3
-    assert proc["asyncio_tasks"] >= 1 and proc["threads"] >= 1
