@@ -30,16 +30,20 @@ NO_LIMITS = {"POST /channels/{channel_id}/messages": (1_000_000, 1.0),
 
 def load_fake() -> FakeDiscord:
     """A started fake Discord for load: no rate limits, room for many temporary channels."""
+    # Discord's own heartbeat interval (41.25 s): the suite's 1 s one makes hikari call the connection
+    # a zombie whenever this loaded driver process answers a heartbeat 2 s late (seen in the soak).
     return FakeDiscord(fast_sim_config(rate_limits=NO_LIMITS, default_rate_limit=(1_000_000, 1.0),
                                        global_rate_limit=1_000_000, max_channels=100_000,
-                                       coze_edits=4)).start()
+                                       coze_edits=4, heartbeat_interval_ms=41_250)).start()
 
 
 def load_stack(fake: FakeDiscord, **env: str) -> Stack:
     """`cdp serve` (API + listener in one process, memory store) for load: no request rate limit,
-    quiet logs, channels deleted one second after use."""
+    quiet logs, channels deleted one second after use, REPLY_IDLE_TIMEOUT at its default (15 s: the
+    suite's 1.5 s ends an answer whenever the loaded machine holds an edit back that long; every
+    reply of the fake Coze ends with its buttons, so the idle rule is not what is tested here)."""
     return start_stack("memory", fake, PROXY_SECRET=KEY, REQUEST_RATE_LIMIT="0", LOG_LEVEL="WARNING",
-                       REQUEST_OUT_TIME="60", STREAM_REQUEST_OUT_TIME="60", **env)
+                       REQUEST_OUT_TIME="60", STREAM_REQUEST_OUT_TIME="60", REPLY_IDLE_TIMEOUT="15", **env)
 
 
 @dataclass
