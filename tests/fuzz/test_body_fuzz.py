@@ -24,7 +24,7 @@ from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES = int(os.environ.get("CDP_FUZZ_BODY_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("CDP_FUZZ_BODY_EXAMPLES", "30"))
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
                                                                                 max_size=3),

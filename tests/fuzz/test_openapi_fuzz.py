@@ -8,7 +8,7 @@ key checks have their own tests). Checked on every answer:
 - every 4xx under /v1 is in the OpenAI error shape: {"error": {"message", "type", "param", "code"}},
   a non-empty message string.
 
-Bounded for `make test` (CDP_FUZZ_EXAMPLES examples per operation, default 15); `make soak` runs it
+Bounded for `make test` (CDP_FUZZ_EXAMPLES examples per operation, default 10); `make soak` runs it
 with more.
 """
 
@@ -29,7 +29,7 @@ from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES = int(os.environ.get("CDP_FUZZ_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("CDP_FUZZ_EXAMPLES", "10"))
 
 
 def openai_error_problem(body: object) -> str | None:
