@@ -65,6 +65,10 @@ rehearse: install sam
 # the longer runs: fault injection with 1,000 conversations (tests/faults, CDP_SOAK=1)
 soak: install
 	CDP_SOAK=1 $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/faults/test_fault_run.py
+	# load and fuzz: 500 concurrent conversations, the fuzzers with more examples, then a 20k-request
+	# soak of one `cdp serve` (RSS, descriptors, tasks sampled; prints a table)
+	CDP_LOAD_N=500 CDP_FUZZ_EXAMPLES=150 CDP_FUZZ_BODY_EXAMPLES=400 $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/load tests/fuzz
+	$(BIN)/python bench/soak.py --requests 20000
 
 lint: install
 	$(BIN)/ruff check layers functions listener tests bench

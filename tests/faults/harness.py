@@ -518,12 +518,13 @@ def classify(fake: FakeDiscord, convs: list[Conv]) -> list[str]:
     return duplicates
 
 
-async def wait_no_chat_channels(fake: FakeDiscord, timeout: float) -> int:
+async def wait_no_chat_channels(fake: FakeDiscord, timeout: float) -> list[str]:
+    """The names of the `cdp-chat-*` channels still there after `timeout` s (none: [])."""
     deadline = time.monotonic() + timeout
     while True:
         alive = [c for c in await asyncio.to_thread(fake.channels) if c.get("name", "").startswith(CHAT_PREFIX)]
         if not alive or time.monotonic() > deadline:
-            return len(alive)
+            return [c["name"] for c in alive]
         await asyncio.sleep(0.5)
 
 

@@ -210,10 +210,15 @@ class ChannelKeeper:
         return True
 
     async def delete_due(self) -> int:
-        """Delete every registered temporary channel whose time has come (also after a restart)."""
+        """Delete every registered temporary channel whose time has come (also after a restart), but
+        those this process's own delayed deletion is about to delete (a second DELETE would only cost
+        a 404 from Discord's deletion rate limit)."""
         done = 0
         now = self.clock()
         for ch in await self.registry.due(now, stale_before=now - STALE_IN_USE_SECONDS):
+            task = self._pending.get(ch.channel_id, (None, 0.0))[0]
+            if task is not None and not task.done():
+                continue
             done += await self.delete(ch.channel_id)
         return done
 

@@ -54,6 +54,9 @@ from cdp.settings import Settings
 
 log = logging.getLogger("cdp.app.conversation")
 
+# How often an ending (buttons, error text) held back for a recovering listener is looked at again.
+ENDING_RECHECK_SECONDS = 0.25
+
 
 @dataclass(frozen=True)
 class ChatSpec:
@@ -126,13 +129,17 @@ class Conversation:
         revision: tuple = ()
         last_change_at: float | None = None
         view = render(ReplySnapshot(self.prompt_message_id))
+        recheck: float | None = None  # set while an ending is held back for a listener that recovers
         while True:
             now = loop.time()
             wait = next_wakeup(view, now=now, last_change_at=last_change_at,
                                idle_timeout=s.REPLY_IDLE_TIMEOUT, deadline=deadline)
+            if recheck is not None:
+                wait, recheck = max(wait, recheck), None
             if heartbeat is not None:
                 wait = min(wait, heartbeat)
             snapshot = await self._service.replies.wait_for_change(self.prompt_message_id, revision, wait)
+            read_at = time.time()
             now = loop.time()
             changed = snapshot.revision != revision
             if changed:  # render once per change: a heartbeat or a timer wake-up reuses the view
@@ -150,6 +157,14 @@ class Conversation:
                 wall_offset = time.time() - now
                 if stable is None or stable > last_change_at + wall_offset:
                     last_change_at = now if stable is None else min(now, stable - wall_offset)
+                    continue
+            if decision.done and decision.reason in ("buttons", "error_text") and now < deadline:
+                # Coze's ending is only the whole reply if the listener missed nothing of it: after a
+                # fresh gateway session the earlier messages come back through REST, and the presence
+                # says "recording" only once they are in the store. Trust a snapshot read after that.
+                stable = await self._service.listener_stable_since()
+                if stable is None or stable > read_at:
+                    recheck = ENDING_RECHECK_SECONDS
                     continue
             if decision.done and decision.error is not None:
                 await self._service.note_coze_error(self, decision.error)

@@ -73,7 +73,7 @@ class StatusPresence:
         """Nothing to record: the answering side reads the in-process listener's status directly."""
 
     async def stable_since(self) -> float | None:
-        return self.status.since if self.status.ready else None
+        return self.status.recording_since if self.status.recording else None
 
 
 def make_router(settings: Settings, entries: Sequence[BotEntry] | None = None) -> Router:

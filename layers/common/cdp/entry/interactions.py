@@ -158,11 +158,18 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def _object(value: Any) -> Mapping[str, Any]:
+    """`value` if it is a JSON object, else {} (a signed body is still any JSON: never trusted to be
+    shaped as Discord documents it)."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def subcommand(interaction: Mapping[str, Any]) -> str | None:
-    data = interaction.get("data") or {}
+    data = _object(interaction.get("data"))
     if data.get("name") != COMMAND:
         return None
-    for opt in data.get("options") or []:
+    options = data.get("options")
+    for opt in options if isinstance(options, list) else []:
         if isinstance(opt, Mapping) and opt.get("type") == 1:
             return str(opt.get("name"))
     return None
@@ -175,10 +182,10 @@ def refusal(interaction: Mapping[str, Any], guild_id: str) -> str | None:
         return "Use /cdp inside the server the proxy serves."
     if guild_id and gid != guild_id:
         return "This proxy serves another server (GUILD_ID); /cdp is refused here."
-    member = interaction.get("member") or {}
+    member = _object(interaction.get("member"))
     try:
         perms = int(member.get("permissions") or 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
         perms = 0
     if not perms & (PERM_ADMINISTRATOR | PERM_MANAGE_GUILD):
         return "Only server managers (Manage Server or Administrator) may use /cdp."
@@ -216,7 +223,7 @@ def handle(body: bytes, headers: Mapping[str, str], *, public_key: str, guild_id
     why = refusal(interaction, guild_id)
     if why:
         return Outcome(200, message(why))
-    user = (interaction.get("member") or {}).get("user") or interaction.get("user") or {}
+    user = _object(_object(interaction.get("member")).get("user")) or _object(interaction.get("user"))
     job = Job(name, str(interaction.get("application_id") or ""), str(interaction.get("token") or ""),
               str(user.get("id") or ""), str(interaction.get("guild_id") or ""))
     log.info("slash command", extra={"command": name, "user_id": job.user_id})

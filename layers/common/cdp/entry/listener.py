@@ -101,6 +101,18 @@ async def recover(recorder: ReplyRecorder, rest: DiscordRest, registry: ChannelR
     return fed
 
 
+async def _recover_then_mark(listener: Any, rest: DiscordRest, registry: ChannelRegistry,
+                             configured: Iterable[str], guild_id: str, ready_count: int) -> None:
+    """`recover`, then mark that session's gap recovered (also when recovery failed: replies are then
+    only as complete as the gateway made them, which the log says)."""
+    try:
+        await recover(listener.recorder, rest, registry, configured, guild_id)
+    except Exception:
+        log.exception("recovery after a new gateway session failed")
+    finally:
+        listener.status.recovered(ready_count)
+
+
 async def recover_after_new_sessions(listener: Any, rest: DiscordRest, registry: ChannelRegistry,
                                      configured: Iterable[str], guild_id: str) -> None:
     """`cdp serve`'s in-process listener: after each fresh READY (a session that could not be resumed:
@@ -116,6 +128,8 @@ async def recover_after_new_sessions(listener: Any, rest: DiscordRest, registry:
                 await recover(listener.recorder, rest, registry, configured, guild_id)
             except Exception:
                 log.exception("recovery after a new gateway session failed")
+            finally:
+                status.recovered(recovered_for)
         await status.wait_change(5.0)
 
 
@@ -124,8 +138,8 @@ async def _publish_presence(presence: Any, status: Any, ready: bool | None = Non
     while no listener is connected). A failed write is logged, never fatal."""
     if presence is None:
         return
-    try:
-        await presence.publish(status.ready if ready is None else ready, status.since)
+    try:  # "ready" for the answering side: connected, and the gap of a fresh session recovered
+        await presence.publish(status.recording if ready is None else ready, status.recording_since)
     except Exception:
         log.warning("could not publish the listener's presence", exc_info=True)
 
@@ -169,8 +183,8 @@ async def run_listener(settings: Settings, health_port: int | None, *, stop: asy
                 break
             if status.ready and status.ready_count > recovered_for:
                 recovered_for = status.ready_count
-                task = asyncio.create_task(recover(listener.recorder, rest, stores.channels, configured,
-                                                   settings.GUILD_ID))
+                task = asyncio.create_task(_recover_then_mark(listener, rest, stores.channels, configured,
+                                                              settings.GUILD_ID, recovered_for))
                 recoveries.add(task)
                 task.add_done_callback(recoveries.discard)
             waiter = asyncio.create_task(stop.wait())

@@ -92,6 +92,8 @@ class GatewayStatus:
         self.fix: str | None = None
         self.since = time.time()
         self.ready_count = 0
+        self.recovered_count = 0  # fresh sessions (READY) whose gap has been recovered through REST
+        self.recovered_at = 0.0
         self.resumes = 0
         self.store_failures = 0  # consecutive failed store writes (0 after any success)
         self.store_error = ""  # the last failure, while the count is not 0
@@ -100,6 +102,23 @@ class GatewayStatus:
     @property
     def ready(self) -> bool:
         return self.state == "ready"
+
+    @property
+    def recording(self) -> bool:
+        """Ready, and what a fresh session missed (never replayed) has been re-read through REST: only
+        then does the store hold every message of the replies in progress."""
+        return self.ready and self.recovered_count >= self.ready_count
+
+    @property
+    def recording_since(self) -> float:
+        return max(self.since, self.recovered_at)
+
+    def recovered(self, ready_count: int) -> None:
+        """The recovery after READY number `ready_count` is over (done, or given up): wake waiters."""
+        if ready_count > self.recovered_count:
+            self.recovered_count = ready_count
+            self.recovered_at = time.time()
+            self._wake()
 
     @property
     def failed(self) -> bool:
@@ -139,6 +158,9 @@ class GatewayStatus:
         self.detail = detail
         self.close_code = close_code
         self.fix = fix
+        self._wake()
+
+    def _wake(self) -> None:
         for fut in list(self._waiters):
             if not fut.done():
                 fut.set_result(None)
@@ -163,6 +185,7 @@ class GatewayStatus:
             "fix": self.fix,
             "since": self.since,
             "ready_count": self.ready_count,
+            "recording": self.recording,
             "resumes": self.resumes,
             "store": {"healthy": self.store_healthy, "consecutive_failures": self.store_failures,
                       "last_error": self.store_error},

@@ -10,13 +10,15 @@ Gateway every Lambda environment has its own (there, /api/status shows that envi
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import hmac
 import logging
+import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -175,6 +177,13 @@ class MinutePoint(BaseModel):
     ttft_max: float | None = None
 
 
+class ProcessStatus(BaseModel):
+    rss_bytes: int | None = Field(None, description="resident memory of this process (Linux: /proc/self/status)")
+    open_fds: int | None = Field(None, description="open file descriptors (sockets included)")
+    asyncio_tasks: int = Field(description="asyncio tasks alive in the event loop")
+    threads: int
+
+
 class StatusResponse(BaseModel):
     status: str = Field(description="ok | degraded (gateway not ready, or no usable account)")
     mode: str = Field(description="discord | demo")
@@ -195,6 +204,8 @@ class StatusResponse(BaseModel):
                                                                  "answered by this process, newest first")
     history: list[MinutePoint] = Field([], description="this process's requests, errors and TTFT per minute, "
                                                        "last hour, oldest first")
+    process: ProcessStatus | None = Field(None, description="this process's memory, descriptors and tasks "
+                                                            "(what a leak would grow; `make soak` samples it)")
 
     model_config = {"json_schema_extra": {"example": {
         "status": "ok", "mode": "discord", "store": "memory", "time": 1744189800.0, "uptime_seconds": 3600.0,
@@ -276,6 +287,7 @@ async def collect_status(runtime: Runtime) -> dict[str, Any]:
         "last_errors": errors,
         "recent_requests": log_.recent_list(MAX_RECENT_LISTED) if log_ is not None else [],
         "history": log_.history() if log_ is not None else [],
+        "process": process_facts(),
     }
 
 
@@ -287,6 +299,22 @@ def publish_status_gauges(runtime: Runtime, status: dict[str, Any]) -> None:
         return
     for name, value, labels in status_gauges(status):
         metrics.set(name, value, **labels)
+
+
+def process_facts() -> dict[str, Any]:
+    """RSS, open descriptors (Linux /proc; None elsewhere), asyncio tasks and threads of this process."""
+    rss = fds = None
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+                    break
+        fds = len(os.listdir("/proc/self/fd"))
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"rss_bytes": rss, "open_fds": fds, "asyncio_tasks": len(asyncio.all_tasks()),
+            "threads": threading.active_count()}
 
 
 def _listed(value: Any, key: str) -> list[dict[str, Any]]:
@@ -410,7 +438,70 @@ async def status_page() -> HTMLResponse:
     return HTMLResponse(STATUS_PAGE.read_text(encoding="utf-8"), headers=STATUS_PAGE_HEADERS)
 
 
-@router.post("/interactions", tags=["ops"], include_in_schema=True,
+# -- the interaction Discord posts (documentation only: the route reads the raw bytes, whose signature
+# it checks, and answers bad bodies itself) ------------------------------------------------------------
+class InteractionUser(BaseModel):
+    id: str = Field(description="the Discord user's id")
+
+
+class InteractionMember(BaseModel):
+    permissions: str = Field("0", description="the member's permissions (bit field as a string); /cdp needs "
+                                              "Manage Server (1<<5) or Administrator (1<<3)")
+    user: InteractionUser | None = None
+
+
+class InteractionOption(BaseModel):
+    type: Literal[1] = Field(description="1 = a subcommand")
+    name: Literal["status", "cleanup", "keepalive"] = Field(description="the subcommand (others: 'Unknown "
+                                                                        "command')")
+
+
+class InteractionData(BaseModel):
+    name: Literal["cdp"] = Field(description="the command (others: 'Unknown command')")
+    options: list[InteractionOption] = []
+
+
+class Interaction(BaseModel):
+    """Discord's interaction object, as far as /cdp reads it."""
+    type: Literal[1, 2] = Field(description="1 = PING (answered PONG), 2 = APPLICATION_COMMAND (others: 400)")
+    id: str | None = None
+    application_id: str | None = None
+    token: str | None = Field(None, description="the interaction's token (edits the deferred answer)")
+    guild_id: str | None = Field(None, description="must be GUILD_ID")
+    member: InteractionMember | None = None
+    user: InteractionUser | None = Field(None, description="set instead of member in a DM (refused)")
+    data: InteractionData | None = None
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its nested models written in place (a `#/$defs/...` reference
+    means nothing inside an OpenAPI document). The models above are not recursive."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)
+
+
+_INTERACTION_DOC = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": _inline_schema(Interaction)}}},
+    "parameters": [{"name": name, "in": "header", "required": True, "schema": {"type": "string"},
+                    "description": desc} for name, desc in (
+        ("X-Signature-Ed25519", "Discord's Ed25519 signature (hex) of timestamp + body, checked against "
+                                "DISCORD_PUBLIC_KEY; a wrong one is 401"),
+        ("X-Signature-Timestamp", "the signing time (Unix seconds); too old is 401"))]}
+
+
+@router.post("/interactions", tags=["ops"], include_in_schema=True, openapi_extra=_INTERACTION_DOC,
              summary="Discord interactions endpoint (slash commands); requests must be signed by Discord")
 async def discord_interactions(request: Request) -> JSONResponse:
     runtime = request.app.state.runtime

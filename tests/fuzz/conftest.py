@@ -1,0 +1,5 @@
+"""The fuzz suite's stack (tests/fuzz/served.py)."""
+
+from tests.fuzz.served import served
+
+__all__ = ["served"]

@@ -1,0 +1,44 @@
+"""The cleanup job and the keeper's own delayed deletion of a channel must not both DELETE it: each
+DELETE counts against Discord's deletion rate limit, and the second one only gets a 404 (about 5 % of
+the deletions of the 20k soak did before)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from cdp.adapters.store.memory import MemoryChannelRegistry
+from cdp.app.channels import ChannelKeeper
+from cdp.domain.model import TempChannel
+from cdp.settings import load_settings
+
+pytestmark = pytest.mark.usefixtures("clean_env")  # settings from their defaults only
+
+
+class CountingRest:
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    async def delete_channel(self, channel_id: str) -> None:
+        self.deleted.append(channel_id)
+
+
+async def test_the_cleanup_job_leaves_a_channel_to_its_pending_delayed_deletion():
+    clock = [1000.0]
+    settings = load_settings(GUILD_ID="1100000000000000001", CHANNEL_AUTO_DEL_TIME="0.3", BOT_TOKEN="b.t",
+                             USER_AUTHORIZATION="u.t", COZE_BOT_ID="1300000000000000001")
+    registry, rest = MemoryChannelRegistry(), CountingRest()
+    keeper = ChannelKeeper(settings, rest, registry, clock=lambda: clock[0])
+    for cid in ("1200000000000000001", "1200000000000000002"):
+        await registry.add(TempChannel(cid, settings.GUILD_ID, clock[0], None, "req_x"))
+    await keeper.schedule_delete("1200000000000000001")  # this process deletes it in 0.3 s
+    await registry.schedule_delete("1200000000000000002", clock[0])  # a crash left this one due
+    clock[0] += 10  # both are due now
+    assert await keeper.delete_due() == 1
+    assert rest.deleted == ["1200000000000000002"]
+    for _ in range(100):  # the delayed deletion does the other one, once
+        if len(rest.deleted) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert rest.deleted == ["1200000000000000002", "1200000000000000001"]
+    assert await keeper.delete_due() == 0 and rest.deleted.count("1200000000000000001") == 1
