@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import signal
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -65,12 +66,15 @@ async def _health_server(port: int, status: Any, host: str = "0.0.0.0") -> async
     return await asyncio.start_server(handle, host, port)
 
 
-async def channels_to_recover(registry: ChannelRegistry, configured: Iterable[str]) -> list[str]:
-    """Channels that may hold replies nobody recorded: the temporary ones still in use and the
-    configured ones (CHANNEL_ID, bot_config.json channelIds)."""
+async def channels_to_recover(registry: ChannelRegistry, configured: Iterable[str],
+                              now: float | None = None) -> list[str]:
+    """Channels that may hold replies nobody recorded: the temporary ones still in use or not yet
+    due for deletion (a sticky conversation's channel always has a deletion time, pushed back at
+    every turn) and the configured ones (CHANNEL_ID, bot_config.json channelIds)."""
+    now = time.time() if now is None else now
     ids: list[str] = []
     with contextlib.suppress(Exception):
-        ids = [c.channel_id for c in await registry.all() if c.delete_at is None]
+        ids = [c.channel_id for c in await registry.all() if c.delete_at is None or c.delete_at > now]
     return list(dict.fromkeys([*ids, *(c for c in configured if c)]))
 
 
