@@ -83,3 +83,26 @@ def test_recording_needs_the_recovery_of_every_fresh_session():
     assert not status.recording
     status.recovered(2)
     assert status.recording
+
+
+async def test_a_held_ending_keeps_the_heartbeats_and_the_client_gone_check():
+    """While an ending waits for the listener, the client-gone check still runs (a client that left
+    frees its channel), and streams still get their keep-alive pings."""
+    replies = MemoryReplyStore()
+    status = ready_status(ready_count=2, recovered=1)
+    conv = conversation(replies, status)
+    await replies.put(message(2, buttons=True))
+    asked = 0
+
+    async def gone() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked >= 2
+
+    assert await asyncio.wait_for(conv.result(client_gone=gone, check_every=0.2), 5) is None
+    beats = []
+    async for progress in conv.updates(heartbeat=0.2):
+        beats.append(progress)
+        if len(beats) == 3:
+            break
+    assert [p.decision.done for p in beats] == [False, False, False]

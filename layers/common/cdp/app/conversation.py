@@ -130,6 +130,7 @@ class Conversation:
         last_change_at: float | None = None
         view = render(ReplySnapshot(self.prompt_message_id))
         recheck: float | None = None  # set while an ending is held back for a listener that recovers
+        last_yield = loop.time()
         while True:
             now = loop.time()
             wait = next_wakeup(view, now=now, last_change_at=last_change_at,
@@ -163,9 +164,8 @@ class Conversation:
                 # fresh gateway session the earlier messages come back through REST, and the presence
                 # says "recording" only once they are in the store. Trust a snapshot read after that.
                 stable = await self._service.listener_stable_since()
-                if stable is None or stable > read_at:
-                    recheck = ENDING_RECHECK_SECONDS
-                    continue
+                if stable is None or stable > read_at:  # not yet: the reply is still waiting
+                    recheck, decision = ENDING_RECHECK_SECONDS, Decision(done=False)
             if decision.done and decision.error is not None:
                 await self._service.note_coze_error(self, decision.error)
             elif decision.done and decision.finish_reason == "stop":  # complete (not cut by the deadline)
@@ -175,7 +175,10 @@ class Conversation:
                 # the reply is over: the account is free for the next prompt now, not when the
                 # response has left (a Lambda may freeze before close()'s background release runs)
                 await self.lease.release()
-            if changed or decision.done or heartbeat is not None:
+            # Heartbeats (stream pings, the client-gone check) keep their pace while an ending is held.
+            beat = heartbeat is not None and (recheck is None or now - last_yield >= heartbeat)
+            if changed or decision.done or beat:
+                last_yield = now
                 yield Progress(view, decision, changed)
             if decision.done:
                 return
