@@ -106,3 +106,52 @@ async def test_a_held_ending_keeps_the_heartbeats_and_the_client_gone_check():
         if len(beats) == 3:
             break
     assert [p.decision.done for p in beats] == [False, False, False]
+
+
+class ListRecorder:
+    """A recorder that keeps the events it is given, in order."""
+
+    health = None
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def on_message_create(self, payload: dict) -> None:
+        self.seen.append(payload["id"])
+
+    on_message_update = on_message_create
+
+
+async def test_a_fresh_sessions_events_wait_for_the_recovery_of_its_gap():
+    """The other half: the listener records nothing of a fresh session until the REST recovery of the
+    gap is in the store, so a reply's earlier messages are written before its later ones."""
+    from cdp.adapters.discord.gateway import DiscordListener
+
+    recorder = ListRecorder()
+    listener = DiscordListener(api_base="http://127.0.0.1:9/api/v10", bot_token="b.t", recorder=recorder)
+    listener.holds_for_recovery = True
+    status = listener.status
+    status.set("ready")
+    status.ready_count = 1
+    consumer = asyncio.create_task(listener._consume())
+    try:
+        listener._queue.put_nowait(("MESSAGE_CREATE", {"id": "3"}))  # the last message, after READY
+        await asyncio.sleep(0.2)
+        assert recorder.seen == []  # held
+        await recorder.on_message_create({"id": "1"})  # the recovery writes the gap...
+        status.recovered(1)  # ...and says it is over
+        for _ in range(50):
+            if len(recorder.seen) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert recorder.seen == ["1", "3"]
+        listener.holds_for_recovery = False  # an entry point without recoveries never holds
+        status.ready_count = 2
+        listener._queue.put_nowait(("MESSAGE_UPDATE", {"id": "4"}))
+        for _ in range(50):
+            if len(recorder.seen) == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert recorder.seen == ["1", "3", "4"]
+    finally:
+        consumer.cancel()

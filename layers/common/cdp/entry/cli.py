@@ -72,6 +72,7 @@ async def _serve(settings: Settings, router: Router, demo_notice: str | None, wi
         signals.server = server
     recovery = None
     if listener:
+        listener.holds_for_recovery = True  # recover_after_new_sessions below runs the recoveries
         await listener.start()
         from cdp.entry.listener import recover_after_new_sessions
 

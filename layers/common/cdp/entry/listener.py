@@ -173,6 +173,7 @@ async def run_listener(settings: Settings, health_port: int | None, *, stop: asy
     recoveries: set[asyncio.Task] = set()
     rc = EXIT_OK
     try:
+        listener.holds_for_recovery = True  # this loop runs a recovery after each fresh READY
         await listener.start()
         log.info("listener started", extra={"store": settings.CDP_STORE, "health_port": health_port})
         recovered_for = 0

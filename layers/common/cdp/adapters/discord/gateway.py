@@ -78,6 +78,9 @@ MALFORMED_TOKEN = (
 )
 
 MAX_RECORDING = 64  # events recorded at once (their store writes overlap; see DiscordListener._consume)
+# With `holds_for_recovery`, how long at most the events of a fresh session wait for the REST recovery
+# of its gap (seconds): recovery under a 429 storm takes seconds; a stuck one must not stop recording.
+RECOVERY_HOLD_MAX = 30.0
 UNHEALTHY_AFTER = 5  # consecutive failed store writes after which the listener reports itself unhealthy
 STATES = ("starting", "connecting", "ready", "resuming", "failed", "stopped")
 
@@ -224,6 +227,11 @@ class DiscordListener:
         self._consumer: asyncio.Task | None = None
         self._queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
         self._recording: set[asyncio.Task] = set()  # events being recorded (store writes in flight)
+        # Set by the entry points that run a REST recovery after each fresh READY (cdp serve, cdp
+        # listener): the new session's events wait for it, so the store gets a reply's earlier messages
+        # (sent in the gap) before its later ones; else a last message with Coze's buttons could end
+        # the reply on the answering side with the first messages missing.
+        self.holds_for_recovery = False
         self._stopping = False
         self._closing: set[int] = set()
 
@@ -311,6 +319,20 @@ class DiscordListener:
         if not self._stopping and not self.status.failed:
             self.status.set("resuming", "disconnected; reconnecting")
 
+    async def _wait_recovered(self) -> None:
+        """Until the recovery of the current session's gap is over (bounded by RECOVERY_HOLD_MAX)."""
+        status = self.status
+        if status.recovered_count >= status.ready_count:
+            return
+        deadline = asyncio.get_running_loop().time() + RECOVERY_HOLD_MAX
+        while status.recovered_count < status.ready_count and not self._stopping:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                log.warning("recording resumed before the recovery of the gateway gap finished",
+                            extra={"ready_count": status.ready_count})
+                return
+            await status.wait_change(remaining)
+
     async def _consume(self) -> None:
         """Record events in arrival order, up to MAX_RECORDING at once: each event starts as an
         eager task, so the recorder merges it before the next one is taken (its lock is FIFO), and
@@ -322,6 +344,8 @@ class DiscordListener:
         slots = asyncio.Semaphore(MAX_RECORDING)
         while True:
             name, data = await self._queue.get()
+            if self.holds_for_recovery:
+                await self._wait_recovered()
             await slots.acquire()
             task = asyncio.eager_task_factory(loop, self._record(name, data, slots))
             if not task.done():
