@@ -24,6 +24,7 @@ from tests.faults.harness import (
     table,
     wait_no_chat_channels,
 )
+from tests.support import tables
 
 pytestmark = pytest.mark.e2e
 
@@ -61,6 +62,7 @@ async def test_fault_run(capsys):
         unregistered = sum(t.unregistered_at_shutdown for t in topos)
         drains = [d for t in topos for d in t.drains]
         report = table(counts, every, duplicates, leaked, unregistered, drains)
+        tables.report("Fault-injection run" + (" (soak)" if SOAK else ""), report)
         with capsys.disabled():
             print("\n\nfault-injection run" + (" (soak)" if SOAK else "") + "\n\n" + report + "\n")
             if os.environ.get("CDP_FAULT_LOGS"):

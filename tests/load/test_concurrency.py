@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.load.driver import load_fake, load_stack, run_concurrent, settle
+from tests.support import tables
 
 pytestmark = pytest.mark.e2e
 
@@ -39,8 +40,9 @@ def check_concurrent(stack, fake):
     assert not out.wrong, f"{len(out.wrong)} of {N} wrong, first ones:\n" + "\n".join(out.wrong[:15])
     assert out.ok == N
     seconds = sorted(out.seconds)
-    print(f"\n{N} concurrent conversations in {took:.1f} s: p50 {seconds[N // 2]:.2f} s, "
-          f"p99 {seconds[int(N * 0.99) - 1]:.2f} s")
+    line = (f"{N} concurrent conversations in {took:.1f} s: p50 {seconds[N // 2]:.2f} s, "
+            f"p99 {seconds[int(N * 0.99) - 1]:.2f} s")
+    print("\n" + line)
 
     after = settle(stack, timeout=60)
     assert after["requests_in_flight"] == 0
@@ -54,4 +56,9 @@ def check_concurrent(stack, fake):
     assert proc["asyncio_tasks"] <= idle["asyncio_tasks"] + 5, (idle, proc)
     assert proc["open_fds"] <= idle["open_fds"] + 25, (idle, proc)
     print(f"idle: {idle}\nafter: {proc}")
+    tables.report(f"Load: {N} concurrent conversations in one cdp serve", "\n".join([
+        "| figure | result |", "|---|---|", f"| answers exactly their own | {out.ok} / {N}, 0 wrong |",
+        f"| time | {line} |", f"| asyncio tasks idle → after | {idle['asyncio_tasks']} → {proc['asyncio_tasks']} |",
+        f"| open fds idle → after | {idle['open_fds']} → {proc['open_fds']} |",
+        "| temporary channels left | 0 |"]))
 
