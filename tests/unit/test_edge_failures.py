@@ -81,3 +81,35 @@ def test_the_domain_ignores_a_part_type_that_is_not_a_string(kind):
     messages = [{"role": "user", "content": [{"type": kind, "text": "x"}, {"type": "text", "text": "hi"}]}]
     assert "hi" in build_prompt(messages, False)
     assert collect_inline_media(messages, False, MediaLimits()) == []
+
+
+class Stalls:
+    """A Discord REST port whose send never answers (the server shuts down meanwhile)."""
+
+    async def send_user_message(self, token, channel_id, content, *, nonce, allowed_user_ids):
+        import asyncio
+
+        await asyncio.Event().wait()
+
+
+async def test_a_request_cut_while_its_prompt_is_being_sent_counts_as_posted():
+    """Cut mid-send (the shutdown's drain, a client gone), the prompt may be in Discord: the edge is
+    told, so the 503 it answers carries x-should-retry: false (tests/faults found a retried, doubly
+    posted prompt); a send Discord refused outright (429) is not a post."""
+    import asyncio
+    from dataclasses import replace
+
+    marks: list[str] = []
+    spec = replace(SPEC, on_posted=lambda: marks.append("posted"))
+    task = asyncio.create_task(service(Stalls())._post_prompt(spec, "hello", "1200000000000000001", BOT))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert marks == ["posted"]
+    marks.clear()
+    with pytest.raises(ServiceError):
+        await service(RateLimitedAfter(0))._post_prompt(spec, "hello", "1200000000000000001", BOT)
+    assert marks == []
+    await service(RateLimitedAfter(5))._post_prompt(spec, "hello", "1200000000000000001", BOT)
+    assert marks == ["posted"]

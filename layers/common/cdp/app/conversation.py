@@ -72,6 +72,10 @@ class ChatSpec:
     raw_prompt: str | None = None  # posted as is instead of the messages' prompt (image generation)
     emulation: Emulation | None = None  # tool calls / JSON mode through the prompt (cdp.domain.tools)
     conversation: str | None = None  # a client's name for the conversation (sticky mode)
+    # Called as soon as the prompt is, or may be, in Discord: a part was sent, or the request was cut
+    # (cancelled: the client left, the server shuts down) while one was being sent. From then on no
+    # error may invite a retry, which would post it again (the edge marks the request as posted).
+    on_posted: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -573,8 +577,15 @@ class ConversationService:
                         await self._may_go_on(spec, loop, posted, len(parts), client_gone, deadline)
                     # A nonce per part: a retried send (timeout, 429, 5xx) returns the same message.
                     nonce = new_nonce()
-                    message = await self.rest.send_user_message(
-                        token, channel_id, part, nonce=nonce, allowed_user_ids=[coze_bot_id])
+                    try:
+                        message = await self.rest.send_user_message(
+                            token, channel_id, part, nonce=nonce, allowed_user_ids=[coze_bot_id])
+                    except asyncio.CancelledError:  # cut while sending: it may have reached Discord
+                        if spec.on_posted is not None:
+                            spec.on_posted()
+                        raise
+                    if spec.on_posted is not None:
+                        spec.on_posted()
                     posted += 1
                 return message, fp
             except (DiscordUnauthorized, DiscordVerificationRequired) as exc:

@@ -61,7 +61,8 @@ def build_router(runtime: Runtime) -> APIRouter:
             request_id=request.state.request_id, model=req.model,
             messages=[m.model_dump(exclude_none=True) for m in req.messages], stream=req.stream,
             channel_id=req.channelId, timeout=out_time(request), api_key=api_key, emulation=emulation,
-            conversation=conversation_name(request, body, runtime.settings))
+            conversation=conversation_name(request, body, runtime.settings),
+            on_posted=lambda: oe.mark_posted(request.state))  # no 5xx invites a retry from then on
         # Raises ServiceError before anything is streamed; stops posting a long prompt if the client leaves.
         conv = await runtime.service.start(spec, client_gone=request.is_disconnected)
         request.state.conversation = conv  # its trace: TTFT and error kind (cdp.entry.api.observe)

@@ -112,7 +112,8 @@ def build_router(runtime: Runtime) -> APIRouter:
             spec = ChatSpec(request_id=rid if n == 1 else f"{rid}-{i}", model=model,
                             messages=[{"role": "user", "content": req.prompt}], stream=False,
                             channel_id=req.channelId, timeout=timeout, api_key=api_key,
-                            raw_prompt=drawing_prompt(req.prompt))
+                            raw_prompt=drawing_prompt(req.prompt),
+                            on_posted=lambda: oe.mark_posted(request.state))
             conv = await runtime.service.start(spec, client_gone=request.is_disconnected)
             oe.mark_posted(request.state)  # from here on, no 5xx invites a retry (it would post again)
             try:
