@@ -63,8 +63,7 @@ async def test_fault_run(capsys):
         drains = [d for t in topos for d in t.drains]
         report = table(counts, every, duplicates, leaked, unregistered, drains)
         tables.report("Fault-injection run" + (" (soak)" if SOAK else ""), report)
-        with capsys.disabled():
-            print("\n\nfault-injection run" + (" (soak)" if SOAK else "") + "\n\n" + report + "\n")
+        with capsys.disabled():  # the table itself is printed in the run's summary (tests/conftest.py)
             if os.environ.get("CDP_FAULT_LOGS"):
                 for t in topos:
                     for p in [t.stack.api, *t.stack.extra, *t.retired]:
