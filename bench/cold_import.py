@@ -26,7 +26,7 @@ TARGETS_MS = {"api": 300, "stream": 300, "cleanup": 150, "keepalive": 150, "repl
 ENV = {"CDP_STORE": "dynamodb", "CDP_REPLIES_TABLE": "bench-replies", "CDP_STATE_TABLE": "bench-state",
        "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
        "GUILD_ID": "1100000000000000001", "COZE_BOT_ID": "1300000000000000001",
-       "BOT_TOKEN": "bench.bot.token", "USER_AUTHORIZATION": "bench.user.token",
+       "BOT_TOKEN": "bench.bot.token", "USER_AUTHORIZATION": "bench.user.token", "PROXY_SECRET": "sk-bench",
        "POWERTOOLS_SERVICE_NAME": "coze-discord-proxy", "POWERTOOLS_METRICS_NAMESPACE": "CozeDiscordProxy"}
 
 PROBE = """

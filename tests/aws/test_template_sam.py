@@ -58,6 +58,7 @@ def test_sam_build_without_container(built):
     layer = built / "CommonLayer" / "python"
     assert (layer / "cdp" / "data" / "o200k_base.tiktoken.gz").exists()
     assert not (layer / "boto3").exists() and not (layer / "aws_lambda_powertools" / "event_handler").exists()
+    assert not (layer / "requests").exists()  # pruned: see tests/unit/test_tokens.py
     assert (built / "InteractionsFunction" / "nacl").exists()
 
 

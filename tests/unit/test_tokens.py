@@ -108,3 +108,16 @@ def test_short_prompts_are_counted_only_when_their_usage_is_read():
 
     exact = count_tokens(build_prompt(too_long.messages, s.ALL_DIALOG_RECORD_ENABLE))
     assert f"This prompt is {exact} tokens long" in err.value.message
+
+
+def test_counting_never_needs_requests():
+    """The Lambda layer prunes `requests` (tiktoken's, for remote tables only): counting with the
+    bundled table must work without it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['requests'] = None\n"
+            "from cdp.domain.tokens import count_tokens\n"
+            "assert count_tokens('hello world, 你好') > 0\n"
+            "assert 'charset_normalizer' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -25,9 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import exceptions as js_exceptions
-from jsonschema import validators as js_validators
-
 __all__ = [
     "CORRECTION_HEAD",
     "PROTOCOL_HEAD",
@@ -108,6 +105,10 @@ def _dumps(value: Any) -> str:
 
 
 def _check_schema(schema: Any, param: str, what: str) -> dict:
+    # jsonschema is imported on first use: ~50 ms of every cold start otherwise (bench/cold_import.py)
+    from jsonschema import exceptions as js_exceptions
+    from jsonschema import validators as js_validators
+
     if not isinstance(schema, dict):
         raise ToolsError(f"Invalid '{param}': {what} must be a JSON Schema object.", param)
     try:
@@ -119,6 +120,9 @@ def _check_schema(schema: Any, param: str, what: str) -> dict:
 
 def _schema_problem(schema: dict, value: Any) -> str | None:
     """None if `value` matches `schema`, else the best-matching error, with where it is."""
+    from jsonschema import exceptions as js_exceptions
+    from jsonschema import validators as js_validators
+
     validator = js_validators.validator_for(schema)(schema)
     error = js_exceptions.best_match(validator.iter_errors(value))
     if error is None:
