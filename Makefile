@@ -18,7 +18,7 @@ LOCK_IMAGE := --python-version 3.13 --python-platform x86_64-manylinux2014 --onl
 UV_COMPILE = $(UV_VENV)/bin/uv pip compile --quiet --generate-hashes --custom-compile-command "make lock"
 
 # make bench BENCH_ARGS="--quick stream_bench": some benchmarks, options of bench/run.py
-.PHONY: install sam run test lint bench clean lock mutations rehearse
+.PHONY: install sam run test lint bench clean lock mutations rehearse soak
 
 install: $(STAMP)
 
