@@ -1,6 +1,7 @@
-"""The cleanup job and the keeper's own delayed deletion of a channel must not both DELETE it: each
-DELETE counts against Discord's deletion rate limit, and the second one only gets a 404 (about 5 % of
-the deletions of the 20k soak did before)."""
+"""A temporary channel is deleted once, and even when the store fails: the cleanup job and the keeper's
+own delayed deletion must not both DELETE it (each DELETE counts against Discord's deletion rate
+limit, the second only gets a 404: about 5 % of the 20k soak's deletions did), and a failed write
+of its deletion time must not leave it to the 16-minute stale sweep."""
 
 from __future__ import annotations
 
@@ -42,3 +43,28 @@ async def test_the_cleanup_job_leaves_a_channel_to_its_pending_delayed_deletion(
         await asyncio.sleep(0.05)
     assert rest.deleted == ["1200000000000000002", "1200000000000000001"]
     assert await keeper.delete_due() == 0 and rest.deleted.count("1200000000000000001") == 1
+
+
+class FailingScheduleRegistry(MemoryChannelRegistry):
+    """The store fails the write of a deletion time (DynamoDB 500s, throttling)."""
+
+    async def schedule_delete(self, channel_id, delete_at):
+        raise RuntimeError("store unavailable")
+
+
+async def test_a_failed_registry_write_still_deletes_the_channel_from_this_process():
+    """Before, the in-process deletion was never started when the store refused the deletion time:
+    the channel stayed "in use" in the registry and in Discord until the stale sweep (16 minutes;
+    the fault run counted it as leaked)."""
+    settings = load_settings(GUILD_ID="1100000000000000001", CHANNEL_AUTO_DEL_TIME="0.1", BOT_TOKEN="b.t",
+                             USER_AUTHORIZATION="u.t", COZE_BOT_ID="1300000000000000001")
+    registry, rest = FailingScheduleRegistry(), CountingRest()
+    keeper = ChannelKeeper(settings, rest, registry)
+    await registry.add(TempChannel("1200000000000000003", settings.GUILD_ID, 1000.0, None, "req_y"))
+    await keeper.schedule_delete("1200000000000000003")
+    for _ in range(100):
+        if rest.deleted:
+            break
+        await asyncio.sleep(0.02)
+    assert rest.deleted == ["1200000000000000003"]
+    assert await registry.all() == []  # and forgotten

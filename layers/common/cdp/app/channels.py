@@ -171,7 +171,11 @@ class ChannelKeeper:
             await self.registry.remove(channel_id)  # 0 = keep the channel
             return
         delete_at = self.clock() + delay
-        await self.registry.schedule_delete(channel_id, delete_at)
+        try:
+            await self.registry.schedule_delete(channel_id, delete_at)
+        except Exception:  # the store is failing: this process still deletes it when its time comes
+            log.warning("could not register the temporary channel's deletion time; deleting it from here",
+                        extra={"channel_id": channel_id}, exc_info=True)
         task = self.spawn(self._delete_later(channel_id, delay))
         self._pending[channel_id] = (task, delete_at)
         task.add_done_callback(lambda t, cid=channel_id: self._forget_pending(cid, t))
