@@ -128,12 +128,7 @@ async def recover_after_new_sessions(listener: Any, rest: DiscordRest, registry:
     while True:
         if status.ready and status.ready_count > recovered_for:
             recovered_for = status.ready_count
-            try:
-                await recover(listener.recorder, rest, registry, configured, guild_id)
-            except Exception:
-                log.exception("recovery after a new gateway session failed")
-            finally:
-                status.recovered(recovered_for)
+            await _recover_then_mark(listener, rest, registry, configured, guild_id, recovered_for)
         await status.wait_change(5.0)
 
 
