@@ -66,7 +66,6 @@ def build_router(runtime: Runtime) -> APIRouter:
         # Raises ServiceError before anything is streamed; stops posting a long prompt if the client leaves.
         conv = await runtime.service.start(spec, client_gone=request.is_disconnected)
         request.state.conversation = conv  # its trace: TTFT and error kind (cdp.entry.api.observe)
-        oe.mark_posted(request.state)  # from here on, no 5xx invites a retry (it would post again)
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         if emulation is not None and emulation.active:  # the answer is read by the tool/JSON protocol

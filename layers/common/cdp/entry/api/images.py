@@ -115,7 +115,6 @@ def build_router(runtime: Runtime) -> APIRouter:
                             raw_prompt=drawing_prompt(req.prompt),
                             on_posted=lambda: oe.mark_posted(request.state))
             conv = await runtime.service.start(spec, client_gone=request.is_disconnected)
-            oe.mark_posted(request.state)  # from here on, no 5xx invites a retry (it would post again)
             try:
                 last = await conv.result()
                 assert last is not None  # no client_gone check: it runs to the end
