@@ -68,3 +68,58 @@ async def test_a_failed_registry_write_still_deletes_the_channel_from_this_proce
         await asyncio.sleep(0.02)
     assert rest.deleted == ["1200000000000000003"]
     assert await registry.all() == []  # and forgotten
+
+
+class CreatingRest(CountingRest):
+    async def create_channel(self, guild_id, name, **kw):
+        return {"id": "1200000000000000009"}
+
+
+class SlowScheduleRegistry(MemoryChannelRegistry):
+    """The write of a deletion time is still under way when the shutdown comes (DynamoDB, slow)."""
+
+    async def schedule_delete(self, channel_id, delete_at):
+        await asyncio.sleep(5)
+
+
+def _settings():
+    return load_settings(GUILD_ID="1100000000000000001", CHANNEL_AUTO_DEL_TIME="1", BOT_TOKEN="b.t",
+                         USER_AUTHORIZATION="u.t", COZE_BOT_ID="1300000000000000001")
+
+
+async def test_shutdown_deletes_the_channel_of_a_request_it_cut_before_the_channel_was_handed_back():
+    """The fault run's leaked channel: uvicorn cancels a request its drain cut and returns at once, so
+    the keeper closed before the request handed its channel back; the channel stayed registered "in
+    use", deleted only by the 16-minute stale sweep."""
+    registry, rest = MemoryChannelRegistry(), CreatingRest()
+    keeper = ChannelKeeper(_settings(), rest, registry)
+    cid = await keeper.create("req_cut")
+    await keeper.aclose(wait=2.0)
+    assert rest.deleted == [cid]
+    assert await registry.all() == []
+
+
+async def test_shutdown_during_the_deletion_time_write_still_deletes_the_channel():
+    registry, rest = SlowScheduleRegistry(), CreatingRest()
+    keeper = ChannelKeeper(_settings(), rest, registry)
+    cid = await keeper.create("req_cut")
+    handing_back = asyncio.create_task(keeper.schedule_delete(cid))
+    await asyncio.sleep(0.01)  # the request is inside the store write
+    await keeper.aclose(wait=2.0)
+    assert rest.deleted == [cid]
+    handing_back.cancel()
+
+
+class FailingAddRegistry(MemoryChannelRegistry):
+    async def add(self, channel):
+        raise RuntimeError("store unavailable")
+
+
+async def test_a_channel_the_registry_could_not_record_is_deleted_at_once():
+    """Before, it was left in Discord for the stray sweep (CHANNEL_SWEEP_AGE, an hour by default)."""
+    registry, rest = FailingAddRegistry(), CreatingRest()
+    keeper = ChannelKeeper(_settings(), rest, registry)
+    with pytest.raises(RuntimeError):
+        await keeper.create("req_store_down")
+    await keeper.aclose(wait=2.0)
+    assert rest.deleted == ["1200000000000000009"]

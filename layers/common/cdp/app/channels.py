@@ -69,6 +69,9 @@ class ChannelKeeper:
         self._failures = 0  # consecutive channel-creation failures (risk-control alert)
         self._tasks: set[asyncio.Task] = set()
         self._pending: dict[str, tuple[asyncio.Task, float]] = {}  # channel id -> (deleting task, delete_at)
+        # Channels created here for a request that has not handed them back yet (no deletion time):
+        # at shutdown, any still here belong to requests the shutdown cut, and are released then.
+        self._unreleased: set[str] = set()
         self._bot_user_id: str | None = None
 
     # -- creation --------------------------------------------------------------------------------
@@ -121,7 +124,12 @@ class ChannelKeeper:
             raise se.upstream_error(f"Discord refused to create a conversation channel ({exc.status}, "
                                     f"code {exc.code}).") from None
         self._failures = 0
-        await self.registry.add(TempChannel(channel["id"], s.GUILD_ID, self.clock(), None, request_id))
+        try:
+            await self.registry.add(TempChannel(channel["id"], s.GUILD_ID, self.clock(), None, request_id))
+        except BaseException:  # the store failed (or the request was cut): nothing will use the channel
+            self.spawn(self.delete(channel["id"]))
+            raise
+        self._unreleased.add(channel["id"])
         return channel["id"]
 
     async def grant(self, channel_id: str, user_id: str) -> None:
@@ -168,21 +176,26 @@ class ChannelKeeper:
         """The request using this channel ended: delete it after CHANNEL_AUTO_DEL_TIME (0 = keep it)."""
         delay = self.settings.CHANNEL_AUTO_DEL_TIME
         if delay <= 0:
+            self._unreleased.discard(channel_id)
             await self.registry.remove(channel_id)  # 0 = keep the channel
             return
+        # The in-process deletion is set up before the store write, with nothing awaited in between:
+        # a shutdown that comes while the write is under way still finds the channel in `_pending`.
         delete_at = self.clock() + delay
+        task = self.spawn(self._delete_later(channel_id, delay))
+        self._pending[channel_id] = (task, delete_at)
+        task.add_done_callback(lambda t, cid=channel_id: self._forget_pending(cid, t))
+        self._unreleased.discard(channel_id)
         try:
             await self.registry.schedule_delete(channel_id, delete_at)
         except Exception:  # the store is failing: this process still deletes it when its time comes
             log.warning("could not register the temporary channel's deletion time; deleting it from here",
                         extra={"channel_id": channel_id}, exc_info=True)
-        task = self.spawn(self._delete_later(channel_id, delay))
-        self._pending[channel_id] = (task, delete_at)
-        task.add_done_callback(lambda t, cid=channel_id: self._forget_pending(cid, t))
 
     async def postpone(self, channel_id: str, delete_at: float) -> None:
         """A sticky conversation's channel (cdp.app.sticky): deleted at `delete_at` by the cleanup job
         (the registry holds the time, for every process); an in-process deletion timer is cancelled."""
+        self._unreleased.discard(channel_id)
         pending = self._pending.pop(channel_id, None)
         if pending is not None:
             pending[0].cancel()
@@ -202,6 +215,7 @@ class ChannelKeeper:
 
     async def delete(self, channel_id: str) -> bool:
         """Delete the channel in Discord (already gone counts as done), then forget it."""
+        self._unreleased.discard(channel_id)
         try:
             await self.rest.delete_channel(channel_id)
         except DiscordNotFound:
@@ -279,6 +293,13 @@ class ChannelKeeper:
                 failed += 1
         return deleted, failed
 
+    async def _release_at_shutdown(self, channel_id: str) -> None:
+        try:
+            await self.schedule_delete(channel_id)
+        except Exception:  # the store: the stale sweep deletes it later
+            log.warning("shutdown: could not release a cut request's channel", extra={"channel_id": channel_id},
+                        exc_info=True)
+
     async def aclose(self, wait: float = SHUTDOWN_WAIT, due_within: float = SHUTDOWN_DUE_WITHIN) -> None:
         """Shutdown, bounded by `wait` seconds: let background work end (conversations closing register
         their channel's deletion), perform the deletions due within `due_within` s, and leave the later
@@ -289,6 +310,10 @@ class ChannelKeeper:
         others = [t for t in self._tasks if t not in pending_tasks]
         if others:  # closing conversations, interaction follow-ups: they may schedule deletions
             await asyncio.wait(others, timeout=max(0.0, deadline - loop.time()) / 2)
+        if self._unreleased:  # requests the shutdown cut before they handed their channel back
+            log.warning("shutdown: releasing the channels of cut requests", extra={"count": len(self._unreleased)})
+            jobs = [loop.create_task(self._release_at_shutdown(cid)) for cid in list(self._unreleased)]
+            await asyncio.wait(jobs, timeout=max(0.1, deadline - loop.time()) / 2)
         now = self.clock()
         pending = dict(self._pending)
         for task, _ in pending.values():

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cdp")
 
+# Seconds the requests uvicorn's drain cut (timeout_graceful_shutdown) get to run their own ending.
+CUT_REQUESTS_WAIT = 3.0
+
 DEMO_NOTICE = ("DEMO MODE: no Discord settings were given, so answers come from the built-in simulated "
                "Discord guild and Coze bot, not from Coze. Set USER_AUTHORIZATION, BOT_TOKEN, GUILD_ID and "
                "COZE_BOT_ID (environment or .env) to use real Discord.")
@@ -89,6 +92,11 @@ async def _serve(settings: Settings, router: Router, demo_notice: str | None, wi
         await server.serve()
     finally:
         try:
+            # uvicorn cancels the requests its drain cut, then returns at once: let them end (release
+            # their account lease, hand their channel back) before the service closes under them.
+            cut = [t for t in server.server_state.tasks if not t.done()]
+            if cut:
+                await asyncio.wait(cut, timeout=CUT_REQUESTS_WAIT)
             if recovery is not None:
                 recovery.cancel()
             await scheduler.stop()
