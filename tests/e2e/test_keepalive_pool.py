@@ -37,3 +37,32 @@ async def test_keepalive_uses_healthy_accounts_and_marks_refused_ones_dead():
         # once, marked dead, and never tried again.
         assert refused == 1
         assert [a for a in status["accounts"]["accounts"] if a["health"] == "dead"]
+
+
+async def test_keepalive_waits_for_an_account_slot_like_any_prompt():
+    """Before, keepalive took an account from the pool directly: it posted from an account already
+    at ACCOUNT_MAX_CONCURRENT (or within ACCOUNT_MIN_GAP of its last post)."""
+    import asyncio
+
+    with FakeDiscord(fast_sim_config()) as fake:
+        env = settings_env(fake, CHANNEL_AUTO_DEL_TIME="0.2", COZE_BOT_STAY_ACTIVE_ENABLE="1",
+                           ACCOUNT_MAX_CONCURRENT="1", ACCOUNT_MIN_GAP="0")
+        settings = load_settings(**env)
+        stores = make_stores(settings)
+        rest = make_rest(settings)
+        service = make_service(settings, stores, rest)
+        assert service.queue is not None
+        try:
+            held = [service.queue.lease("sk-other", f"req_busy{i}", 30) for i in range(len(settings.user_tokens))]
+            for lease in held:
+                await lease.acquire()  # every account has its one prompt in flight
+            job = asyncio.create_task(keepalive(settings, stores, rest, service))
+            await asyncio.sleep(0.8)
+            assert not job.done() and _message_posts(fake, 200) == 0
+            await held[0].release()
+            result = await asyncio.wait_for(job, 10)
+            for lease in held[1:]:
+                await lease.release()
+        finally:
+            await rest.aclose()
+        assert result["sent"] == 1 and _message_posts(fake, 200) == 1

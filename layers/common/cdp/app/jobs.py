@@ -25,6 +25,7 @@ log = logging.getLogger("cdp.app.jobs")
 
 KEEPALIVE_TEXT = "keepalive"
 KEEPALIVE_CHANNEL_GRACE = 5.0  # seconds the Coze bot gets to see a keepalive in a temporary channel
+KEEPALIVE_LEASE_SECONDS = 30.0  # an account's slot for one keepalive post (the queue adds its margin)
 
 
 def keepalive_targets(settings: Settings, entries: Iterable[BotEntry]) -> list[tuple[str, str | None]]:
@@ -87,37 +88,53 @@ async def keepalive(settings: Settings, stores: Stores, rest: DiscordRestPort, s
             if channel_id is None:
                 failed.append(bot_id)
                 continue
-            tried: set[str] = set()
-            while True:  # the pool's healthy accounts, least recently used first; another if refused
-                try:
-                    token, account = await service.pool.acquire(tried)
-                except NoUsableAccount:
-                    failed.append(bot_id)
-                    break
-                tried.add(account)
-                try:
-                    if private and channel_id == temp_channel:
-                        user_id = await service.account_user_id(token, account)
-                        if not await _let_in(service, channel_id, user_id):
-                            failed.append(bot_id)
-                            break
-                    await rest.send_user_message(token, channel_id, f"<@{bot_id}> {KEEPALIVE_TEXT}",
-                                                 nonce=new_nonce(), allowed_user_ids=[bot_id])
-                    sent += 1
-                    log.info("keepalive sent", extra={"coze_bot_id": bot_id, "channel_id": channel_id,
-                                                      "account": account})
-                    break
-                except DiscordError as exc:
-                    log.warning("keepalive message refused", extra={"account": account,
-                                                                    "coze_bot_id": bot_id, "status": exc.status})
-                    if isinstance(exc, (DiscordUnauthorized, DiscordVerificationRequired)):
-                        await service.pool.mark_dead(account, "refused by Discord during keepalive")
+            if await _post_keepalive(service, rest, bot_id, channel_id,
+                                     let_in=private and channel_id == temp_channel):
+                sent += 1
+            else:
+                failed.append(bot_id)
     finally:
         if temp_channel is not None:
             if sent:  # let the Coze bot see the mention before its channel goes
                 await asyncio.sleep(grace)
             await service.keeper.delete(temp_channel)
     return {"sent": sent, "failed": failed}
+
+
+async def _post_keepalive(service: ConversationService, rest: DiscordRestPort, bot_id: str, channel_id: str, *,
+                          let_in: bool) -> bool:
+    """One keepalive mention of `bot_id` in `channel_id`, posted by the pool's healthy accounts (least
+    recently used first; the next one if Discord refuses). Goes through the fair queue like any prompt,
+    so ACCOUNT_MAX_CONCURRENT and ACCOUNT_MIN_GAP hold. `let_in`: grant the account the private
+    temporary channel first."""
+    lease = service.queue.lease("keepalive", f"keepalive-{bot_id}", KEEPALIVE_LEASE_SECONDS) \
+        if service.queue is not None else None
+    tried: set[str] = set()
+    try:
+        while True:
+            try:
+                token, account = await (lease.acquire(tried) if lease is not None else service.pool.acquire(tried))
+            except (NoUsableAccount, ServiceError) as exc:
+                log.warning("keepalive: no account could post", extra={"coze_bot_id": bot_id,
+                                                                      "reason": getattr(exc, "message", "")})
+                return False
+            tried.add(account)
+            try:
+                if let_in and not await _let_in(service, channel_id, await service.account_user_id(token, account)):
+                    return False
+                await rest.send_user_message(token, channel_id, f"<@{bot_id}> {KEEPALIVE_TEXT}",
+                                             nonce=new_nonce(), allowed_user_ids=[bot_id])
+                log.info("keepalive sent", extra={"coze_bot_id": bot_id, "channel_id": channel_id,
+                                                  "account": account})
+                return True
+            except DiscordError as exc:
+                log.warning("keepalive message refused", extra={"account": account,
+                                                                "coze_bot_id": bot_id, "status": exc.status})
+                if isinstance(exc, (DiscordUnauthorized, DiscordVerificationRequired)):
+                    await service.pool.mark_dead(account, "refused by Discord during keepalive")
+    finally:
+        if lease is not None:
+            await lease.release()
 
 
 async def _in_guild(service: ConversationService, bot_id: str, channel_id: str) -> bool:
