@@ -190,14 +190,27 @@ async def test_wait_for_change_learns_the_listeners_pace_from_updated_at(moto, t
     assert r.last_write == 1000.5 and r.pace == pytest.approx(0.5)
 
 
-async def test_concurrent_puts_of_one_message_write_the_newest_and_skip_superseded_ones(store):
-    p, mid = "900000000000000851", "1000000000000000085"
+async def test_concurrent_edits_of_one_message_write_the_newest_and_skip_superseded_ones(store):
+    """Five edits of one message arrive at once (the listener records events concurrently): the
+    first is written, the three that waited behind it are moot, the newest is written."""
+    from cdp.adapters.discord.recorder import ReplyRecorder
+
+    coze, p, mid = "1300000000000000001", "900000000000000851", "1000000000000000085"
+    recorder = ReplyRecorder(store, {coze})
+
+    def edit(v: int) -> dict:
+        return {"id": mid, "channel_id": "1100000000000000002", "author": {"id": coze, "bot": True},
+                "content": f"v{v}", "timestamp": "2026-01-01T00:00:00.000000+00:00",
+                "edited_timestamp": f"2026-01-01T00:00:{v:02d}.000000+00:00" if v > 1 else None,
+                "embeds": [], "attachments": [], "components": [],
+                "message_reference": {"message_id": p, "channel_id": "1100000000000000002"}}
+
     before = STATS.snapshot()
-    results = await asyncio.gather(*(store.put(msg(mid, p, f"v{v}", v)) for v in range(1, 6)))
-    assert results == [True, False, False, False, True]  # v2..v4 waited behind v1, then were moot
+    await asyncio.gather(*(recorder.on_message_update(edit(v)) for v in range(1, 6)))
+    assert (recorder.recorded, recorder.superseded) == (2, 3)  # v2..v4 waited behind v1, then were moot
     assert STATS.writes - before["writes"] == 3  # v1 + its pointer (in parallel), then v5
     snap = await store.snapshot(p)
-    assert [(m.content, m.version) for m in snap.messages] == [("v5", 5)]
+    assert [m.content for m in snap.messages] == ["v5"]
     assert await store.put(msg(mid, p, "v3", 3)) is False  # older than what is stored
 
 
@@ -250,7 +263,10 @@ async def test_dynamodb_stores_via_bootstrap(aws_env):
 
 async def test_writes_of_one_reply_keep_their_order_across_its_messages(moto, tables, monkeypatch):
     """A later message of a reply (Coze's part 2) is never stored before an earlier message's edit
-    the listener received first: a reader would see part 2 after an unfinished part 1."""
+    the listener received first: a reader would see part 2 after an unfinished part 1. The order is
+    the recorder's per-prompt lane; this checks it holds on DynamoDB, whose writes run concurrently."""
+    from cdp.adapters.discord.recorder import ReplyRecorder
+
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
         monkeypatch.setenv(k, v)
     real = DynamoReplyStore(cfg(moto, tables)).client
@@ -275,8 +291,17 @@ async def test_writes_of_one_reply_keep_their_order_across_its_messages(moto, ta
             return getattr(real, name)
 
     store = DynamoReplyStore(cfg(moto, tables), client=SlowFirstWrite())
-    p = "900000000000000951"
-    assert await asyncio.gather(store.put(msg("1000000000000000095", p, "part 1, done", 2)),
-                                store.put(msg("1000000000000000096", p, "part 2", 1))) == [True, True]
+    coze, p = "1300000000000000001", "900000000000000951"
+    recorder = ReplyRecorder(store, {coze})
+
+    def created(mid: str, content: str, second: int) -> dict:
+        return {"id": mid, "channel_id": "1100000000000000002", "author": {"id": coze, "bot": True},
+                "content": content, "timestamp": f"2026-01-01T00:00:{second:02d}.000000+00:00",
+                "edited_timestamp": None, "embeds": [], "attachments": [], "components": [],
+                "message_reference": {"message_id": p, "channel_id": "1100000000000000002"}}
+
+    await asyncio.gather(recorder.on_message_create(created("1000000000000000095", "part 1, done", 1)),
+                         recorder.on_message_create(created("1000000000000000096", "part 2", 2)))
     assert log == ["start 1000000000000000095", "end 1000000000000000095",
                    "start 1000000000000000096", "end 1000000000000000096"]
+    assert [m.content for m in (await store.snapshot(p)).messages] == ["part 1, done", "part 2"]

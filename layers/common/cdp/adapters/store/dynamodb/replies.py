@@ -15,7 +15,6 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 
 from cdp.adapters.store.dynamodb.client import TableAdapter, number, number_of, string, strings
 from cdp.adapters.store.dynamodb.rhythm import Rhythm
@@ -83,17 +82,6 @@ class _Lru(OrderedDict):
             self.popitem(last=False)
 
 
-@dataclass(slots=True)
-class _Lane:
-    """The writes of one prompt's reply: one at a time, in the order the recorder made them (so a
-    reader never sees a later message of the reply before an earlier message's last edit), and a
-    version superseded while it waited is skipped (a newer version of that message comes after it)."""
-
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    newest: dict[str, int] = field(default_factory=dict)  # message id -> newest version waiting
-    users: int = 0
-
-
 class DynamoReplyStore(TableAdapter):
     """ReplyStore on the replies table."""
 
@@ -105,29 +93,11 @@ class DynamoReplyStore(TableAdapter):
         self._written: _Lru = _Lru(20_000)  # message id -> ReplyMessage
         self._pointers: _Lru = _Lru(20_000)  # message id -> prompt id
         self._rhythms: _Lru = _Lru(5_000)  # prompt id -> Rhythm (when to read it again)
-        self._lanes: dict[str, _Lane] = {}  # prompt id -> the writes of its reply in flight
 
     async def put(self, message: ReplyMessage) -> bool:
-        """Writes of one prompt's reply are serialised in call order (a newer version of a message
-        waiting makes an older one moot); writes of different prompts run concurrently, so the
-        listener records many replies at once."""
-        lane = self._lanes.get(message.prompt_id)
-        if lane is None:
-            lane = self._lanes[message.prompt_id] = _Lane()
-        mid = message.message_id
-        lane.newest[mid] = max(lane.newest.get(mid, message.version), message.version)
-        lane.users += 1
-        try:
-            async with lane.lock:
-                if message.version < lane.newest[mid]:
-                    return False  # superseded while it waited: the newer version is written instead
-                return await self._put(message)
-        finally:
-            lane.users -= 1
-            if not lane.users:
-                self._lanes.pop(message.prompt_id, None)
-
-    async def _put(self, message: ReplyMessage) -> bool:
+        """One version of a reply message (a conditional write: never an older version over a newer
+        one). The order of one prompt's writes is the recorder's (its per-prompt lane,
+        cdp.adapters.discord.recorder); writes of different prompts run concurrently."""
         known = self._written.get(message.message_id)
         if known is not None:
             if known.version > message.version:
