@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.stack import API_KEY, Stack, prompt_messages, start_stack
+from tests.support.stack import API_KEY, MODES, Stack, prompt_messages, start_stack
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The current weather of a city",
@@ -24,13 +24,16 @@ CORRECTION_HEAD = "Your previous answer broke the answer protocol"
 
 
 @pytest.fixture(scope="module")
-def stack(fake) -> Iterator[Stack]:
-    """The memory topology only: the protocol is the API process's business, and a reply to the
-    correction reaches it through the same reply store as any reply (the dynamodb mode's e2e suite
-    covers that path)."""
-    s = start_stack("memory", fake)
+def stack(request, fake) -> Iterator[Stack]:
+    """The memory topology, unless a test asks for both (`in_both_modes`): the protocol is the API
+    process's business; the agent loop and the repair round also run distributed (listener → DynamoDB
+    → API), where the correction's reply is read back through the shared store."""
+    s = start_stack(getattr(request, "param", "memory"), fake)
     yield s
     s.stop()
+
+
+in_both_modes = pytest.mark.parametrize("stack", MODES, indirect=True)
 
 
 def marker() -> str:
@@ -53,6 +56,7 @@ def channel_of(fake, m: str) -> list[dict]:
     return fake.messages(prompt["channel_id"])
 
 
+@in_both_modes
 async def test_two_step_agent_loop_with_the_sdk(stack):
     m = marker()
     messages = ask(f"Weather in Paris? {m} [[sim:tool_args='{{\"city\": \"Paris\"}}']]")
@@ -122,6 +126,7 @@ async def test_tool_choice_named_and_required(stack):
     assert PROTOCOL_HEAD not in prompt_messages(stack.fake, f"{m} plain")[-1]["content"]
 
 
+@in_both_modes
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_broken_answer_gets_one_repair_round(stack, stream):
     m = marker()
