@@ -192,6 +192,37 @@ async def test_json_mode_answers_checked_json(stack):
     assert info.value.status_code == 502 and "not valid JSON" in info.value.message
 
 
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_max_tokens_and_stop_cut_text_answers_but_never_a_tool_call(stack, streamed):
+    """The client's limits hold on the emulated path as on the plain one: prose and JSON mode are cut
+    (finish_reason "length" / "stop"); a tool call is sent whole (its arguments only work whole)."""
+    m = marker()
+
+    async def answer(**kw) -> tuple[str, str, list]:
+        async with stack.client() as client:
+            if streamed:
+                chunks = await stream_chunks(client, **kw)
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                calls = [c.choices[0].delta.tool_calls for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+                return text, [c.choices[0].finish_reason for c in chunks if c.choices and
+                              c.choices[0].finish_reason][-1], calls
+            done = await client.chat.completions.create(model="gpt-4o", **kw)
+            c = done.choices[0]
+            return c.message.content or "", c.finish_reason, c.message.tool_calls or []
+
+    full, reason, _ = await answer(messages=ask(f"Just chat {m} [[sim:no_tool edits=6]]"), tools=[WEATHER])
+    assert reason == "stop" and full.startswith("You said:")
+    cut, reason, _ = await answer(messages=ask(f"Just chat {m}a [[sim:no_tool edits=6]]"), tools=[WEATHER],
+                                  max_tokens=3)
+    assert reason == "length" and 0 < len(cut) < len(full) and full.startswith(cut)
+    text, reason, _ = await answer(messages=ask(f"{m}j [[sim:json='{{\"city\": \"Lima\", \"temp\": 9}}']]"),
+                                   response_format={"type": "json_object"}, stop=["Lima"])
+    assert reason == "stop" and text == '{"city": "'
+    _, reason, calls = await answer(messages=ask(f"{m}t [[sim:tool_args='{{\"city\": \"Paris\"}}']]"),
+                                    tools=[WEATHER], max_tokens=1, stop=["Paris"])
+    assert reason == "tool_calls" and calls
+
+
 @pytest.mark.parametrize("extra, param", [
     ({"tools": [{"type": "function", "function": {"name": "has space"}}]}, "tools[0].function.name"),
     ({"tool_choice": "required"}, "tool_choice"),

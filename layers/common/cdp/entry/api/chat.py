@@ -68,11 +68,12 @@ def build_router(runtime: Runtime) -> APIRouter:
         request.state.conversation = conv  # its trace: TTFT and error kind (cdp.entry.api.observe)
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
+        limiter = OutputLimiter(req.token_limit, req.stop_strings)  # max_tokens, stop (domain/output.py)
         if emulation is not None and emulation.active:  # the answer is read by the tool/JSON protocol
             return await tooling.respond(
-                request, runtime, conv, emulation, completion_id=completion_id, model=req.model, stream=req.stream,
+                request, runtime, conv, emulation, limiter, completion_id=completion_id, model=req.model,
+                stream=req.stream,
                 include_usage=bool(req.stream and req.stream_options and req.stream_options.include_usage))
-        limiter = OutputLimiter(req.token_limit, req.stop_strings)  # max_tokens, stop (domain/output.py)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return StreamingResponse(

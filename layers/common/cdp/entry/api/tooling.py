@@ -5,6 +5,10 @@ Streams follow OpenAI's chunk format: the role chunk, then either content deltas
 first characters show it is not a tool call; JSON mode's answer once it is checked) or, per call,
 a chunk with index, id, type, function.name and empty arguments followed by argument fragments;
 the finish chunk says "tool_calls".
+
+`max_tokens` / `stop` (cdp.domain.output) cut a text answer (prose, or JSON mode's answer: cut JSON is
+what OpenAI sends too, with finish_reason "length"), streamed or not. A tool call is never cut: its
+arguments are only usable whole, and the protocol's answer is checked before any of it is sent.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from cdp.app import errors as se
 from cdp.app.conversation import Conversation
 from cdp.app.structured import Step, StructuredReply
+from cdp.domain.output import LimitedStream, OutputLimiter
 from cdp.domain.stream import DeltaAssembler
 from cdp.domain.tokens import count_tokens
 from cdp.domain.tools import Emulation, TextAnswer, ToolCallsAnswer, ToolsError, parse_request
@@ -64,20 +69,22 @@ def _error_of(step: Step, conv: Conversation) -> oe.OpenAIError | None:
     return None
 
 
-def _finish_reason(step: Step) -> str:
+def _finish_reason(step: Step, limiter: OutputLimiter) -> str:
     if isinstance(step.answer, ToolCallsAnswer):
         return "tool_calls"
-    return step.progress.decision.finish_reason or "stop"
+    return limiter.finish_reason or step.progress.decision.finish_reason or "stop"
 
 
-async def respond(request: Request, runtime: Runtime, conv: Conversation, emulation: Emulation, *,
-                  completion_id: str, model: str, stream: bool, include_usage: bool) -> Response:
-    """The response of a posted conversation whose answer follows the protocol; closes `conv`."""
+async def respond(request: Request, runtime: Runtime, conv: Conversation, emulation: Emulation,
+                  limiter: OutputLimiter, *, completion_id: str, model: str, stream: bool,
+                  include_usage: bool) -> Response:
+    """The response of a posted conversation whose answer follows the protocol, within the client's
+    `limiter` (max_tokens, stop: text answers only); closes `conv`."""
     reply = StructuredReply(runtime.service, conv, emulation)
     created = int(time.time())
     if stream:
-        assembler = DeltaAssembler(holdback=runtime.settings.STREAM_HOLDBACK)
-        return StreamingResponse(_stream(reply, completion_id, created, model, include_usage, assembler),
+        out = LimitedStream(DeltaAssembler(holdback=runtime.settings.STREAM_HOLDBACK), limiter)
+        return StreamingResponse(_stream(reply, completion_id, created, model, include_usage, out),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
                                           "Connection": "keep-alive", "x-should-retry": "false"})
@@ -97,10 +104,14 @@ async def respond(request: Request, runtime: Runtime, conv: Conversation, emulat
         if err is not None:
             raise err
         answer = last.answer
-        text = answer.text if isinstance(answer, TextAnswer) else last.progress.view.text
+        if isinstance(answer, TextAnswer):
+            text, _ = limiter.apply(answer.text)
+            completion_tokens = count_tokens(text) if limiter.done else count_tokens(last.progress.view.text)
+        else:
+            text, completion_tokens = last.progress.view.text, count_tokens(last.progress.view.text)
         body = completion_body(id=completion_id, created=created, model=model, content=text,
-                               finish_reason=_finish_reason(last),
-                               usage=usage(reply.prompt_tokens, count_tokens(last.progress.view.text)))
+                               finish_reason=_finish_reason(last, limiter),
+                               usage=usage(reply.prompt_tokens, completion_tokens))
         if isinstance(answer, ToolCallsAnswer):
             body["choices"][0]["message"].update(content=None, tool_calls=answer.calls)
         return JSONResponse(body, headers={"x-should-retry": "false"})
@@ -129,7 +140,7 @@ def tool_call_chunks(enc: ChunkEncoder, calls: list[dict]) -> list[bytes]:
 
 
 async def _stream(reply: StructuredReply, cid: str, created: int, model: str, include_usage: bool,
-                  assembler: DeltaAssembler) -> AsyncIterator[bytes]:
+                  out: LimitedStream) -> AsyncIterator[bytes]:
     conv = reply.conv
     enc = ChunkEncoder(id=cid, created=created, model=model)
 
@@ -147,7 +158,12 @@ async def _stream(reply: StructuredReply, cid: str, created: int, model: str, in
                     if step.done:
                         last = step
                         break
-                    frames = content_chunks(assembler.update(step.text)) if step.text is not None else []
+                    frames = content_chunks(out.update(step.text)) if step.text is not None else []
+                    if out.done:  # max_tokens or a stop string reached in prose: the answer ends here
+                        last = step
+                        for frame in frames:
+                            yield frame
+                        break
                     if not frames and (not step.progress.changed or time.monotonic() - sent_at >= HEARTBEAT_SECONDS):
                         frames = [SSE_PING]  # also while a growing answer is held back: the line stays alive
                     for frame in frames:
@@ -155,7 +171,7 @@ async def _stream(reply: StructuredReply, cid: str, created: int, model: str, in
                     if frames:
                         sent_at = time.monotonic()
             assert last is not None
-            err = _error_of(last, conv)
+            err = None if out.done else _error_of(last, conv)
             if err is not None:
                 yield sse(err.body()) + SSE_DONE
                 return
@@ -163,12 +179,13 @@ async def _stream(reply: StructuredReply, cid: str, created: int, model: str, in
             if isinstance(answer, ToolCallsAnswer):
                 tail = tool_call_chunks(enc, answer.calls)
             else:
-                assert isinstance(answer, TextAnswer)
-                tail = content_chunks(assembler.finish(answer.text))
-            tail.append(enc.chunk({}, _finish_reason(last)))
+                assert out.done or isinstance(answer, TextAnswer)
+                tail = [] if out.done else content_chunks(out.finish(answer.text))
+            tail.append(enc.chunk({}, _finish_reason(last, out.limiter)))
             if include_usage:
+                sent = out.text if out.limiter.done else last.progress.view.text
                 tail.append(sse(usage_chunk_body(id=cid, created=created, model=model, usage=usage(
-                    reply.prompt_tokens, count_tokens(last.progress.view.text)))))
+                    reply.prompt_tokens, count_tokens(sent)))))
             tail.append(SSE_DONE)
             yield b"".join(tail)
         except se.ServiceError as exc:  # broke the protocol twice, or the correction could not be posted
