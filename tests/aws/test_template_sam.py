@@ -58,7 +58,16 @@ def test_sam_build_without_container(built):
     layer = built / "CommonLayer" / "python"
     assert (layer / "cdp" / "data" / "o200k_base.tiktoken.gz").exists()
     assert not (layer / "boto3").exists() and not (layer / "aws_lambda_powertools" / "event_handler").exists()
-    assert not (layer / "requests").exists()  # pruned: see tests/unit/test_tokens.py
+    assert not (layer / "requests").exists() and not (layer / "urllib3").exists()  # see tests/unit/test_tokens.py
+    # Shipped compiled for the runtime's python3.13 (a read-only /opt would compile every import again
+    # on each cold start: bench/cold_import.py), for every module, without timestamps to go stale.
+    sources = [p for p in layer.rglob("*.py")]
+    missing = [p for p in sources if not (p.parent / "__pycache__" / f"{p.stem}.cpython-313.pyc").exists()]
+    assert sources and not missing, f"{len(missing)} modules without bytecode, e.g. {missing[:3]}"
+    flags = int.from_bytes((layer / "cdp" / "__pycache__" / "settings.cpython-313.pyc").read_bytes()[4:8], "little")
+    assert flags == 0b01, "not unchecked-hash bytecode (PEP 552)"
+    kept = {p.name for p in (layer / "aws_lambda_powertools" / "utilities").iterdir()} - {"__pycache__"}
+    assert kept == {"__init__.py", "parameters", "typing", "jmespath_utils"}, kept
     assert (built / "InteractionsFunction" / "nacl").exists()
 
 
