@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -38,6 +39,20 @@ def test_demo_mode_without_discord_settings_answers_and_says_so():
         client = openai.OpenAI(base_url=proc.url + "/v1", api_key="anything", max_retries=0, timeout=60)
         reply = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hello"}])
         assert "simulated Coze bot" in reply.choices[0].message.content
+        # A two-turn tool-using agent completes against the demo server (issue 13): a tool call, then
+        # the answer from the tool's result.
+        weather = {"type": "function", "function": {
+            "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                  "required": ["city"]}}}
+        messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+        first = client.chat.completions.create(model="gpt-4o", messages=messages, tools=[weather])
+        (call,) = first.choices[0].message.tool_calls
+        assert first.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+        assert "city" in json.loads(call.function.arguments)
+        messages += [first.choices[0].message.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": call.id, "content": "18 C, light rain"}]
+        second = client.chat.completions.create(model="gpt-4o", messages=messages, tools=[weather])
+        assert second.choices[0].finish_reason == "stop" and "18 C, light rain" in second.choices[0].message.content
     finally:
         proc.stop()
 
