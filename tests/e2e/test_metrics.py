@@ -90,6 +90,9 @@ async def test_values_after_a_scripted_run(run):
     assert edits >= 3  # every reply was seen at least once
     assert value(m, "cdp_edit_latency_seconds_bucket", le="+Inf") == edits
     assert value(m, "cdp_active_streams") == 0
+    # the in-process listener's store writes: at least one version of each of the three replies
+    assert value(m, "cdp_listener_store_writes_total", outcome="written") >= 3
+    assert value(m, "cdp_listener_store_healthy") == 1
     # the pool: the bot rests after its limit text; both user accounts are healthy
     assert value(m, "cdp_bots_resting") == 1
     assert value(m, "cdp_accounts", state="healthy") == len(fake.config.user_tokens)

@@ -83,7 +83,7 @@ class Stack:
             assert_no_secret_in(p.log(), secret_values(p.env), f"the log of cdp {' '.join(p.args)}")
 
 
-def start_stack(mode: str, fake: FakeDiscord, **env: str) -> Stack:
+def start_stack(mode: str, fake: FakeDiscord, listener_args: tuple[str, ...] = (), **env: str) -> Stack:
     port = free_port()
     base_env = settings_env(fake, PORT=str(port), HOST="127.0.0.1", **env)
     if mode == "memory":
@@ -98,7 +98,8 @@ def start_stack(mode: str, fake: FakeDiscord, **env: str) -> Stack:
         create_tables(moto.client(), prefix)
         ddb_env = {**base_env, **aws_env(moto, prefix)}
         health_port = free_port()
-        listener = CdpProcess(["listener", "--health-port", str(health_port)], ddb_env, health_port).start()
+        listener = CdpProcess(["listener", "--health-port", str(health_port), *listener_args], ddb_env,
+                              health_port).start()
         api = CdpProcess(["serve", "--no-listener"], ddb_env, port).start()
         stack = Stack(fake, api, mode, [listener], moto)
     else:

@@ -36,6 +36,8 @@ ACCOUNTS = "cdp_accounts"
 BOTS_RESTING = "cdp_bots_resting"
 TEMP_CHANNELS = "cdp_temp_channels"
 TEMP_CHANNEL_LIMIT = "cdp_temp_channels_limit"
+LISTENER_WRITES = "cdp_listener_store_writes_total"
+LISTENER_STORE_HEALTHY = "cdp_listener_store_healthy"
 
 CATALOGUE: dict[str, MetricDef] = {d.name: d for d in (
     MetricDef(REQUESTS, COUNTER, "API requests answered, by route template, HTTP status and model",
@@ -55,21 +57,34 @@ CATALOGUE: dict[str, MetricDef] = {d.name: d for d in (
     MetricDef(BOTS_RESTING, GAUGE, "Coze bots resting (daily limit) or dead"),
     MetricDef(TEMP_CHANNELS, GAUGE, "temporary cdp-chat-* channels registered, by state", ("state",)),
     MetricDef(TEMP_CHANNEL_LIMIT, GAUGE, "Discord's channel limit per server the temporary channels count against"),
+    MetricDef(LISTENER_WRITES, COUNTER, "the gateway listener's writes of Coze reply versions to the reply store, "
+              "by outcome: written, superseded (a newer version came first), failed (an attempt, retried)",
+              ("outcome",)),
+    MetricDef(LISTENER_STORE_HEALTHY, GAUGE, "1 while the gateway listener's store writes succeed, 0 after "
+              "5 failures in a row (its /healthz then answers 503)"),
 )}
 
 ACCOUNT_STATES = ("healthy", "resting", "dead")
 GATEWAY_STATES = ("starting", "connecting", "ready", "resuming", "failed", "stopped", "external")
 
 
-def status_gauges(status: dict) -> list[tuple[str, float, dict[str, str]]]:
-    """The gauges of a /api/status body (cdp.entry.api.ops.collect_status): (name, value, labels)."""
+def gateway_gauges(gateway: dict) -> list[tuple[str, float, dict[str, str]]]:
+    """The gauges of a GatewayStatus.to_dict() (the listener in `cdp serve`, or `cdp listener` on ECS)."""
     out: list[tuple[str, float, dict[str, str]]] = []
-    gateway = status.get("gateway") or {}
     state = str(gateway.get("state") or "unknown")
     for s in (*GATEWAY_STATES, *(() if state in GATEWAY_STATES else (state,))):
         out.append((GATEWAY_STATE, 1.0 if s == state else 0.0, {"state": s}))
     if "resumes" in gateway:
         out.append((GATEWAY_RESUMES, float(gateway.get("resumes") or 0), {}))
+    store = gateway.get("store")
+    if isinstance(store, dict) and "healthy" in store:
+        out.append((LISTENER_STORE_HEALTHY, 1.0 if store["healthy"] else 0.0, {}))
+    return out
+
+
+def status_gauges(status: dict) -> list[tuple[str, float, dict[str, str]]]:
+    """The gauges of a /api/status body (cdp.entry.api.ops.collect_status): (name, value, labels)."""
+    out = gateway_gauges(status.get("gateway") or {})
     by_health = status.get("accounts_by_health") or {}
     for s in (*ACCOUNT_STATES, *(k for k in by_health if k not in ACCOUNT_STATES)):
         out.append((ACCOUNTS, float(by_health.get(s, 0)), {"state": s}))

@@ -66,7 +66,10 @@ async def _serve(settings: Settings, router: Router, demo_notice: str | None, wi
     service = make_service(settings, stores, rest, StatusPresence(listener.status) if listener else None,
                            router)
     status = listener.status if listener else ExternalListener()
-    app = create_app(Runtime(settings, service, status, demo_notice, stores=stores))
+    runtime = Runtime(settings, service, status, demo_notice, stores=stores)
+    app = create_app(runtime)  # sets runtime.metrics (Prometheus, /metrics)
+    if listener:
+        listener.recorder.metrics = runtime.metrics
     server = uvicorn.Server(uvicorn.Config(app, host=settings.HOST, port=settings.PORT, log_config=None,
                                            access_log=False, timeout_graceful_shutdown=5,
                                            # the client IP is TRUST_PROXY_HEADERS' call (cdp.entry.api.limits)
@@ -208,7 +211,8 @@ def cmd_listener(args: argparse.Namespace) -> int:
     logs.configure(settings.LOG_LEVEL, settings.secrets())
     from cdp.entry.listener import run_listener
 
-    return asyncio.run(run_listener(settings, health_port=args.health_port), loop_factory=fast_loop_factory())
+    return asyncio.run(run_listener(settings, health_port=args.health_port, metrics_interval=args.metrics_interval),
+                       loop_factory=fast_loop_factory())
 
 
 def cmd_job(args: argparse.Namespace) -> int:
@@ -312,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--health-port", type=int,
                    default=int(os.environ["CDP_HEALTH_PORT"]) if os.environ.get("CDP_HEALTH_PORT") else None,
                    help="serve GET /healthz on this port (container health check; env CDP_HEALTH_PORT)")
+    on_ecs = os.environ.get("AWS_EXECUTION_ENV", "").startswith("AWS_ECS")
+    p.add_argument("--metrics-interval", type=float, default=60.0 if on_ecs else 0.0,
+                   help="write the listener's metrics as CloudWatch EMF lines every this many seconds "
+                        "(default: 60 on ECS, where AWS_EXECUTION_ENV says so; 0 = off)")
     p.set_defaults(func=cmd_listener)
     p = sub.add_parser("cleanup", help="delete due temporary channels and stray cdp-chat-* channels once")
     p.add_argument("--no-sweep", action="store_true",

@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from cdp.domain.metrics import gateway_gauges
+
 if TYPE_CHECKING:
     from cdp.adapters.discord.recorder import ReplyRecorder
     from cdp.adapters.discord.rest import DiscordRest
@@ -143,9 +145,27 @@ async def _publish_presence(presence: Any, status: Any, ready: bool | None = Non
         log.warning("could not publish the listener's presence", exc_info=True)
 
 
+async def _write_metrics(metrics: Any, status: Any, interval: float) -> None:
+    """Every `interval` s: the gateway's gauges (state, resumes, store health) joined to the counters
+    the recorder gathered, written as EMF lines (CloudWatch reads them from the task's log)."""
+    while True:
+        await asyncio.sleep(interval)
+        _flush_metrics(metrics, status)
+
+
+def _flush_metrics(metrics: Any, status: Any) -> None:
+    try:
+        for name, value, labels in gateway_gauges(status.to_dict()):
+            metrics.set(name, value, **labels)
+        metrics.flush()
+    except Exception:  # metrics never stop the listener
+        log.warning("listener metrics not written", exc_info=True)
+
+
 async def run_listener(settings: Settings, health_port: int | None, *, stop: asyncio.Event | None = None,
-                       install_signals: bool = True) -> int:
-    """Run until SIGTERM/SIGINT (or `stop` is set): 0; or until the gateway fails for good: 3."""
+                       install_signals: bool = True, metrics_interval: float = 0.0) -> int:
+    """Run until SIGTERM/SIGINT (or `stop` is set): 0; or until the gateway fails for good: 3.
+    `metrics_interval` > 0: the listener's metrics as CloudWatch EMF lines that often (on ECS)."""
     from cdp.entry.bootstrap import make_listener, make_rest, make_router, make_stores
 
     loop = asyncio.get_running_loop()
@@ -165,6 +185,12 @@ async def run_listener(settings: Settings, health_port: int | None, *, stop: asy
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / Windows
                 pass
     server = await _health_server(health_port, status) if health_port is not None else None
+    metrics_task: asyncio.Task | None = None
+    if metrics_interval > 0:
+        from cdp.adapters.metrics_emf import EmfMetrics
+
+        listener.recorder.metrics = EmfMetrics()
+        metrics_task = asyncio.create_task(_write_metrics(listener.recorder.metrics, status, metrics_interval))
     recoveries: set[asyncio.Task] = set()
     rc = EXIT_OK
     try:
@@ -201,6 +227,9 @@ async def run_listener(settings: Settings, health_port: int | None, *, stop: asy
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)
         await listener.stop()  # records what already arrived (in-flight store writes), then closes
+        if metrics_task is not None:
+            metrics_task.cancel()
+            _flush_metrics(listener.recorder.metrics, status)  # the last interval's counts
         with contextlib.suppress(Exception):
             await rest.aclose()
         if server is not None:

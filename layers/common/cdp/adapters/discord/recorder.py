@@ -18,9 +18,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from cdp.domain.metrics import LISTENER_WRITES
 from cdp.domain.model import ReplyMessage
 from cdp.domain.reply import merge_message, to_reply_message, version_of
-from cdp.ports import ReplyStore
+from cdp.ports import NO_METRICS, Metrics, ReplyStore
 
 log = logging.getLogger("cdp.adapters.discord.recorder")
 
@@ -126,6 +127,7 @@ class ReplyRecorder:
         self.ignored = 0
         self.superseded = 0  # writes skipped because a newer version of the message came
         self.write_failures = 0  # failed write attempts (each was retried)
+        self.metrics: Metrics = NO_METRICS  # the edge sets its own (Prometheus in `cdp serve`, EMF on ECS)
 
     async def on_message_create(self, payload: dict) -> None:
         await self._handle(payload)
@@ -196,12 +198,14 @@ class ReplyRecorder:
         while True:
             if msg.version < lane.newest[msg.message_id]:
                 self.superseded += 1
+                self.metrics.inc(LISTENER_WRITES, outcome="superseded")
                 return False
             try:
                 await self.store.put(msg)
             except Exception as exc:
                 attempt += 1
                 self.write_failures += 1
+                self.metrics.inc(LISTENER_WRITES, outcome="failed")
                 error = f"{type(exc).__name__}: {exc}"[:300]
                 if self.health is not None:
                     self.health.store_write_failed(error)
@@ -211,6 +215,7 @@ class ReplyRecorder:
                                    "version": msg.version, "attempt": attempt, "error": error})
                 await asyncio.sleep(delay)
                 continue
+            self.metrics.inc(LISTENER_WRITES, outcome="written")
             if self.health is not None:
                 self.health.store_write_succeeded()
             if attempt:
