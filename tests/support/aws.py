@@ -131,14 +131,17 @@ class MotoServer:
 
 
 def start_moto_server(attempts: int = 5, ready_timeout: float = 20.0) -> MotoServer:
-    """Start `python -m moto.server` on a free loopback port and wait until it answers."""
+    """Start moto's server (serialised: tests/support/moto_serial.py) on a free loopback port and wait
+    until it answers."""
     last_error = ""
     for _ in range(attempts):
         port = free_port()
         # Its access log goes to a file: an unread pipe fills after ~1000 requests (64 KiB) and then
         # moto blocks on that write and stops answering.
         log = tempfile.TemporaryFile()
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        # one request at a time, so conditional writes are atomic as in DynamoDB (moto_serial.py)
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("moto_serial.py")),
+                                 "-H", "127.0.0.1", "-p", str(port)],
                                 stdout=subprocess.DEVNULL, stderr=log,
                                 env={**os.environ, **FAKE_CREDENTIALS})
         deadline = time.monotonic() + ready_timeout
