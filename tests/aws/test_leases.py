@@ -5,12 +5,10 @@ instances, each with its own store object) racing for the same accounts."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 
 import pytest
-from cdp.adapters.store.dynamodb import dynamodb_client
 from cdp.adapters.store.dynamodb.leases import DynamoLeaseStore
 from cdp.adapters.store.leases import MemoryLeaseStore
 from cdp.adapters.store.memory import MemoryHealthStore
@@ -25,29 +23,6 @@ def cfg(moto, tables, **kw) -> Settings:
     return Settings(CDP_TABLE_PREFIX=prefix, AWS_ENDPOINT_URL=moto.url, AWS_REGION="us-east-1", **kw)
 
 
-class AtomicWrites:
-    """A botocore DynamoDB client whose writes run one at a time, as DynamoDB applies the writes to one
-    item: moto's server checks a condition and writes without a lock, so two concurrent conditional
-    writes can both pass there (seen: two first takes of one account). Reads stay concurrent, so the
-    stores' read → decide → conditional write is what is tested."""
-
-    _lock = threading.Lock()
-
-    def __init__(self, client) -> None:
-        self._client = client
-
-    def __getattr__(self, name):
-        fn = getattr(self._client, name)
-        if name not in ("update_item", "put_item", "delete_item"):
-            return fn
-
-        def locked(**kwargs):
-            with self._lock:
-                return fn(**kwargs)
-
-        return locked
-
-
 @pytest.fixture(params=["memory", "dynamodb"])
 def leases(request, moto, tables, monkeypatch):
     """A factory of lease stores sharing one state (dynamodb: a new object = another process)."""
@@ -57,7 +32,9 @@ def leases(request, moto, tables, monkeypatch):
         shared = MemoryLeaseStore()
         return lambda: shared
     c = cfg(moto, tables)
-    return lambda: DynamoLeaseStore(c, client=AtomicWrites(dynamodb_client(c)))
+    # moto answers one request at a time (tests/support/moto_serial.py): its conditional writes are
+    # atomic, as DynamoDB's, and the stores' read → decide → conditional write is what is tested
+    return lambda: DynamoLeaseStore(c)
 
 
 def uniq(label: str) -> str:
