@@ -217,3 +217,38 @@ async def test_the_queue_serves_keys_in_turn():
             await asyncio.sleep(0.01)
     await asyncio.gather(*tasks)
     assert served == ["a0", "b0", "a1", "a2", "a3"]
+
+
+async def test_renew_holds_the_slot_for_its_holder_only(leases):
+    a, b = leases(), leases()
+    acct = uniq("fp")
+    kw = {"max_concurrent": 1, "min_gap": 0.0, "ttl": 10.0}
+    assert (await a.take(acct, "r1", 1000.0, **kw)).slot == 0  # held until 1010
+    assert await b.renew(acct, 0, "r1", 1025.0)  # any instance may renew it for its holder
+    assert (await b.take(acct, "r2", 1015.0, **kw)).slot is None  # renewed: still held at 1015
+    assert not await a.renew(acct, 0, "someone-else", 1100.0)
+    assert (await b.take(acct, "r2", 1026.0, **kw)).slot == 0  # expired at 1025: taken over
+    assert not await a.renew(acct, 0, "r1", 1100.0)  # r1 lost it: renewing cannot take it back
+    assert (await a.take(acct, "r3", 1030.0, **kw)).slot is None  # r2 holds it
+
+
+async def test_a_reply_longer_than_its_lease_keeps_its_account(leases):
+    """A stream's timeout counts between two edits, so a reply can outlast its lease's ttl (request
+    timeout + 30 s). Before, the slot then expired mid-reply and another request took the account
+    (two prompts in flight with ACCOUNT_MAX_CONCURRENT=1); now the reply's updates renew it."""
+    clock = [1000.0]
+    s = Settings(ACCOUNT_MAX_CONCURRENT=1, ACCOUNT_MIN_GAP=0, QUEUE_MAX_WAIT=0.5, QUEUE_MAX_SIZE=10)
+    pool = AccountPool([uniq("token-one-xxxxxxxx")], MemoryHealthStore(), tz="UTC", reset_time="00:00")
+    q = AccountQueue(s, pool, leases(), clock=lambda: clock[0])
+    long_reply = q.lease("k1", "req-long", 10)  # ttl = 10 + 30 s
+    await long_reply.acquire()
+    for _ in range(12):  # a reply streaming for 120 s, an update every 10 s
+        clock[0] += 10
+        await long_reply.keep()
+    other = q.lease("k2", "req-other", 10)
+    with pytest.raises(ServiceError) as busy:
+        await other.acquire()
+    assert busy.value.kind is ErrorKind.BUSY
+    await long_reply.release()
+    await other.acquire()
+    assert other.account

@@ -140,3 +140,22 @@ async def test_a_sticky_restart_does_not_wait_for_its_own_lease():
     again = await svc.start(ChatSpec(request_id="req_s2", model="gpt-4o", messages=history, stream=False))
     assert again.channel_id != conv.channel_id and again.channel_id in rest.created
     await again.aclose()
+
+
+async def test_a_reply_in_progress_renews_its_lease():
+    """The conversation's updates keep the account's slot held past the lease's ttl (see
+    tests/aws/test_leases.py for the store and queue side)."""
+    rest = Rest()
+    svc, leases = service(rest)
+    clock = [1000.0]
+    svc.queue.clock = lambda: clock[0]
+    conv = await svc.start(spec(7))
+    lease = conv.lease
+    updates = conv.updates(heartbeat=0.01)
+    await anext(updates)
+    clock[0] += lease.ttl * 0.9  # well past half its ttl: the next update renews it
+    await anext(updates)
+    assert lease.renewed_at == clock[0]
+    assert leases.held(conv.account, clock[0] + lease.ttl * 0.5) == 1  # held beyond the first expiry
+    await updates.aclose()
+    await conv.aclose()

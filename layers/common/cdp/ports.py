@@ -193,6 +193,11 @@ class LeaseStore(Protocol):
         """Free the slot if `holder` still holds it (an expired, retaken slot is left alone)."""
         ...
 
+    async def renew(self, account: str, slot: int, holder: str, expires_at: float) -> bool:
+        """Hold the slot until `expires_at` if `holder` still holds it (a reply still streaming past
+        its lease's ttl); False if it does not (it expired and was retaken)."""
+        ...
+
 
 class RateLimitStore(Protocol):
     """Fixed-window request counters (REQUEST_RATE_LIMIT per client IP)."""

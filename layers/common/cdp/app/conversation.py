@@ -144,6 +144,8 @@ class Conversation:
             if heartbeat is not None:
                 wait = min(wait, heartbeat)
             snapshot = await self._service.replies.wait_for_change(self.prompt_message_id, revision, wait)
+            if self.lease is not None:  # a long reply keeps its account's slot (a store call per ttl/2)
+                await self.lease.keep()
             read_at = time.time()
             now = loop.time()
             changed = snapshot.revision != revision

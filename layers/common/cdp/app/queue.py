@@ -33,6 +33,7 @@ log = logging.getLogger("cdp.app.queue")
 POLL_SECONDS = 0.5  # a waiter whose turn it is looks at the store at least this often
 INITIAL_HOLD_SECONDS = 5.0  # first guess of a prompt's time in flight, before any was measured
 LEASE_MARGIN_SECONDS = 30.0  # a lease outlives its request's timeout by this much, then expires
+RENEW_AFTER_SHARE = 0.5  # a lease still held is renewed (for another ttl) once half its ttl has passed
 
 
 class AccountLease:
@@ -47,6 +48,7 @@ class AccountLease:
         self.account = ""  # fingerprint
         self.slot = -1
         self.taken_at = 0.0
+        self.renewed_at = 0.0  # when the store last (re)set its expiry
 
     async def acquire(self, exclude: set[str] = frozenset()) -> tuple[str, str]:
         """(token, fingerprint): the account held, unless it is in `exclude` (it failed: then it is
@@ -56,6 +58,26 @@ class AccountLease:
         await self.release()
         await self.queue.admit(self, exclude)
         return self.token, self.account
+
+    async def keep(self) -> None:
+        """Called while the reply goes on: once half the ttl has passed since the slot was taken or
+        last renewed, hold it for another ttl. A stream's timeout counts between two edits, so a long
+        reply can outlast `ttl`; without this, its slot would expire and be taken while it streams
+        (ACCOUNT_MAX_CONCURRENT broken). A failed renewal is logged, never raised: the answer goes on."""
+        if not self.account:
+            return
+        now = self.queue.clock()
+        if now - self.renewed_at < self.ttl * RENEW_AFTER_SHARE:
+            return
+        try:
+            held = await self.queue.leases.renew(self.account, self.slot, self.holder, now + self.ttl)
+        except Exception:
+            log.warning("could not renew the account's lease", extra={"account": self.account}, exc_info=True)
+            return
+        self.renewed_at = now
+        if not held:
+            log.warning("the account's lease had expired and was taken; the reply goes on",
+                        extra={"account": self.account})
 
     async def release(self) -> None:
         """Give the slot back (idempotent; a store failure is logged: the lease then expires)."""
@@ -148,6 +170,7 @@ class AccountQueue:
             if decision.slot is not None:
                 lease.token = await self.pool.use(rec)
                 lease.account, lease.slot, lease.taken_at = rec.key, decision.slot, decision.at or now
+                lease.renewed_at = lease.taken_at
                 self.in_flight += 1
                 return 0.0
             retry_in = min(retry_in, decision.retry_in)

@@ -31,6 +31,13 @@ class MemoryLeaseStore:
         if slot < len(slots) and slots[slot].holder == holder:
             slots[slot] = Slot()
 
+    async def renew(self, account: str, slot: int, holder: str, expires_at: float) -> bool:
+        slots = self._slots.get(account, [])
+        if slot < len(slots) and slots[slot].holder == holder:
+            slots[slot] = Slot(holder, expires_at)
+            return True
+        return False
+
     def held(self, account: str, now: float) -> int:
         """Slots of `account` held at `now` (tests, status)."""
         return sum(not s.free(now) for s in self._slots.get(account, []))

@@ -69,3 +69,12 @@ class DynamoLeaseStore(TableAdapter):
             UpdateExpression="REMOVE #e, #h", ConditionExpression="#h = :h",
             ExpressionAttributeNames={"#e": f"e{slot}", "#h": f"h{slot}"},
             ExpressionAttributeValues={":h": string(holder)})
+
+    async def renew(self, account: str, slot: int, holder: str, expires_at: float) -> bool:
+        written = await self.write_if(
+            self.client.update_item, Key={"pk": string(LEASE_PK), "sk": string(account)},
+            UpdateExpression="SET #e = :exp, #x = :x", ConditionExpression="#h = :h",
+            ExpressionAttributeNames={"#e": f"e{slot}", "#h": f"h{slot}", "#x": "expires_at"},
+            ExpressionAttributeValues={":h": string(holder), ":exp": number(expires_at),
+                                       ":x": number(int(math.ceil(expires_at)) + ITEM_TTL_SECONDS)})
+        return written is not None
