@@ -195,6 +195,12 @@ def test_timeouts_are_ordered(cfn, names, monkeypatch):
     # within their schedule period
     assert fns["ApiFunction"]["Timeout"] <= 30
     assert fns["CleanupFunction"]["Timeout"] <= 60
+    # keepalive: each bot's post waits for an account slot (QUEUE_MAX_WAIT, the default: the function
+    # is not given the parameter), then the temporary channel's grace; room for a few bots
+    from cdp.app.jobs import KEEPALIVE_CHANNEL_GRACE
+
+    per_bot = Settings(_env_file=None).QUEUE_MAX_WAIT + posting_margin
+    assert fns["KeepaliveFunction"]["Timeout"] >= 4 * per_bot + KEEPALIVE_CHANNEL_GRACE
 
 
 #: measured peak RSS of the stream function's process (uvicorn + app, streamed chats and an image
