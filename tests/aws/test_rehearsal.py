@@ -201,6 +201,7 @@ def test_timeouts_are_ordered(cfn, names, monkeypatch):
 
     per_bot = Settings(_env_file=None).QUEUE_MAX_WAIT + posting_margin
     assert fns["KeepaliveFunction"]["Timeout"] >= 4 * per_bot + KEEPALIVE_CHANNEL_GRACE
+    assert fns["InteractionsFunction"]["Timeout"] >= fns["KeepaliveFunction"]["Timeout"]  # `/cdp keepalive`
 
 
 #: measured peak RSS of the stream function's process (uvicorn + app, streamed chats and an image
