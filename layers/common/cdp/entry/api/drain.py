@@ -11,10 +11,10 @@ once a stream has started, an error frame then `[DONE]`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from types import SimpleNamespace
 
+from cdp.entry.asgi import send_json
 from cdp.entry.openai import errors as oe
 from cdp.entry.openai.wire import SSE_DONE, sse
 
@@ -64,12 +64,7 @@ class ShutdownCutMiddleware:
                                                                "streaming": started})
             try:
                 if not started:
-                    body = json.dumps(err.body()).encode()
-                    headers = [(b"content-type", b"application/json"),
-                               (b"content-length", str(len(body)).encode()),
-                               *((k.lower().encode(), v.encode()) for k, v in err.headers.items())]
-                    await send({"type": "http.response.start", "status": err.status, "headers": headers})
-                    await send({"type": "http.response.body", "body": body})
+                    await send_json(send, err.status, err.body(), err.headers)
                 elif sse_stream:
                     await send({"type": "http.response.body", "body": sse(err.body()) + SSE_DONE})
                 else:

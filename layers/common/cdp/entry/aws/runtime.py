@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from cdp.entry.asgi import send_json
 from cdp.entry.aws import observability as obs
 
 if TYPE_CHECKING:
@@ -159,24 +160,16 @@ class LazyStreamApp:
                     return
         if self.app is None:
             if scope["type"] == "http" and scope.get("path") == "/" and scope.get("method") == "GET":
-                return await _send_json(send, 200, {"name": "coze-discord-proxy", "openai_base_url": "/v1",
+                return await send_json(send, 200, {"name": "coze-discord-proxy", "openai_base_url": "/v1",
                                                     "health": "/healthz"})
             try:
                 self.app = self.build()
             except Exception as exc:  # noqa: BLE001 - answer, do not crash-loop
                 log.error("%s", config_error_body(exc)["error"]["message"])
                 if scope["type"] == "http":
-                    return await _send_json(send, 503, config_error_body(exc), {"retry-after": "60"})
+                    return await send_json(send, 503, config_error_body(exc), {"retry-after": "60"})
                 return None
         return await self.app(scope, receive, send)
-
-
-async def _send_json(send: Callable, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-    raw = json.dumps(body).encode()
-    hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
-    hdrs += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": hdrs})
-    await send({"type": "http.response.body", "body": raw})
 
 
 def stream_app() -> LazyStreamApp:
