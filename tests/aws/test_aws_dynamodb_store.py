@@ -13,10 +13,7 @@ from cdp.adapters.store.dynamodb.rhythm import Rhythm
 from cdp.domain.model import ReplyMessage, TempChannel
 from cdp.settings import Settings
 
-
-def cfg(moto, tables) -> Settings:
-    prefix, _ = tables
-    return Settings(CDP_TABLE_PREFIX=prefix, AWS_ENDPOINT_URL=moto.url, AWS_REGION="us-east-1")
+from tests.support.aws import store_settings
 
 
 def msg(mid: str, prompt: str = "900000000000000001", content: str = "hi", version: int = 1, **kw):
@@ -25,17 +22,13 @@ def msg(mid: str, prompt: str = "900000000000000001", content: str = "hi", versi
 
 
 @pytest.fixture
-def store(moto, tables, monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-        monkeypatch.setenv(k, v)
-    return DynamoReplyStore(cfg(moto, tables))
+def store(moto, tables):
+    return DynamoReplyStore(store_settings(moto, tables))
 
 
 @pytest.fixture
-def registry(moto, tables, monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-        monkeypatch.setenv(k, v)
-    return DynamoChannelRegistry(cfg(moto, tables))
+def registry(moto, tables):
+    return DynamoChannelRegistry(store_settings(moto, tables))
 
 
 def test_tables_from_template_have_stream_and_ttl(moto, tables):
@@ -74,7 +67,7 @@ async def test_put_snapshot_roundtrip_ordered_by_id(store):
 
 async def test_versions_never_go_backwards_even_across_two_listeners(moto, tables, store):
     p = "900000000000000201"
-    other = DynamoReplyStore(cfg(moto, tables))  # a second listener: its own process caches
+    other = DynamoReplyStore(store_settings(moto, tables))  # a second listener: its own process caches
     assert await store.put(msg("1000000000000000030", p, "v2 text", 2))
     assert not await other.put(msg("1000000000000000030", p, "v1 text", 1))  # late, older edit
     assert await other.put(msg("1000000000000000030", p, "v2 text", 2))  # duplicate: harmless
@@ -86,7 +79,7 @@ async def test_versions_never_go_backwards_even_across_two_listeners(moto, table
 
 async def test_prompt_for_reply_survives_a_fresh_process(moto, tables, store):
     await store.put(msg("1000000000000000040", "900000000000000301"))
-    fresh = DynamoReplyStore(cfg(moto, tables))
+    fresh = DynamoReplyStore(store_settings(moto, tables))
     assert await fresh.prompt_for_reply("1000000000000000040") == "900000000000000301"
     assert await fresh.prompt_for_reply("1000000000000000041") is None
 
@@ -104,7 +97,7 @@ async def test_every_item_has_a_ttl(moto, tables, store):
 
 async def test_wait_for_change_wakes_on_a_write_from_another_process(moto, tables, store):
     p = "900000000000000501"
-    writer = DynamoReplyStore(cfg(moto, tables))
+    writer = DynamoReplyStore(store_settings(moto, tables))
 
     async def later():
         await asyncio.sleep(0.3)
@@ -261,15 +254,13 @@ async def test_dynamodb_stores_via_bootstrap(aws_env):
     assert len((await stores.replies.snapshot("900000000000000901")).messages) == 1
 
 
-async def test_writes_of_one_reply_keep_their_order_across_its_messages(moto, tables, monkeypatch):
+async def test_writes_of_one_reply_keep_their_order_across_its_messages(moto, tables):
     """A later message of a reply (Coze's part 2) is never stored before an earlier message's edit
     the listener received first: a reader would see part 2 after an unfinished part 1. The order is
     the recorder's per-prompt lane; this checks it holds on DynamoDB, whose writes run concurrently."""
     from cdp.adapters.discord.recorder import ReplyRecorder
 
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-        monkeypatch.setenv(k, v)
-    real = DynamoReplyStore(cfg(moto, tables)).client
+    real = DynamoReplyStore(store_settings(moto, tables)).client
     log: list[str] = []
 
     class SlowFirstWrite:
@@ -290,7 +281,7 @@ async def test_writes_of_one_reply_keep_their_order_across_its_messages(moto, ta
         def __getattr__(self, name):
             return getattr(real, name)
 
-    store = DynamoReplyStore(cfg(moto, tables), client=SlowFirstWrite())
+    store = DynamoReplyStore(store_settings(moto, tables), client=SlowFirstWrite())
     coze, p = "1300000000000000001", "900000000000000951"
     recorder = ReplyRecorder(store, {coze})
 

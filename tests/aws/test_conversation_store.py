@@ -10,18 +10,17 @@ import pytest
 from cdp.adapters.store.dynamodb.conversations import DynamoConversationStore
 from cdp.adapters.store.memory import MemoryConversationStore
 from cdp.domain.sticky import StickyConversation
-from cdp.settings import Settings
+
+from tests.support.aws import store_settings
 
 
 @pytest.fixture(params=["memory", "dynamodb"])
-def store_pair(request, moto, tables, monkeypatch):
+def store_pair(request, moto, tables):
     """Two store objects sharing one state."""
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-        monkeypatch.setenv(k, v)
     if request.param == "memory":
         shared = MemoryConversationStore()
         return shared, shared
-    c = Settings(CDP_TABLE_PREFIX=tables[0], AWS_ENDPOINT_URL=moto.url, AWS_REGION="us-east-1")
+    c = store_settings(moto, tables)
     return DynamoConversationStore(c), DynamoConversationStore(c)
 
 

@@ -17,21 +17,16 @@ from cdp.app.pool import AccountPool
 from cdp.app.queue import AccountQueue
 from cdp.settings import Settings
 
-
-def cfg(moto, tables, **kw) -> Settings:
-    prefix, _ = tables
-    return Settings(CDP_TABLE_PREFIX=prefix, AWS_ENDPOINT_URL=moto.url, AWS_REGION="us-east-1", **kw)
+from tests.support.aws import store_settings
 
 
 @pytest.fixture(params=["memory", "dynamodb"])
-def leases(request, moto, tables, monkeypatch):
+def leases(request, moto, tables):
     """A factory of lease stores sharing one state (dynamodb: a new object = another process)."""
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-        monkeypatch.setenv(k, v)
     if request.param == "memory":
         shared = MemoryLeaseStore()
         return lambda: shared
-    c = cfg(moto, tables)
+    c = store_settings(moto, tables)
     # moto answers one request at a time (tests/support/moto_serial.py): its conditional writes are
     # atomic, as DynamoDB's, and the stores' read → decide → conditional write is what is tested
     return lambda: DynamoLeaseStore(c)
@@ -167,13 +162,11 @@ class Interleaved(DynamoLeaseStore):
 
 
 @pytest.mark.parametrize("released", [False, True])
-async def test_a_take_between_read_and_write_wins(moto, tables, monkeypatch, released):
+async def test_a_take_between_read_and_write_wins(moto, tables, released):
     """Another instance takes the slot (and gives it back, `released`) after this one read the account
     as free: this one's write fails its condition, it reads again and is refused — for the held slot,
     or, once released, for ACCOUNT_MIN_GAP since the other's post."""
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-        monkeypatch.setenv(k, v)
-    c = cfg(moto, tables)
+    c = store_settings(moto, tables)
     acct = uniq("fp")
     other = DynamoLeaseStore(c)
     kw = {"max_concurrent": 1, "min_gap": 5.0, "ttl": 100.0}

@@ -13,23 +13,17 @@ from cdp.adapters.store.dynamodb.state import DynamoAlertStore, DynamoHealthStor
 from cdp.adapters.store.memory import MemoryAlertStore, MemoryHealthStore, MemoryRateLimitStore
 from cdp.app.pool import AccountPool, NoUsableAccount
 from cdp.domain.accounts import KIND_ACCOUNT, KIND_BOT, Health, HealthRecord
-from cdp.settings import Settings
 
-
-def cfg(moto, tables) -> Settings:
-    prefix, _ = tables
-    return Settings(CDP_TABLE_PREFIX=prefix, AWS_ENDPOINT_URL=moto.url, AWS_REGION="us-east-1")
+from tests.support.aws import store_settings
 
 
 @pytest.fixture(params=["memory", "dynamodb"])
-def stores(request, moto, tables, monkeypatch):
+def stores(request, moto, tables):
     """A factory of store triples sharing one state (dynamodb: new objects = another process)."""
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-        monkeypatch.setenv(k, v)
     if request.param == "memory":
         shared = (MemoryHealthStore(), MemoryRateLimitStore(), MemoryAlertStore())
         return lambda: shared
-    c = cfg(moto, tables)
+    c = store_settings(moto, tables)
     return lambda: (DynamoHealthStore(c), DynamoRateLimitStore(c), DynamoAlertStore(c))
 
 

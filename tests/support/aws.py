@@ -182,6 +182,14 @@ def aws_env(server: MotoServer, prefix: str) -> dict[str, str]:
             "CDP_STATE_TABLE": f"{prefix}-state"}
 
 
+def store_settings(server: MotoServer, tables: tuple[str, Any], **kw: Any):
+    """Settings of the DynamoDB store adapters on the moto server and a module's tables (the `tables`
+    fixture's (prefix, names)); the credentials are the tests/aws conftest's fake ones."""
+    from cdp.settings import Settings
+
+    return Settings(CDP_TABLE_PREFIX=tables[0], AWS_ENDPOINT_URL=server.url, AWS_REGION="us-east-1", **kw)
+
+
 def create_secret(server: MotoServer, name: str, values: dict[str, str]) -> str:
     import json
 
